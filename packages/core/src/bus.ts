@@ -1,0 +1,437 @@
+import { BACKOFF_DEFAULTS, type BackoffOptions, backoffDelayMs, validateBackoff } from './backoff.js';
+import { type Clock, type IdGenerator, systemClock, uuidv7Ids } from './clock.js';
+import { type Codec, jsonCodec } from './codec.js';
+import { Delivery } from './delivery.js';
+import {
+  assertPattern,
+  createEnvelope,
+  DEFAULT_PRIORITY,
+  type Envelope,
+  expiresAtMs,
+  type PublishOptions,
+} from './envelope.js';
+import {
+  BusError,
+  ClosedError,
+  ConfigError,
+  describeError,
+  isRetryable,
+  PayloadTooLargeError,
+} from './errors.js';
+import { type Logger, stderrLogger } from './logger.js';
+import { type ConsumeContext, compose, type Middleware, type PublishContext } from './middleware.js';
+import type { RawDelivery, Subscription, Transport, TransportMessage } from './transport.js';
+
+export interface BusOptions {
+  readonly transport: Transport;
+  /** Default: JSON (CloudEvents structured mode). */
+  readonly codec?: Codec;
+  readonly middleware?: readonly Middleware[];
+  readonly clock?: Clock;
+  readonly ids?: IdGenerator;
+  readonly logger?: Logger;
+  /** `source` of published envelopes unless given per publish. */
+  readonly source?: string;
+  /** Encoded envelopes larger than this are refused with PayloadTooLargeError. */
+  readonly maxPayloadBytes?: number;
+  /** Whether `bus.close()` also closes the transport. */
+  readonly ownsTransport?: boolean;
+}
+
+export const BUS_DEFAULTS = Object.freeze({
+  source: 'agentbus',
+  maxPayloadBytes: 1024 * 1024,
+  ownsTransport: true,
+});
+
+export interface SubscribeOptions {
+  /** Consumer group. Subscribers of one group compete; every group gets its own copy. */
+  readonly group?: string;
+  /** Handlers running at once on this subscription. */
+  readonly concurrency?: number;
+  /** Deliveries leased ahead of the handlers (default: `concurrency`). */
+  readonly prefetch?: number;
+  /** After this many failed attempts the message is dead-lettered (`max-attempts`). */
+  readonly maxAttempts?: number;
+  /** Lease length; the bus renews it every third of it while the handler runs. */
+  readonly ackTimeoutMs?: number;
+  readonly backoff?: Partial<BackoffOptions>;
+}
+
+export const SUBSCRIBE_DEFAULTS = Object.freeze({
+  group: 'default',
+  concurrency: 1,
+  maxAttempts: 5,
+  ackTimeoutMs: 30_000,
+  backoff: BACKOFF_DEFAULTS,
+});
+
+export type Handler<T = unknown> = (delivery: Delivery<T>) => unknown | Promise<unknown>;
+
+export interface PublishItem<T = unknown> {
+  readonly topic: string;
+  readonly data: T;
+  readonly options?: PublishOptions;
+}
+
+/** A running handler subscription. `close()` stops taking work and waits for running handlers. */
+export interface BusSubscription extends AsyncDisposable {
+  readonly pattern: string;
+  readonly group: string;
+  /** Handlers running right now. */
+  readonly inFlight: number;
+  close(): Promise<void>;
+}
+
+/** Dead-letter reasons the bus writes. */
+export const DeadLetterReason = Object.freeze({
+  maxAttempts: 'max-attempts',
+  decode: 'decode',
+  expired: 'expired',
+  unrecoverable: 'unrecoverable',
+});
+
+function positiveInt(value: number, path: string): number {
+  if (!Number.isInteger(value) || value < 1) throw new ConfigError(`must be a positive integer, got ${value}`, { path });
+  return value;
+}
+
+/** Why a non-retryable error dead-letters a message. */
+function reasonFor(err: unknown): string {
+  if (err instanceof BusError) return err.code === 'UNRECOVERABLE' ? DeadLetterReason.unrecoverable : err.code.toLowerCase().replaceAll('_', '-');
+  return DeadLetterReason.unrecoverable;
+}
+
+/** The bus: publish, subscribe with handlers, middleware, graceful close. */
+export class Bus {
+  readonly transport: Transport;
+  readonly codec: Codec;
+  readonly clock: Clock;
+  readonly ids: IdGenerator;
+  readonly logger: Logger;
+  readonly #source: string;
+  readonly #maxPayloadBytes: number;
+  readonly #ownsTransport: boolean;
+  readonly #middleware: Middleware[] = [];
+  readonly #subscriptions = new Set<HandlerSubscription>();
+  #publishHooks: ((ctx: PublishContext, next: () => Promise<void>) => Promise<void>)[] = [];
+  #publishChain!: (ctx: PublishContext) => Promise<void>;
+  #consumeHooks: ((ctx: ConsumeContext, next: () => Promise<void>) => Promise<void>)[] = [];
+  #closing: Promise<void> | undefined;
+
+  constructor(options: BusOptions) {
+    if (!options || typeof options.transport?.publish !== 'function') {
+      throw new ConfigError('a Transport is required', { path: 'transport' });
+    }
+    this.transport = options.transport;
+    this.codec = options.codec ?? jsonCodec();
+    this.clock = options.clock ?? systemClock;
+    this.ids = options.ids ?? uuidv7Ids;
+    this.logger = options.logger ?? stderrLogger;
+    this.#source = options.source ?? BUS_DEFAULTS.source;
+    this.#maxPayloadBytes = positiveInt(options.maxPayloadBytes ?? BUS_DEFAULTS.maxPayloadBytes, 'maxPayloadBytes');
+    this.#ownsTransport = options.ownsTransport ?? BUS_DEFAULTS.ownsTransport;
+    for (const m of options.middleware ?? []) this.use(m);
+    this.#rebuild();
+  }
+
+  get closed(): boolean {
+    return this.#closing !== undefined;
+  }
+
+  /** Adds middleware; hooks run in the order added (outermost first). */
+  use(middleware: Middleware): this {
+    if (!middleware || typeof middleware.name !== 'string') throw new ConfigError('middleware needs a name', { path: 'middleware' });
+    this.#middleware.push(middleware);
+    this.#rebuild();
+    return this;
+  }
+
+  #rebuild(): void {
+    this.#publishHooks = this.#middleware.flatMap((m) => (m.publish ? [m.publish.bind(m)] : []));
+    this.#publishChain = compose(this.#publishHooks, async (ctx) => {
+      await this.transport.publish([this.#encode(ctx.envelope)]);
+    });
+    this.#consumeHooks = this.#middleware.flatMap((m) => (m.consume ? [m.consume.bind(m)] : []));
+  }
+
+  /** Builds an envelope without publishing it. */
+  envelope<T>(topic: string, data: T, options: PublishOptions = {}): Envelope<T> {
+    return createEnvelope(topic, data, options, { id: this.ids(), source: this.#source, nowMs: this.clock.now() });
+  }
+
+  /** Publishes one event; resolves with the envelope once the transport made it durable. */
+  async publish<T>(topic: string, data: T, options: PublishOptions = {}): Promise<Envelope<T>> {
+    this.#assertOpen();
+    const ctx: PublishContext = { envelope: this.envelope(topic, data, options) };
+    await this.#publishChain(ctx);
+    return ctx.envelope as Envelope<T>;
+  }
+
+  /**
+   * Publishes several events in one transport round. Every envelope passes the publish
+   * middleware first; if any is refused, none is sent and the call rejects.
+   */
+  async publishBatch(items: readonly PublishItem[]): Promise<Envelope[]> {
+    this.#assertOpen();
+    const contexts = items.map((it) => ({ envelope: this.envelope(it.topic, it.data, it.options ?? {}) }));
+    const outbound: (TransportMessage | undefined)[] = new Array(contexts.length);
+    const failures: unknown[] = [];
+    let settle!: (err?: unknown) => void;
+    const sent = new Promise<void>((resolve, reject) => {
+      settle = (err) => (err === undefined ? resolve() : reject(err));
+    });
+    sent.catch(() => {});
+    const arrivals: Promise<void>[] = [];
+    const chains = contexts.map((ctx, i) => {
+      let arrived!: () => void;
+      arrivals.push(new Promise<void>((r) => (arrived = r)));
+      const run = compose<PublishContext>(this.#publishHooks, async (c) => {
+        outbound[i] = this.#encode(c.envelope);
+        arrived();
+        await sent;
+      });
+      return run(ctx).then(arrived, (err) => {
+        if (!outbound[i]) failures.push(err);
+        arrived();
+        throw err;
+      });
+    });
+    // Every chain has now reached the transport, been dropped by middleware, or failed.
+    await Promise.all(arrivals);
+    if (failures.length > 0) {
+      settle(failures[0]);
+      await Promise.allSettled(chains);
+      throw failures[0];
+    }
+    try {
+      await this.transport.publish(outbound.filter((m): m is TransportMessage => m !== undefined));
+      settle();
+    } catch (err) {
+      settle(err);
+    }
+    await Promise.all(chains);
+    return contexts.map((c) => c.envelope);
+  }
+
+  #encode(env: Envelope): TransportMessage {
+    const body = this.codec.encode(env);
+    if (body.byteLength > this.#maxPayloadBytes) {
+      throw new PayloadTooLargeError(
+        `encoded envelope is ${body.byteLength} bytes, over maxPayloadBytes ${this.#maxPayloadBytes}`,
+        { data: { bytes: body.byteLength, maxPayloadBytes: this.#maxPayloadBytes } },
+      );
+    }
+    const headers: Record<string, string> = { 'content-type': this.codec.contentType, 'ce-type': env.type };
+    if (env.traceparent) headers.traceparent = env.traceparent;
+    return {
+      id: env.id,
+      topic: env.topic,
+      body,
+      headers,
+      priority: env.priority ?? DEFAULT_PRIORITY,
+      expiresAtMs: expiresAtMs(env),
+    };
+  }
+
+  /** Runs `handler` for every message matching `pattern` in `options.group`. */
+  async subscribe<T = unknown>(pattern: string, handler: Handler<T>, options: SubscribeOptions = {}): Promise<BusSubscription> {
+    this.#assertOpen();
+    assertPattern(pattern);
+    if (typeof handler !== 'function') throw new ConfigError('a handler function is required', { path: 'handler' });
+    const concurrency = positiveInt(options.concurrency ?? SUBSCRIBE_DEFAULTS.concurrency, 'subscribe.concurrency');
+    const settings: HandlerSettings = {
+      pattern,
+      group: options.group ?? SUBSCRIBE_DEFAULTS.group,
+      concurrency,
+      maxAttempts: positiveInt(options.maxAttempts ?? SUBSCRIBE_DEFAULTS.maxAttempts, 'subscribe.maxAttempts'),
+      ackTimeoutMs: positiveInt(options.ackTimeoutMs ?? SUBSCRIBE_DEFAULTS.ackTimeoutMs, 'subscribe.ackTimeoutMs'),
+      backoff: { ...SUBSCRIBE_DEFAULTS.backoff, ...options.backoff },
+      handler: handler as Handler,
+    };
+    if (!settings.group) throw new ConfigError('must be a non-empty string', { path: 'subscribe.group' });
+    validateBackoff(settings.backoff, 'subscribe.backoff');
+    const prefetch = positiveInt(options.prefetch ?? concurrency, 'subscribe.prefetch');
+    const raw = await this.transport.subscribe(pattern, {
+      group: settings.group,
+      prefetch,
+      ackTimeoutMs: settings.ackTimeoutMs,
+    });
+    const sub = new HandlerSubscription(this, raw, settings, (ctx, handle) => compose(this.#consumeHooks, handle)(ctx));
+    this.#subscriptions.add(sub);
+    sub.done.finally(() => this.#subscriptions.delete(sub));
+    return sub;
+  }
+
+  /** Stops every subscription, waits for running handlers to settle, then closes the transport (if owned). Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await Promise.all([...this.#subscriptions].map((s) => s.close()));
+      if (this.#ownsTransport) await this.transport.close();
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #assertOpen(): void {
+    if (this.#closing) throw new ClosedError('bus is closed');
+  }
+}
+
+interface HandlerSettings {
+  readonly pattern: string;
+  readonly group: string;
+  readonly concurrency: number;
+  readonly maxAttempts: number;
+  readonly ackTimeoutMs: number;
+  readonly backoff: BackoffOptions;
+  readonly handler: Handler;
+}
+
+class HandlerSubscription implements BusSubscription {
+  readonly pattern: string;
+  readonly group: string;
+  readonly done: Promise<void>;
+  #inFlight = 0;
+  #stopping = false;
+  #closing: Promise<void> | undefined;
+  readonly #running = new Set<Promise<void>>();
+  #slotFreed: (() => void) | undefined;
+
+  constructor(
+    private readonly bus: Bus,
+    private readonly raw: Subscription<RawDelivery>,
+    private readonly settings: HandlerSettings,
+    private readonly chain: (ctx: ConsumeContext, handle: (ctx: ConsumeContext) => Promise<void>) => Promise<void>,
+  ) {
+    this.pattern = settings.pattern;
+    this.group = settings.group;
+    this.done = this.#loop();
+  }
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  async #loop(): Promise<void> {
+    const it = this.raw[Symbol.asyncIterator]();
+    try {
+      while (!this.#stopping) {
+        if (this.#inFlight >= this.settings.concurrency) {
+          await new Promise<void>((r) => (this.#slotFreed = r));
+          continue;
+        }
+        const r = await it.next();
+        if (r.done) break;
+        if (this.#stopping) {
+          // Taken while closing: hand it straight back rather than start new work.
+          await r.value.nack().catch(() => {});
+          break;
+        }
+        this.#inFlight++;
+        const p = this.#handle(r.value).finally(() => {
+          this.#inFlight--;
+          this.#running.delete(p);
+          const f = this.#slotFreed;
+          this.#slotFreed = undefined;
+          f?.();
+        });
+        this.#running.add(p);
+      }
+    } catch (err) {
+      if (!this.#stopping) this.bus.logger.error({ err, pattern: this.pattern, group: this.group }, 'subscription failed');
+    }
+  }
+
+  async #handle(raw: RawDelivery): Promise<void> {
+    const { logger, codec, clock } = this.bus;
+    const { maxAttempts, ackTimeoutMs } = this.settings;
+    const log = { messageId: raw.message.id, topic: raw.message.topic, group: this.group, attempt: raw.attempt };
+    try {
+      let envelope: Envelope;
+      try {
+        envelope = codec.decode(raw.message.body);
+      } catch (err) {
+        logger.warn({ ...log, err }, 'undecodable message dead-lettered');
+        await raw.deadLetter(DeadLetterReason.decode, { error: describeError(err) });
+        return;
+      }
+      if (raw.attempt > maxAttempts) {
+        await raw.deadLetter(DeadLetterReason.maxAttempts, {
+          error: `delivered ${raw.attempt} times without being settled (maxAttempts ${maxAttempts})`,
+        });
+        return;
+      }
+      const exp = raw.message.expiresAtMs;
+      if (exp !== undefined && exp <= clock.now()) {
+        await raw.deadLetter(DeadLetterReason.expired, { error: `expired at ${new Date(exp).toISOString()}` });
+        return;
+      }
+      const delivery = new Delivery(envelope, raw);
+      const ctx: ConsumeContext = { envelope, delivery, pattern: this.pattern, group: this.group, state: new Map() };
+      // Keep the lease while the handler runs: a model call may take minutes.
+      const renew = setInterval(
+        () => {
+          raw.extend(ackTimeoutMs).catch((err) => logger.warn({ ...log, err }, 'lease extension failed'));
+        },
+        Math.max(1, Math.floor(ackTimeoutMs / 3)),
+      );
+      try {
+        await this.chain(ctx, async (c) => {
+          await this.settings.handler(c.delivery);
+        });
+      } catch (err) {
+        await this.#fail(raw, err, log);
+        return;
+      } finally {
+        clearInterval(renew);
+      }
+      if (!raw.settled) await raw.ack();
+    } catch (err) {
+      logger.error({ ...log, err }, 'settling a delivery failed; it will be redelivered after its lease');
+    }
+  }
+
+  async #fail(raw: RawDelivery, err: unknown, log: object): Promise<void> {
+    const { logger } = this.bus;
+    const error = describeError(err);
+    if (raw.settled) {
+      logger.warn({ ...log, err }, 'handler threw after settling its delivery');
+      return;
+    }
+    if (!isRetryable(err)) {
+      await raw.deadLetter(reasonFor(err), { error });
+      return;
+    }
+    if (raw.attempt >= this.settings.maxAttempts) {
+      await raw.deadLetter(DeadLetterReason.maxAttempts, { error });
+      return;
+    }
+    const delayMs = backoffDelayMs(raw.attempt, this.settings.backoff);
+    logger.debug({ ...log, err, delayMs }, 'handler failed; retrying');
+    await raw.nack({ delayMs, error });
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#stopping = true;
+      this.#slotFreed?.();
+      await Promise.allSettled([...this.#running]);
+      await this.raw.close();
+      await this.done;
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** Creates a bus over a transport. */
+export function createBus(options: BusOptions): Bus {
+  return new Bus(options);
+}

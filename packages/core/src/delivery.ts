@@ -1,0 +1,52 @@
+import { payloadDigest } from './codec.js';
+import type { Envelope } from './envelope.js';
+import type { DeadLetterOptions, NackOptions, RawDelivery } from './transport.js';
+
+/**
+ * One delivery of an envelope to a handler: the event plus per-delivery state. Settling is
+ * idempotent (the first call wins); a handler that neither settles nor throws is acked for it.
+ */
+export class Delivery<T = unknown> {
+  constructor(
+    readonly envelope: Envelope<T>,
+    private readonly raw: RawDelivery,
+  ) {}
+
+  get data(): T {
+    return this.envelope.data;
+  }
+  get topic(): string {
+    return this.envelope.topic;
+  }
+  get group(): string {
+    return this.raw.group;
+  }
+  /** 1 on the first delivery. */
+  get attempt(): number {
+    return this.raw.attempt;
+  }
+  get settled(): boolean {
+    return this.raw.settled;
+  }
+  /** Transport headers as received (content-type, traceparent …). */
+  get transportHeaders(): Readonly<Record<string, string>> {
+    return this.raw.message.headers;
+  }
+  /** `sha256:<hex>` of the encoded message, for provenance and audit. */
+  digest(): string {
+    return payloadDigest(this.raw.message.body);
+  }
+  ack(): Promise<void> {
+    return this.raw.ack();
+  }
+  nack(options?: NackOptions): Promise<void> {
+    return this.raw.nack(options);
+  }
+  deadLetter(reason: string, options?: DeadLetterOptions): Promise<void> {
+    return this.raw.deadLetter(reason, options);
+  }
+  /** Keeps the lease `ms` more from now. The bus already extends leases while a handler runs. */
+  extend(ms: number): Promise<void> {
+    return this.raw.extend(ms);
+  }
+}

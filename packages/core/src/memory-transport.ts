@@ -1,0 +1,325 @@
+import { type Clock, type IdGenerator, systemClock, uuidv7Ids } from './clock.js';
+import { assertPattern, MAX_PRIORITY, topicMatches } from './envelope.js';
+import { ClosedError, ConfigError } from './errors.js';
+import { Fifo, MinHeap } from './fifo.js';
+import { ManagedDelivery } from './managed-delivery.js';
+import { PollingSubscription } from './polling-subscription.js';
+import {
+  type DeadLetter,
+  type DeadLetterFilter,
+  type DeadLetterStore,
+  type HealthReport,
+  type InboundMessage,
+  REPLAY_COUNT_HEADER,
+  type TransportSubscribeOptions,
+  type Subscription,
+  type Transport,
+  type TransportCapabilities,
+  type TransportMessage,
+} from './transport.js';
+
+export interface MemoryTransportOptions {
+  readonly clock?: Clock;
+  readonly ids?: IdGenerator;
+  /** Idle poll interval; local publishes wake consumers at once. */
+  readonly pollIntervalMs?: number;
+}
+
+export const MEMORY_TRANSPORT_DEFAULTS = Object.freeze({ pollIntervalMs: 10 });
+
+const CAPABILITIES: TransportCapabilities = Object.freeze({
+  persistent: false,
+  crossProcess: false,
+  priority: true,
+  delayedDelivery: true,
+  ttl: true,
+  wildcards: true,
+  deadLetterReplay: true,
+});
+
+interface Entry {
+  readonly message: InboundMessage;
+  attempt: number;
+  readyAtMs: number;
+  leaseUntilMs: number;
+  /** Current lease token; 0 while not leased. Settling with a stale token has no effect. */
+  token: number;
+}
+
+class GroupQueue {
+  readonly patterns = new Set<string>();
+  readonly ready: Fifo<Entry>[] = Array.from({ length: MAX_PRIORITY + 1 }, () => new Fifo<Entry>());
+  readonly delayed = new MinHeap<Entry>((e) => e.readyAtMs);
+  readonly inflight = new Set<Entry>();
+  readonly subscriptions = new Set<PollingSubscription>();
+  nextLeaseCheckMs = Number.POSITIVE_INFINITY;
+  constructor(readonly name: string) {}
+
+  enqueue(entry: Entry, front = false): void {
+    const q = this.ready[entry.message.priority] as Fifo<Entry>;
+    if (front) q.unshift(entry);
+    else q.push(entry);
+  }
+
+  wake(): void {
+    for (const s of this.subscriptions) s.wake();
+  }
+
+  get backlog(): number {
+    return this.ready.reduce((n, q) => n + q.size, 0) + this.delayed.size;
+  }
+}
+
+/**
+ * The in-process transport: the full delivery contract (groups, leases, priority, delays, TTL,
+ * dead letters) without persistence. For tests, demos and single-process agents.
+ */
+export class MemoryTransport implements Transport {
+  readonly name = 'memory';
+  readonly capabilities = CAPABILITIES;
+  readonly deadLetters: DeadLetterStore;
+  readonly #clock: Clock;
+  readonly #ids: IdGenerator;
+  readonly #pollIntervalMs: number;
+  readonly #groups = new Map<string, GroupQueue>();
+  readonly #routes = new Map<string, GroupQueue[]>();
+  readonly #dead = new Map<string, DeadLetter>();
+  readonly #entries = new WeakMap<ManagedDelivery, Entry>();
+  #tokens = 0;
+  #closed = false;
+
+  constructor(options: MemoryTransportOptions = {}) {
+    this.#clock = options.clock ?? systemClock;
+    this.#ids = options.ids ?? uuidv7Ids;
+    this.#pollIntervalMs = options.pollIntervalMs ?? MEMORY_TRANSPORT_DEFAULTS.pollIntervalMs;
+    if (!(this.#pollIntervalMs > 0)) throw new ConfigError('must be > 0', { path: 'pollIntervalMs' });
+    this.deadLetters = this.#deadLetterStore();
+  }
+
+  async connect(): Promise<void> {
+    this.#assertOpen();
+  }
+
+  async publish(batch: readonly TransportMessage[]): Promise<void> {
+    this.#assertOpen();
+    const now = this.#clock.now();
+    const touched = new Set<GroupQueue>();
+    for (const m of batch) {
+      const message: InboundMessage = { ...m, publishedAtMs: now };
+      for (const group of this.#route(m.topic)) {
+        group.enqueue({ message, attempt: 0, readyAtMs: now, leaseUntilMs: 0, token: 0 });
+        touched.add(group);
+      }
+    }
+    for (const g of touched) g.wake();
+  }
+
+  async subscribe(pattern: string, options: TransportSubscribeOptions): Promise<Subscription<ManagedDelivery>> {
+    this.#assertOpen();
+    assertPattern(pattern);
+    let group = this.#groups.get(options.group);
+    if (!group) {
+      group = new GroupQueue(options.group);
+      this.#groups.set(options.group, group);
+    }
+    if (!group.patterns.has(pattern)) {
+      group.patterns.add(pattern);
+      this.#routes.clear();
+    }
+    const g = group;
+    const sub: PollingSubscription = new PollingSubscription(
+      {
+        claim: (max) => this.#claim(g, max, options.ackTimeoutMs),
+        release: (d, handedOut) => this.#release(g, d, handedOut),
+        onClose: () => g.subscriptions.delete(sub),
+      },
+      { prefetch: options.prefetch, pollIntervalMs: this.#pollIntervalMs },
+    );
+    group.subscriptions.add(sub);
+    return sub;
+  }
+
+  async health(): Promise<HealthReport> {
+    if (this.#closed) return { status: 'fail', transport: this.name, error: 'closed' };
+    let backlog = 0;
+    let inflight = 0;
+    for (const g of this.#groups.values()) {
+      backlog += g.backlog;
+      inflight += g.inflight.size;
+    }
+    return {
+      status: 'pass',
+      transport: this.name,
+      latencyMs: 0,
+      details: { groups: this.#groups.size, backlog, inflight, deadLetters: this.#dead.size },
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const subs = [...this.#groups.values()].flatMap((g) => [...g.subscriptions]);
+    await Promise.all(subs.map((s) => s.close()));
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new ClosedError('transport is closed');
+  }
+
+  #route(topic: string): GroupQueue[] {
+    let groups = this.#routes.get(topic);
+    if (!groups) {
+      groups = [...this.#groups.values()].filter((g) => [...g.patterns].some((p) => topicMatches(p, topic)));
+      this.#routes.set(topic, groups);
+    }
+    return groups;
+  }
+
+  #claim(g: GroupQueue, max: number, ackTimeoutMs: number): ManagedDelivery[] {
+    const now = this.#clock.now();
+    while ((g.delayed.peek()?.readyAtMs ?? Number.POSITIVE_INFINITY) <= now) g.enqueue(g.delayed.pop() as Entry);
+    if (now >= g.nextLeaseCheckMs) {
+      let next = Number.POSITIVE_INFINITY;
+      for (const e of g.inflight) {
+        if (e.leaseUntilMs <= now) {
+          g.inflight.delete(e);
+          e.token = 0;
+          g.enqueue(e, true);
+        } else next = Math.min(next, e.leaseUntilMs);
+      }
+      g.nextLeaseCheckMs = next;
+    }
+    const out: ManagedDelivery[] = [];
+    for (let p = MAX_PRIORITY; p >= 0 && out.length < max; p--) {
+      const q = g.ready[p] as Fifo<Entry>;
+      while (out.length < max) {
+        const e = q.shift();
+        if (!e) break;
+        if (e.message.expiresAtMs !== undefined && e.message.expiresAtMs <= now) {
+          this.#bury(g, e, 'expired', `expired at ${new Date(e.message.expiresAtMs).toISOString()}`);
+          continue;
+        }
+        e.attempt++;
+        e.token = ++this.#tokens;
+        e.leaseUntilMs = now + ackTimeoutMs;
+        g.nextLeaseCheckMs = Math.min(g.nextLeaseCheckMs, e.leaseUntilMs);
+        g.inflight.add(e);
+        out.push(this.#delivery(g, e));
+      }
+    }
+    return out;
+  }
+
+  #delivery(g: GroupQueue, e: Entry): ManagedDelivery {
+    const token = e.token;
+    const owns = () => e.token === token && g.inflight.has(e);
+    const unlease = () => {
+      g.inflight.delete(e);
+      e.token = 0;
+    };
+    const delivery = new ManagedDelivery(e.message, g.name, e.attempt, {
+      ack: () => {
+        if (owns()) unlease();
+      },
+      nack: ({ delayMs = 0 }) => {
+        if (!owns()) return;
+        unlease();
+        if (delayMs > 0) {
+          e.readyAtMs = this.#clock.now() + delayMs;
+          g.delayed.push(e);
+        } else {
+          g.enqueue(e);
+          g.wake();
+        }
+      },
+      deadLetter: (reason, { error }) => {
+        if (!owns()) return;
+        unlease();
+        this.#bury(g, e, reason, error);
+      },
+      extend: (ms) => {
+        if (owns()) e.leaseUntilMs = Math.max(e.leaseUntilMs, this.#clock.now() + ms);
+      },
+    });
+    this.#entries.set(delivery, e);
+    return delivery;
+  }
+
+  #release(g: GroupQueue, d: ManagedDelivery, handedOut: boolean): void {
+    const e = this.#entries.get(d);
+    if (!e || !g.inflight.has(e) || e.attempt !== d.attempt) return;
+    g.inflight.delete(e);
+    e.token = 0;
+    if (!handedOut) e.attempt--;
+    g.enqueue(e, true);
+    g.wake();
+  }
+
+  #bury(g: GroupQueue, e: Entry, reason: string, error: string | undefined): void {
+    const id = this.#ids();
+    this.#dead.set(id, {
+      id,
+      group: g.name,
+      reason,
+      error,
+      attempts: e.attempt,
+      deadLetteredAtMs: this.#clock.now(),
+      message: e.message,
+    });
+  }
+
+  #deadLetterStore(): DeadLetterStore {
+    const matching = (filter: DeadLetterFilter = {}): DeadLetter[] => {
+      const out: DeadLetter[] = [];
+      for (const d of this.#dead.values()) {
+        if (filter.group !== undefined && d.group !== filter.group) continue;
+        if (filter.reason !== undefined && d.reason !== filter.reason) continue;
+        if (filter.topic !== undefined && !topicMatches(filter.topic, d.message.topic)) continue;
+        if (filter.sinceMs !== undefined && d.deadLetteredAtMs < filter.sinceMs) continue;
+        if (filter.untilMs !== undefined && d.deadLetteredAtMs >= filter.untilMs) continue;
+        out.push(d);
+      }
+      return out;
+    };
+    const select = (target: string | DeadLetterFilter | undefined, limit?: number): DeadLetter[] => {
+      if (typeof target === 'string') {
+        const d = this.#dead.get(target);
+        return d ? [d] : [];
+      }
+      const all = matching(target);
+      return limit === undefined ? all : all.slice(0, limit);
+    };
+    return {
+      list: async (filter = {}) => select(filter, filter.limit ?? 100),
+      get: async (id) => this.#dead.get(id),
+      replay: async (target) => {
+        this.#assertOpen();
+        const chosen = select(target, typeof target === 'string' ? undefined : target.limit);
+        for (const d of chosen) {
+          this.#dead.delete(d.id);
+          const g = this.#groups.get(d.group);
+          if (!g) continue;
+          const replays = Number(d.message.headers[REPLAY_COUNT_HEADER] ?? '0') + 1;
+          const message: InboundMessage = {
+            ...d.message,
+            headers: { ...d.message.headers, [REPLAY_COUNT_HEADER]: String(replays) },
+            expiresAtMs: d.reason === 'expired' ? undefined : d.message.expiresAtMs,
+          };
+          g.enqueue({ message, attempt: 0, readyAtMs: this.#clock.now(), leaseUntilMs: 0, token: 0 });
+          g.wake();
+        }
+        return chosen.length;
+      },
+      purge: async (target) => {
+        const chosen = select(target ?? {}, typeof target === 'object' ? target.limit : undefined);
+        for (const d of chosen) this.#dead.delete(d.id);
+        return chosen.length;
+      },
+    };
+  }
+}
+
+/** Creates the in-memory transport. */
+export function memoryTransport(options: MemoryTransportOptions = {}): MemoryTransport {
+  return new MemoryTransport(options);
+}

@@ -1,0 +1,149 @@
+import { ClosedError } from './errors.js';
+import type { ManagedDelivery } from './managed-delivery.js';
+import type { Subscription } from './transport.js';
+
+/** Where a PollingSubscription takes its deliveries from. */
+export interface ClaimSource {
+  /** Leases up to `max` ready deliveries (possibly none). */
+  claim(max: number): ManagedDelivery[] | Promise<ManagedDelivery[]>;
+  /**
+   * Gives an unsettled delivery back for immediate redelivery; `handedOut` is false for a
+   * delivery that was claimed but never seen by the consumer (its attempt must not count).
+   */
+  release(delivery: ManagedDelivery, handedOut: boolean): void | Promise<void>;
+  /** Called once when the subscription closes. */
+  onClose?(): void;
+}
+
+export interface PollingSubscriptionOptions {
+  readonly prefetch: number;
+  /** How long to wait before polling again when nothing was ready and no wake-up came. */
+  readonly pollIntervalMs: number;
+}
+
+/**
+ * A pull-based subscription for transports that lease messages from a store (memory, SQLite):
+ * it claims at most `prefetch` unsettled deliveries, sleeps until `wake()` or the poll interval
+ * when nothing is ready, and releases what is unsettled on close.
+ */
+export class PollingSubscription implements Subscription<ManagedDelivery> {
+  readonly #source: ClaimSource;
+  readonly #options: PollingSubscriptionOptions;
+  readonly #buffer: ManagedDelivery[] = [];
+  /** Deliveries claimed and not yet settled: buffered or handed out. */
+  readonly #outstanding = new Set<ManagedDelivery>();
+  #closed = false;
+  #closing: Promise<void> | undefined;
+  #wakeUp: (() => void) | undefined;
+  #woken = false;
+  #pulling = false;
+
+  constructor(source: ClaimSource, options: PollingSubscriptionOptions) {
+    this.#source = source;
+    this.#options = options;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Signals that deliveries may be ready (a local publish, a settle, a release). */
+  wake(): void {
+    this.#woken = true;
+    const w = this.#wakeUp;
+    if (w) {
+      this.#wakeUp = undefined;
+      w();
+    }
+  }
+
+  async next(): Promise<IteratorResult<ManagedDelivery>> {
+    if (this.#pulling) throw new ClosedError('a subscription has one reader at a time');
+    this.#pulling = true;
+    try {
+      for (;;) {
+        if (this.#closed) return { done: true, value: undefined };
+        const buffered = this.#buffer.shift();
+        if (buffered) {
+          if (buffered.settled) continue;
+          return { done: false, value: buffered };
+        }
+        const room = this.#options.prefetch - this.#outstanding.size;
+        if (room > 0) {
+          this.#woken = false;
+          const claimed = await this.#source.claim(room);
+          if (this.#closed) {
+            for (const d of claimed) await this.#source.release(d, false);
+            return { done: true, value: undefined };
+          }
+          if (claimed.length > 0) {
+            for (const d of claimed) {
+              d.onSettled = () => {
+                this.#outstanding.delete(d);
+                this.wake();
+              };
+              this.#outstanding.add(d);
+              this.#buffer.push(d);
+            }
+            continue;
+          }
+        }
+        await this.#sleep();
+      }
+    } finally {
+      this.#pulling = false;
+    }
+  }
+
+  #sleep(): Promise<void> {
+    if (this.#woken) {
+      this.#woken = false;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#wakeUp = undefined;
+        resolve();
+      }, this.#options.pollIntervalMs);
+      this.#wakeUp = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<ManagedDelivery> {
+    return {
+      next: () => this.next(),
+      return: async () => {
+        await this.close();
+        return { done: true, value: undefined };
+      },
+    };
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#doClose();
+    return this.#closing;
+  }
+
+  async #doClose(): Promise<void> {
+    this.#closed = true;
+    this.wake();
+    const buffered = new Set(this.#buffer);
+    this.#buffer.length = 0;
+    const pending = [...this.#outstanding];
+    this.#outstanding.clear();
+    for (const d of pending) {
+      if (d.settled) continue;
+      d.onSettled = undefined;
+      d.abandon();
+      await this.#source.release(d, !buffered.has(d));
+    }
+    this.#source.onClose?.();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
