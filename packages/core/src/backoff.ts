@@ -19,8 +19,10 @@ export const BACKOFF_DEFAULTS: BackoffOptions = Object.freeze({
 export function validateBackoff(b: BackoffOptions, path: string): void {
   if (!(b.initialDelayMs >= 0)) throw new ConfigError('must be >= 0', { path: `${path}.initialDelayMs` });
   if (!(b.factor >= 1)) throw new ConfigError('must be >= 1', { path: `${path}.factor` });
-  if (!(b.maxDelayMs >= b.initialDelayMs)) throw new ConfigError('must be >= initialDelayMs', { path: `${path}.maxDelayMs` });
-  if (!['full', 'equal', 'none'].includes(b.jitter)) throw new ConfigError("must be 'full', 'equal' or 'none'", { path: `${path}.jitter` });
+  if (!(b.maxDelayMs >= b.initialDelayMs))
+    throw new ConfigError('must be >= initialDelayMs', { path: `${path}.maxDelayMs` });
+  if (!['full', 'equal', 'none'].includes(b.jitter))
+    throw new ConfigError("must be 'full', 'equal' or 'none'", { path: `${path}.jitter` });
 }
 
 /** The delay before redelivering after failed attempt number `attempt` (1-based). */

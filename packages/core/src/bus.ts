@@ -10,14 +10,7 @@ import {
   expiresAtMs,
   type PublishOptions,
 } from './envelope.js';
-import {
-  BusError,
-  ClosedError,
-  ConfigError,
-  describeError,
-  isRetryable,
-  PayloadTooLargeError,
-} from './errors.js';
+import { BusError, ClosedError, ConfigError, describeError, isRetryable, PayloadTooLargeError } from './errors.js';
 import { type Logger, stderrLogger } from './logger.js';
 import { type ConsumeContext, compose, type Middleware, type PublishContext } from './middleware.js';
 import type { RawDelivery, Subscription, Transport, TransportMessage } from './transport.js';
@@ -92,13 +85,15 @@ export const DeadLetterReason = Object.freeze({
 });
 
 function positiveInt(value: number, path: string): number {
-  if (!Number.isInteger(value) || value < 1) throw new ConfigError(`must be a positive integer, got ${value}`, { path });
+  if (!Number.isInteger(value) || value < 1)
+    throw new ConfigError(`must be a positive integer, got ${value}`, { path });
   return value;
 }
 
 /** Why a non-retryable error dead-letters a message. */
 function reasonFor(err: unknown): string {
-  if (err instanceof BusError) return err.code === 'UNRECOVERABLE' ? DeadLetterReason.unrecoverable : err.code.toLowerCase().replaceAll('_', '-');
+  if (err instanceof BusError)
+    return err.code === 'UNRECOVERABLE' ? DeadLetterReason.unrecoverable : err.code.toLowerCase().replaceAll('_', '-');
   return DeadLetterReason.unrecoverable;
 }
 
@@ -141,7 +136,8 @@ export class Bus {
 
   /** Adds middleware; hooks run in the order added (outermost first). */
   use(middleware: Middleware): this {
-    if (!middleware || typeof middleware.name !== 'string') throw new ConfigError('middleware needs a name', { path: 'middleware' });
+    if (!middleware || typeof middleware.name !== 'string')
+      throw new ConfigError('middleware needs a name', { path: 'middleware' });
     this.#middleware.push(middleware);
     this.#rebuild();
     return this;
@@ -235,7 +231,11 @@ export class Bus {
   }
 
   /** Runs `handler` for every message matching `pattern` in `options.group`. */
-  async subscribe<T = unknown>(pattern: string, handler: Handler<T>, options: SubscribeOptions = {}): Promise<BusSubscription> {
+  async subscribe<T = unknown>(
+    pattern: string,
+    handler: Handler<T>,
+    options: SubscribeOptions = {},
+  ): Promise<BusSubscription> {
     this.#assertOpen();
     assertPattern(pattern);
     if (typeof handler !== 'function') throw new ConfigError('a handler function is required', { path: 'handler' });
@@ -342,7 +342,8 @@ class HandlerSubscription implements BusSubscription {
         this.#running.add(p);
       }
     } catch (err) {
-      if (!this.#stopping) this.bus.logger.error({ err, pattern: this.pattern, group: this.group }, 'subscription failed');
+      if (!this.#stopping)
+        this.bus.logger.error({ err, pattern: this.pattern, group: this.group }, 'subscription failed');
     }
   }
 

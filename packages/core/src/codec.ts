@@ -37,7 +37,10 @@ export function jsonCodec(): Codec {
       return Buffer.from(text, 'utf8');
     },
     decode(bytes) {
-      return decodeWith(() => JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')), 'JSON');
+      return decodeWith(
+        () => JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')),
+        'JSON',
+      );
     },
   };
 }

@@ -11,11 +11,11 @@ import {
   type HealthReport,
   type InboundMessage,
   REPLAY_COUNT_HEADER,
-  type TransportSubscribeOptions,
   type Subscription,
   type Transport,
   type TransportCapabilities,
   type TransportMessage,
+  type TransportSubscribeOptions,
 } from './transport.js';
 
 export interface MemoryTransportOptions {

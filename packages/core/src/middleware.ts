@@ -31,7 +31,10 @@ export interface Middleware {
 }
 
 /** Runs `hooks` in order around `terminal`. */
-export function compose<C>(hooks: readonly ((ctx: C, next: Next) => Promise<void>)[], terminal: (ctx: C) => Promise<void>) {
+export function compose<C>(
+  hooks: readonly ((ctx: C, next: Next) => Promise<void>)[],
+  terminal: (ctx: C) => Promise<void>,
+) {
   return (ctx: C): Promise<void> => {
     const step = (i: number): Promise<void> => {
       const hook = hooks[i];
