@@ -1,1 +1,4 @@
-export {};
+export * from './child-process.js';
+export * from './context.js';
+export * from './suite.js';
+export * from './wait.js';

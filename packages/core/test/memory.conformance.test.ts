@@ -1,0 +1,8 @@
+import { transportConformance } from '@agentbus/conformance';
+import { memoryTransport } from '@agentbus/core';
+
+transportConformance({
+  name: 'memory',
+  open: () => memoryTransport(),
+  capabilities: memoryTransport().capabilities,
+});
