@@ -1,4 +1,5 @@
 export * from './child-process.js';
 export * from './context.js';
+export * from './crash-soak.js';
 export * from './suite.js';
 export * from './wait.js';
