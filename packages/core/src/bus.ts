@@ -76,6 +76,8 @@ export interface BusSubscription extends AsyncDisposable {
   close(): Promise<void>;
 }
 
+type ConsumeHook = (ctx: ConsumeContext, next: () => Promise<void>) => Promise<void>;
+
 /** Dead-letter reasons the bus writes. */
 export const DeadLetterReason = Object.freeze({
   maxAttempts: 'max-attempts',
@@ -111,7 +113,7 @@ export class Bus {
   readonly #subscriptions = new Set<HandlerSubscription>();
   #publishHooks: ((ctx: PublishContext, next: () => Promise<void>) => Promise<void>)[] = [];
   #publishChain!: (ctx: PublishContext) => Promise<void>;
-  #consumeHooks: ((ctx: ConsumeContext, next: () => Promise<void>) => Promise<void>)[] = [];
+  #consumeHooks: ConsumeHook[] = [];
   #closing: Promise<void> | undefined;
 
   constructor(options: BusOptions) {
@@ -160,7 +162,8 @@ export class Bus {
   async publish<T>(topic: string, data: T, options: PublishOptions = {}): Promise<Envelope<T>> {
     this.#assertOpen();
     const ctx: PublishContext = { envelope: this.envelope(topic, data, options) };
-    await this.#publishChain(ctx);
+    if (this.#publishHooks.length === 0) await this.transport.publish([this.#encode(ctx.envelope)]);
+    else await this.#publishChain(ctx);
     return ctx.envelope as Envelope<T>;
   }
 
@@ -171,6 +174,10 @@ export class Bus {
   async publishBatch(items: readonly PublishItem[]): Promise<Envelope[]> {
     this.#assertOpen();
     const contexts = items.map((it) => ({ envelope: this.envelope(it.topic, it.data, it.options ?? {}) }));
+    if (this.#publishHooks.length === 0) {
+      await this.transport.publish(contexts.map((c) => this.#encode(c.envelope)));
+      return contexts.map((c) => c.envelope);
+    }
     const outbound: (TransportMessage | undefined)[] = new Array(contexts.length);
     const failures: unknown[] = [];
     let settle!: (err?: unknown) => void;
@@ -257,7 +264,7 @@ export class Bus {
       prefetch,
       ackTimeoutMs: settings.ackTimeoutMs,
     });
-    const sub = new HandlerSubscription(this, raw, settings, (ctx, handle) => compose(this.#consumeHooks, handle)(ctx));
+    const sub = new HandlerSubscription(this, raw, settings, () => this.#consumeHooks);
     this.#subscriptions.add(sub);
     sub.done.finally(() => this.#subscriptions.delete(sub));
     return sub;
@@ -281,6 +288,20 @@ export class Bus {
   }
 }
 
+class DeliveryContext implements ConsumeContext {
+  #state: Map<string, unknown> | undefined;
+  constructor(
+    readonly envelope: Envelope,
+    readonly delivery: Delivery,
+    readonly pattern: string,
+    readonly group: string,
+  ) {}
+  get state(): Map<string, unknown> {
+    this.#state ??= new Map();
+    return this.#state;
+  }
+}
+
 interface HandlerSettings {
   readonly pattern: string;
   readonly group: string;
@@ -298,18 +319,34 @@ class HandlerSubscription implements BusSubscription {
   #inFlight = 0;
   #stopping = false;
   #closing: Promise<void> | undefined;
-  readonly #running = new Set<Promise<void>>();
+  #idle: (() => void) | undefined;
+  /** Deliveries whose handler is running; their leases are renewed. */
+  readonly #leased = new Set<RawDelivery>();
+  readonly #renewer: NodeJS.Timeout;
   #slotFreed: (() => void) | undefined;
 
   constructor(
     private readonly bus: Bus,
     private readonly raw: Subscription<RawDelivery>,
     private readonly settings: HandlerSettings,
-    private readonly chain: (ctx: ConsumeContext, handle: (ctx: ConsumeContext) => Promise<void>) => Promise<void>,
+    private readonly hooks: () => readonly ConsumeHook[],
   ) {
     this.pattern = settings.pattern;
     this.group = settings.group;
+    // Keep the leases of running handlers: a model call may take minutes. One timer per
+    // subscription renews them all every third of the ack timeout.
+    const every = Math.max(1, Math.floor(settings.ackTimeoutMs / 3));
+    this.#renewer = setInterval(() => this.#renew(), every);
+    this.#renewer.unref();
     this.done = this.#loop();
+  }
+
+  #renew(): void {
+    for (const raw of this.#leased) {
+      raw.extend(this.settings.ackTimeoutMs).catch((err: unknown) => {
+        this.bus.logger.warn({ err, messageId: raw.message.id, group: this.group }, 'lease extension failed');
+      });
+    }
   }
 
   get inFlight(): number {
@@ -321,7 +358,9 @@ class HandlerSubscription implements BusSubscription {
     try {
       while (!this.#stopping) {
         if (this.#inFlight >= this.settings.concurrency) {
-          await new Promise<void>((r) => (this.#slotFreed = r));
+          await new Promise<void>((r) => {
+            this.#slotFreed = r;
+          });
           continue;
         }
         const r = await it.next();
@@ -332,31 +371,36 @@ class HandlerSubscription implements BusSubscription {
           break;
         }
         this.#inFlight++;
-        const p = this.#handle(r.value).finally(() => {
-          this.#inFlight--;
-          this.#running.delete(p);
-          const f = this.#slotFreed;
-          this.#slotFreed = undefined;
-          f?.();
-        });
-        this.#running.add(p);
+        void this.#run(r.value);
       }
     } catch (err) {
-      if (!this.#stopping)
+      if (!this.#stopping) {
         this.bus.logger.error({ err, pattern: this.pattern, group: this.group }, 'subscription failed');
+      }
+    }
+  }
+
+  async #run(raw: RawDelivery): Promise<void> {
+    try {
+      await this.#handle(raw);
+    } finally {
+      this.#inFlight--;
+      const f = this.#slotFreed;
+      this.#slotFreed = undefined;
+      f?.();
+      if (this.#inFlight === 0) this.#idle?.();
     }
   }
 
   async #handle(raw: RawDelivery): Promise<void> {
-    const { logger, codec, clock } = this.bus;
-    const { maxAttempts, ackTimeoutMs } = this.settings;
-    const log = { messageId: raw.message.id, topic: raw.message.topic, group: this.group, attempt: raw.attempt };
+    const { codec, clock } = this.bus;
+    const { maxAttempts } = this.settings;
     try {
       let envelope: Envelope;
       try {
         envelope = codec.decode(raw.message.body);
       } catch (err) {
-        logger.warn({ ...log, err }, 'undecodable message dead-lettered');
+        this.bus.logger.warn({ ...this.#logFields(raw), err }, 'undecodable message dead-lettered');
         await raw.deadLetter(DeadLetterReason.decode, { error: describeError(err) });
         return;
       }
@@ -372,32 +416,36 @@ class HandlerSubscription implements BusSubscription {
         return;
       }
       const delivery = new Delivery(envelope, raw);
-      const ctx: ConsumeContext = { envelope, delivery, pattern: this.pattern, group: this.group, state: new Map() };
-      // Keep the lease while the handler runs: a model call may take minutes.
-      const renew = setInterval(
-        () => {
-          raw.extend(ackTimeoutMs).catch((err) => logger.warn({ ...log, err }, 'lease extension failed'));
-        },
-        Math.max(1, Math.floor(ackTimeoutMs / 3)),
-      );
+      const hooks = this.hooks();
+      this.#leased.add(raw);
       try {
-        await this.chain(ctx, async (c) => {
-          await this.settings.handler(c.delivery);
-        });
+        if (hooks.length === 0) await this.settings.handler(delivery);
+        else {
+          const ctx = new DeliveryContext(envelope, delivery, this.pattern, this.group);
+          await compose(hooks, (c) => Promise.resolve(this.settings.handler(c.delivery)).then(() => {}))(ctx);
+        }
       } catch (err) {
-        await this.#fail(raw, err, log);
+        await this.#fail(raw, err);
         return;
       } finally {
-        clearInterval(renew);
+        this.#leased.delete(raw);
       }
       if (!raw.settled) await raw.ack();
     } catch (err) {
-      logger.error({ ...log, err }, 'settling a delivery failed; it will be redelivered after its lease');
+      this.bus.logger.error(
+        { ...this.#logFields(raw), err },
+        'settling a delivery failed; it will be redelivered after its lease',
+      );
     }
   }
 
-  async #fail(raw: RawDelivery, err: unknown, log: object): Promise<void> {
+  #logFields(raw: RawDelivery): object {
+    return { messageId: raw.message.id, topic: raw.message.topic, group: this.group, attempt: raw.attempt };
+  }
+
+  async #fail(raw: RawDelivery, err: unknown): Promise<void> {
     const { logger } = this.bus;
+    const log = this.#logFields(raw);
     const error = describeError(err);
     if (raw.settled) {
       logger.warn({ ...log, err }, 'handler threw after settling its delivery');
@@ -420,9 +468,14 @@ class HandlerSubscription implements BusSubscription {
     this.#closing ??= (async () => {
       this.#stopping = true;
       this.#slotFreed?.();
-      await Promise.allSettled([...this.#running]);
+      if (this.#inFlight > 0) {
+        await new Promise<void>((r) => {
+          this.#idle = r;
+        });
+      }
       await this.raw.close();
       await this.done;
+      clearInterval(this.#renewer);
     })();
     return this.#closing;
   }

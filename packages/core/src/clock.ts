@@ -1,4 +1,4 @@
-import { v7 as uuidv7 } from 'uuid';
+import { uuidv7 } from './uuidv7.js';
 
 /** Source of the current time in epoch milliseconds. Injected so TTLs and retries test deterministically. */
 export interface Clock {

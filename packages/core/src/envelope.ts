@@ -124,6 +124,17 @@ function toMs(value: Date | number | string, field: string): number {
   return ms;
 }
 
+let lastIsoMs = Number.NaN;
+let lastIso = '';
+/** RFC 3339 time; cached per millisecond because Date#toISOString is costly on the publish path. */
+function isoTime(ms: number): string {
+  if (ms !== lastIsoMs) {
+    lastIso = new Date(ms).toISOString();
+    lastIsoMs = ms;
+  }
+  return lastIso;
+}
+
 export interface EnvelopeDefaults {
   readonly id: string;
   readonly source: string;
@@ -151,25 +162,22 @@ export function createEnvelope<T>(
     id: options.id ?? defaults.id,
     source: options.source ?? defaults.source,
     type: options.type ?? topic,
-    time: new Date(defaults.nowMs).toISOString(),
+    time: isoTime(defaults.nowMs),
     datacontenttype: options.datacontenttype ?? 'application/json',
     data,
     topic,
   };
   // Only set optional attributes that have a value, so round trips are exact.
-  const optional = {
-    correlationid: options.correlationid,
-    causationid: options.causationid,
-    workflowid: options.workflowid,
-    sequence: options.sequence,
-    priority,
-    expiresat,
-    replyto: options.replyto,
-    traceparent: options.traceparent,
-    schemaversion: options.schemaversion,
-    headers: options.headers ? { ...options.headers } : undefined,
-  };
-  for (const [k, v] of Object.entries(optional)) if (v !== undefined) env[k] = v;
+  if (options.correlationid !== undefined) env.correlationid = options.correlationid;
+  if (options.causationid !== undefined) env.causationid = options.causationid;
+  if (options.workflowid !== undefined) env.workflowid = options.workflowid;
+  if (options.sequence !== undefined) env.sequence = options.sequence;
+  if (priority !== undefined) env.priority = priority;
+  if (expiresat !== undefined) env.expiresat = expiresat;
+  if (options.replyto !== undefined) env.replyto = options.replyto;
+  if (options.traceparent !== undefined) env.traceparent = options.traceparent;
+  if (options.schemaversion !== undefined) env.schemaversion = options.schemaversion;
+  if (options.headers !== undefined) env.headers = { ...options.headers };
   return Object.freeze(env) as unknown as Envelope<T>;
 }
 

@@ -12,3 +12,4 @@ export * from './memory-transport.js';
 export * from './middleware.js';
 export * from './polling-subscription.js';
 export * from './transport.js';
+export * from './uuidv7.js';

@@ -1,5 +1,7 @@
 import type { DeadLetterOptions, InboundMessage, NackOptions, RawDelivery } from './transport.js';
 
+const RESOLVED = Promise.resolve();
+
 /** The backend operations behind one leased delivery. */
 export interface LeaseOps {
   ack(): Promise<void> | void;
@@ -15,13 +17,14 @@ export interface LeaseOps {
 export class ManagedDelivery implements RawDelivery {
   #settled = false;
   /** Set by the subscription that hands the delivery out. */
-  onSettled: (() => void) | undefined;
+  onSettled: ((delivery: ManagedDelivery) => void) | undefined;
 
   constructor(
     readonly message: InboundMessage,
     readonly group: string,
     readonly attempt: number,
-    private readonly ops: LeaseOps,
+    /** The backend side of this delivery's lease. */
+    readonly lease: LeaseOps,
   ) {}
 
   get settled(): boolean {
@@ -29,35 +32,42 @@ export class ManagedDelivery implements RawDelivery {
   }
 
   ack(): Promise<void> {
-    return this.#settle(() => this.ops.ack());
+    return this.#settle(() => this.lease.ack());
   }
 
   nack(options: NackOptions = {}): Promise<void> {
-    return this.#settle(() => this.ops.nack(options));
+    return this.#settle(() => this.lease.nack(options));
   }
 
   deadLetter(reason: string, options: DeadLetterOptions = {}): Promise<void> {
-    return this.#settle(() => this.ops.deadLetter(reason, options));
+    return this.#settle(() => this.lease.deadLetter(reason, options));
   }
 
   async extend(ms: number): Promise<void> {
-    if (!this.#settled) await this.ops.extend(ms);
+    if (!this.#settled) await this.lease.extend(ms);
   }
 
   /** Marks the delivery settled without touching the backend (its lease was released or lost). */
   abandon(): void {
     if (this.#settled) return;
     this.#settled = true;
-    this.onSettled?.();
+    this.onSettled?.(this);
   }
 
-  async #settle(op: () => Promise<void> | void): Promise<void> {
-    if (this.#settled) return;
+  // Not async: memory and batched backends settle synchronously, and the hot path should not
+  // pay for an extra promise per message.
+  #settle(op: () => Promise<void> | void): Promise<void> {
+    if (this.#settled) return RESOLVED;
     this.#settled = true;
+    let result: Promise<void> | void;
     try {
-      await op();
-    } finally {
-      this.onSettled?.();
+      result = op();
+    } catch (err) {
+      this.onSettled?.(this);
+      return Promise.reject(err);
     }
+    if (result instanceof Promise) return result.finally(() => this.onSettled?.(this));
+    this.onSettled?.(this);
+    return RESOLVED;
   }
 }

@@ -2,14 +2,16 @@ import { type Clock, type IdGenerator, systemClock, uuidv7Ids } from './clock.js
 import { assertPattern, MAX_PRIORITY, topicMatches } from './envelope.js';
 import { ClosedError, ConfigError } from './errors.js';
 import { Fifo, MinHeap } from './fifo.js';
-import { ManagedDelivery } from './managed-delivery.js';
+import { type LeaseOps, ManagedDelivery } from './managed-delivery.js';
 import { PollingSubscription } from './polling-subscription.js';
 import {
   type DeadLetter,
   type DeadLetterFilter,
+  type DeadLetterOptions,
   type DeadLetterStore,
   type HealthReport,
   type InboundMessage,
+  type NackOptions,
   REPLAY_COUNT_HEADER,
   type Subscription,
   type Transport,
@@ -70,6 +72,53 @@ class GroupQueue {
   }
 }
 
+/** The lease of one delivery of an entry; settling with a stale token has no effect. */
+class EntryLease implements LeaseOps {
+  readonly #token: number;
+  constructor(
+    private readonly transport: MemoryTransport,
+    private readonly g: GroupQueue,
+    readonly e: Entry,
+  ) {
+    this.#token = e.token;
+  }
+
+  #take(): boolean {
+    const { e, g } = this;
+    if (e.token !== this.#token || !g.inflight.has(e)) return false;
+    g.inflight.delete(e);
+    e.token = 0;
+    return true;
+  }
+
+  ack(): void {
+    this.#take();
+  }
+
+  nack({ delayMs = 0 }: NackOptions): void {
+    if (!this.#take()) return;
+    const { e, g } = this;
+    if (delayMs > 0) {
+      e.readyAtMs = this.transport._now() + delayMs;
+      g.delayed.push(e);
+    } else {
+      g.enqueue(e);
+      g.wake();
+    }
+  }
+
+  deadLetter(reason: string, { error }: DeadLetterOptions): void {
+    if (this.#take()) this.transport._bury(this.g, this.e, reason, error);
+  }
+
+  extend(ms: number): void {
+    const { e, g } = this;
+    if (e.token === this.#token && g.inflight.has(e)) {
+      e.leaseUntilMs = Math.max(e.leaseUntilMs, this.transport._now() + ms);
+    }
+  }
+}
+
 /**
  * The in-process transport: the full delivery contract (groups, leases, priority, delays, TTL,
  * dead letters) without persistence. For tests, demos and single-process agents.
@@ -84,7 +133,6 @@ export class MemoryTransport implements Transport {
   readonly #groups = new Map<string, GroupQueue>();
   readonly #routes = new Map<string, GroupQueue[]>();
   readonly #dead = new Map<string, DeadLetter>();
-  readonly #entries = new WeakMap<ManagedDelivery, Entry>();
   #tokens = 0;
   #closed = false;
 
@@ -105,7 +153,15 @@ export class MemoryTransport implements Transport {
     const now = this.#clock.now();
     const touched = new Set<GroupQueue>();
     for (const m of batch) {
-      const message: InboundMessage = { ...m, publishedAtMs: now };
+      const message: InboundMessage = {
+        id: m.id,
+        topic: m.topic,
+        body: m.body,
+        headers: m.headers,
+        priority: m.priority,
+        expiresAtMs: m.expiresAtMs,
+        publishedAtMs: now,
+      };
       for (const group of this.#route(m.topic)) {
         group.enqueue({ message, attempt: 0, readyAtMs: now, leaseUntilMs: 0, token: 0 });
         touched.add(group);
@@ -211,42 +267,21 @@ export class MemoryTransport implements Transport {
   }
 
   #delivery(g: GroupQueue, e: Entry): ManagedDelivery {
-    const token = e.token;
-    const owns = () => e.token === token && g.inflight.has(e);
-    const unlease = () => {
-      g.inflight.delete(e);
-      e.token = 0;
-    };
-    const delivery = new ManagedDelivery(e.message, g.name, e.attempt, {
-      ack: () => {
-        if (owns()) unlease();
-      },
-      nack: ({ delayMs = 0 }) => {
-        if (!owns()) return;
-        unlease();
-        if (delayMs > 0) {
-          e.readyAtMs = this.#clock.now() + delayMs;
-          g.delayed.push(e);
-        } else {
-          g.enqueue(e);
-          g.wake();
-        }
-      },
-      deadLetter: (reason, { error }) => {
-        if (!owns()) return;
-        unlease();
-        this.#bury(g, e, reason, error);
-      },
-      extend: (ms) => {
-        if (owns()) e.leaseUntilMs = Math.max(e.leaseUntilMs, this.#clock.now() + ms);
-      },
-    });
-    this.#entries.set(delivery, e);
-    return delivery;
+    return new ManagedDelivery(e.message, g.name, e.attempt, new EntryLease(this, g, e));
+  }
+
+  /** @internal Used by EntryLease. */
+  _now(): number {
+    return this.#clock.now();
+  }
+
+  /** @internal Used by EntryLease. */
+  _bury(g: GroupQueue, e: Entry, reason: string, error: string | undefined): void {
+    this.#bury(g, e, reason, error);
   }
 
   #release(g: GroupQueue, d: ManagedDelivery, handedOut: boolean): void {
-    const e = this.#entries.get(d);
+    const e = d.lease instanceof EntryLease ? d.lease.e : undefined;
     if (!e || !g.inflight.has(e) || e.attempt !== d.attempt) return;
     g.inflight.delete(e);
     e.token = 0;

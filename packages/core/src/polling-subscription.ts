@@ -1,4 +1,5 @@
 import { ClosedError } from './errors.js';
+import { Fifo } from './fifo.js';
 import type { ManagedDelivery } from './managed-delivery.js';
 import type { Subscription } from './transport.js';
 
@@ -29,7 +30,7 @@ export interface PollingSubscriptionOptions {
 export class PollingSubscription implements Subscription<ManagedDelivery> {
   readonly #source: ClaimSource;
   readonly #options: PollingSubscriptionOptions;
-  readonly #buffer: ManagedDelivery[] = [];
+  readonly #buffer = new Fifo<ManagedDelivery>();
   /** Deliveries claimed and not yet settled: buffered or handed out. */
   readonly #outstanding = new Set<ManagedDelivery>();
   #closed = false;
@@ -37,6 +38,11 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
   #wakeUp: (() => void) | undefined;
   #woken = false;
   #pulling = false;
+
+  readonly #onSettled = (d: ManagedDelivery): void => {
+    this.#outstanding.delete(d);
+    this.wake();
+  };
 
   constructor(source: ClaimSource, options: PollingSubscriptionOptions) {
     this.#source = source;
@@ -57,7 +63,17 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
     }
   }
 
-  async next(): Promise<IteratorResult<ManagedDelivery>> {
+  next(): Promise<IteratorResult<ManagedDelivery>> {
+    // Fast path: a buffered delivery needs no async machinery.
+    if (!this.#closed && !this.#pulling) {
+      for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) {
+        if (!d.settled) return Promise.resolve({ done: false, value: d });
+      }
+    }
+    return this.#next();
+  }
+
+  async #next(): Promise<IteratorResult<ManagedDelivery>> {
     if (this.#pulling) throw new ClosedError('a subscription has one reader at a time');
     this.#pulling = true;
     try {
@@ -78,10 +94,7 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
           }
           if (claimed.length > 0) {
             for (const d of claimed) {
-              d.onSettled = () => {
-                this.#outstanding.delete(d);
-                this.wake();
-              };
+              d.onSettled = this.#onSettled;
               this.#outstanding.add(d);
               this.#buffer.push(d);
             }
@@ -130,8 +143,8 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
   async #doClose(): Promise<void> {
     this.#closed = true;
     this.wake();
-    const buffered = new Set(this.#buffer);
-    this.#buffer.length = 0;
+    const buffered = new Set<ManagedDelivery>();
+    for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) buffered.add(d);
     const pending = [...this.#outstanding];
     this.#outstanding.clear();
     for (const d of pending) {
