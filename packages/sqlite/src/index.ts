@@ -1,1 +1,11 @@
-export {};
+export {
+  type ResolvedSqliteOptions,
+  resolveSqliteOptions,
+  SQLITE_TRANSPORT_DEFAULTS,
+  type SqliteRetentionOptions,
+  type SqliteSynchronous,
+  type SqliteTransportOptions,
+} from './options.js';
+export { SCHEMA_VERSION } from './schema.js';
+export { SqliteDeadLetterStore } from './sqlite-dead-letter-store.js';
+export { SqliteTransport, sqliteTransport } from './sqlite-transport.js';

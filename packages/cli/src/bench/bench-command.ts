@@ -1,0 +1,82 @@
+import type { Command } from 'commander';
+import { positiveInt, positiveNumber } from '../arguments.js';
+import { type CliContext, transportUrlOf } from '../context.js';
+import { baseProgram, transportOption } from '../program-base.js';
+import { runCli } from '../run-cli.js';
+import { BENCH_DEFAULTS } from './bench-options.js';
+import { benchTable } from './bench-report.js';
+import { runBench } from './run-bench.js';
+
+interface BenchFlags {
+  readonly messages: number;
+  readonly size: number;
+  readonly consumers: number;
+  readonly concurrency: number;
+  readonly batch: number;
+  readonly rate?: number;
+  readonly warmup: number;
+  readonly json?: boolean;
+}
+
+function addBenchOptions(command: Command): Command {
+  return command
+    .option('--messages <n>', 'messages per phase', positiveInt, BENCH_DEFAULTS.messages)
+    .option('--size <bytes>', 'payload bytes per message', positiveInt, BENCH_DEFAULTS.size)
+    .option('--consumers <n>', 'competing consumers in one group', positiveInt, BENCH_DEFAULTS.consumers)
+    .option('--concurrency <n>', 'messages in flight per consumer', positiveInt, BENCH_DEFAULTS.concurrency)
+    .option('--batch <n>', 'messages per publish batch', positiveInt, BENCH_DEFAULTS.batchSize)
+    .option(
+      '--rate <msg/s>',
+      `latency phase offered rate (default ${BENCH_DEFAULTS.rateFraction} x end-to-end)`,
+      positiveNumber,
+    )
+    .option(
+      '--warmup <n>',
+      'unmeasured warm-up messages per system',
+      (v) => (v === '0' ? 0 : positiveInt(v)),
+      BENCH_DEFAULTS.warmupMessages,
+    )
+    .option('--json', 'print one JSON object as the last line of stdout');
+}
+
+async function benchAction(ctx: CliContext, transport: string, flags: BenchFlags): Promise<void> {
+  const report = await runBench(
+    {
+      transport,
+      messages: flags.messages,
+      size: flags.size,
+      consumers: flags.consumers,
+      concurrency: flags.concurrency,
+      batchSize: flags.batch,
+      rate: flags.rate,
+      warmupMessages: flags.warmup,
+    },
+    (text) => ctx.out.note(`bench: ${text}`),
+    ctx.lifecycle.signal,
+  );
+  if (flags.json) ctx.out.line(JSON.stringify(report));
+  else for (const line of benchTable(report, ctx.out.style)) ctx.out.line(line);
+}
+
+const DESCRIPTION =
+  'measure publish, end-to-end throughput and latency of agentbus on a transport, beside the raw client';
+
+/** `agentbus bench`: the transport comes from the global `--transport`. */
+export function registerBenchCommand(program: Command, ctx: CliContext): void {
+  addBenchOptions(program.command('bench').description(`${DESCRIPTION} (sqlite runs on temp files)`)).action(
+    (flags: BenchFlags, command: Command) => benchAction(ctx, transportUrlOf(command), flags),
+  );
+}
+
+/** The standalone benchmark program behind `npm run bench`, same options as `agentbus bench`. */
+export function createBenchProgram(ctx: CliContext): Command {
+  const program = baseProgram('bench').description(DESCRIPTION).addOption(transportOption(BENCH_DEFAULTS.transport));
+  return addBenchOptions(program).action((flags: BenchFlags & { transport: string }) =>
+    benchAction(ctx, flags.transport, flags),
+  );
+}
+
+/** Runs the standalone benchmark on `argv` and resolves with the exit code. */
+export function runBenchCli(argv: readonly string[]): Promise<number> {
+  return runCli(createBenchProgram, argv);
+}

@@ -1,0 +1,70 @@
+import { ConfigError } from '@agentbus/core';
+
+/** What one benchmark run measures and how. */
+export interface BenchOptions {
+  /** `memory:` or `sqlite:…` (SQLite always runs on fresh temp files, never the named one). */
+  readonly transport: string;
+  /** Messages per phase (publish, drain, end-to-end). */
+  readonly messages: number;
+  /** Payload bytes per message. */
+  readonly size: number;
+  /** Competing consumers in one group. */
+  readonly consumers: number;
+  /** Messages each consumer handles at once (and leases ahead). */
+  readonly concurrency: number;
+  /** Messages per publish batch (one transport round / one transaction). */
+  readonly batchSize: number;
+  /** Publish batches in flight at once. */
+  readonly inflightBatches: number;
+  /** Offered rate for the latency phase (msg/s); default: `rateFraction` × agentbus end-to-end. */
+  readonly rate?: number | undefined;
+  readonly rateFraction: number;
+  /** The latency phase offers load for about this long (bounded by `messages`). */
+  readonly latencyDurationMs: number;
+  /** End-to-end messages run through each system before measuring, so JIT warm-up is not timed. */
+  readonly warmupMessages: number;
+  /** A phase slower than this fails (at least; large runs get 1 ms per message). */
+  readonly phaseTimeoutMs: number;
+  readonly rssSampleIntervalMs: number;
+}
+
+/** Defaults of `agentbus bench` / `npm run bench`. */
+export const BENCH_DEFAULTS = Object.freeze({
+  transport: 'sqlite:',
+  messages: 20_000,
+  size: 1024,
+  consumers: 4,
+  concurrency: 16,
+  batchSize: 100,
+  inflightBatches: 4,
+  rateFraction: 0.5,
+  latencyDurationMs: 2_000,
+  warmupMessages: 2_000,
+  phaseTimeoutMs: 60_000,
+  rssSampleIntervalMs: 20,
+} satisfies Omit<BenchOptions, 'rate'>);
+
+/** Fills in defaults and validates once; throws ConfigError naming the field. */
+export function resolveBenchOptions(input: Partial<BenchOptions> = {}): BenchOptions {
+  const o: BenchOptions = { ...BENCH_DEFAULTS, ...stripUndefined(input) };
+  for (const key of ['messages', 'consumers', 'concurrency', 'batchSize', 'inflightBatches'] as const) {
+    if (!Number.isSafeInteger(o[key]) || o[key] < 1) {
+      throw new ConfigError(`must be a positive integer, got ${o[key]}`, { path: `bench.${key}` });
+    }
+  }
+  for (const key of ['size', 'warmupMessages'] as const) {
+    if (!Number.isSafeInteger(o[key]) || o[key] < 0) {
+      throw new ConfigError(`must be an integer >= 0, got ${o[key]}`, { path: `bench.${key}` });
+    }
+  }
+  for (const key of ['rateFraction', 'latencyDurationMs', 'phaseTimeoutMs', 'rssSampleIntervalMs'] as const) {
+    if (!(o[key] > 0)) throw new ConfigError(`must be > 0, got ${o[key]}`, { path: `bench.${key}` });
+  }
+  if (o.rate !== undefined && !(o.rate > 0))
+    throw new ConfigError(`must be > 0, got ${o.rate}`, { path: 'bench.rate' });
+  return o;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,74 @@
+import { ConfigError, type MemoryTransportOptions, memoryTransport, type Transport } from '@agentbus/core';
+import { type SqliteTransportOptions, sqliteTransport } from '@agentbus/sqlite';
+
+/** Where the CLI keeps its bus when no transport is given: a file next to the working directory. */
+export const DEFAULT_TRANSPORT_URL = 'sqlite:./.agentbus/bus.db';
+
+/** Per-transport options passed through to the factory the URL selects. */
+export interface OpenTransportOptions {
+  readonly memory?: MemoryTransportOptions;
+  /** Everything but `path`, which comes from the URL. */
+  readonly sqlite?: Omit<SqliteTransportOptions, 'path'>;
+}
+
+/** Schemes whose transport packages have not landed yet, and the package each will need. */
+const PLANNED_SCHEMES = Object.freeze({
+  'redis:': '@agentbus/redis',
+  'rediss:': '@agentbus/redis',
+  'amqp:': '@agentbus/amqp',
+  'amqps:': '@agentbus/amqp',
+  'nats:': '@agentbus/nats',
+} as const);
+
+/** The URL forms `openTransport` understands, for error messages and help text. */
+export const SUPPORTED_TRANSPORT_URLS = Object.freeze(['memory:', 'sqlite:PATH', 'sqlite::memory:']);
+
+/** A parsed transport URL. */
+export type TransportUrl = { readonly scheme: 'memory' } | { readonly scheme: 'sqlite'; readonly path: string };
+
+/**
+ * Parses a transport URL without opening anything: `memory:`, `sqlite:PATH` (relative or
+ * absolute; `sqlite::memory:` for a private in-memory database). Throws ConfigError (path
+ * `transport`) for anything else, naming the supported forms.
+ */
+export function parseTransportUrl(url: string): TransportUrl {
+  if (typeof url !== 'string' || url.trim() === '') {
+    throw new ConfigError(`a transport URL is required; use one of ${SUPPORTED_TRANSPORT_URLS.join(', ')}`, {
+      path: 'transport',
+    });
+  }
+  if (url === 'memory:' || url === 'memory://') return { scheme: 'memory' };
+  if (url.startsWith('sqlite:')) {
+    const path = url.slice('sqlite:'.length);
+    if (path === '') {
+      throw new ConfigError(`'${url}' has no database path; write sqlite:PATH, e.g. ${DEFAULT_TRANSPORT_URL}`, {
+        path: 'transport',
+      });
+    }
+    return { scheme: 'sqlite', path };
+  }
+  const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url)?.[0].toLowerCase();
+  const pkg = scheme ? PLANNED_SCHEMES[scheme as keyof typeof PLANNED_SCHEMES] : undefined;
+  if (pkg) {
+    throw new ConfigError(
+      `the ${scheme} transport (${pkg}) is not installed yet; supported now: ${SUPPORTED_TRANSPORT_URLS.join(', ')}`,
+      { path: 'transport' },
+    );
+  }
+  throw new ConfigError(
+    `unsupported transport URL '${url}'; supported: ${SUPPORTED_TRANSPORT_URLS.join(', ')} ` +
+      `(redis://, amqp:// and nats:// are planned)`,
+    { path: 'transport' },
+  );
+}
+
+/**
+ * Creates the transport a URL names: `memory:` → `memoryTransport()`, `sqlite:PATH` →
+ * `sqliteTransport({ path })`. The transport is not connected yet; it connects lazily or on
+ * `connect()`. Throws ConfigError for unknown or not-yet-installed schemes.
+ */
+export function openTransport(url: string, options: OpenTransportOptions = {}): Transport {
+  const parsed = parseTransportUrl(url);
+  if (parsed.scheme === 'memory') return memoryTransport(options.memory);
+  return sqliteTransport({ ...options.sqlite, path: parsed.path });
+}

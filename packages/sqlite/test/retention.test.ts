@@ -1,0 +1,95 @@
+import { ManualClock } from '@agentbus/core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type SqliteTransport, type SqliteTransportOptions, sqliteTransport } from '../src/index.js';
+import { message, nextDelivery, query, tempDir, until } from './helpers.js';
+
+describe('SqliteTransport retention', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let path: string;
+  const open: SqliteTransport[] = [];
+  const transport = (options: Partial<SqliteTransportOptions> = {}) => {
+    const t = sqliteTransport({ path, ...options });
+    open.push(t);
+    return t;
+  };
+  const messages = () => query(path, 'SELECT count(*) FROM messages');
+
+  /** Publishes `n` messages on `jobs.x` and acks them all through `t`. */
+  async function publishAndAck(t: SqliteTransport, n: number, from = 0): Promise<void> {
+    const sub = await t.subscribe('jobs.*', { group: 'w', prefetch: 50, ackTimeoutMs: 30_000 });
+    await t.publish(Array.from({ length: n }, (_, i) => message('jobs.x', from + i)));
+    for (let i = 0; i < n; i++) await (await nextDelivery(sub)).ack();
+    await sub.close();
+  }
+
+  beforeEach(() => {
+    tmp = tempDir();
+    path = `${tmp.dir}/bus.db`;
+  });
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((t) => t.close()));
+    tmp.cleanup();
+  });
+
+  it('by default deletes a message as soon as every group that received it settled it', async () => {
+    const t = transport({ sweepIntervalMs: 0 });
+    const other = await t.subscribe('jobs.*', { group: 'audit', prefetch: 500, ackTimeoutMs: 30_000 });
+    await publishAndAck(t, 200);
+    // Still needed by the `audit` group.
+    expect(messages()).toBe(200);
+    for (let i = 0; i < 100; i++) await (await nextDelivery(other)).ack();
+    expect(messages()).toBe(100);
+    for (let i = 0; i < 100; i++) await (await nextDelivery(other)).ack();
+    expect(messages()).toBe(0);
+  });
+
+  it('keeps settled messages for maxAgeMs, then the sweep deletes them but never an unsettled one', async () => {
+    const clock = new ManualClock();
+    const t = transport({ clock, retention: { maxAgeMs: 60_000 }, sweepIntervalMs: 0 });
+    await publishAndAck(t, 100);
+    const pending = await t.subscribe('slow.*', { group: 'slow', prefetch: 1, ackTimeoutMs: 30_000 });
+    await t.publish([message('slow.x', 1000)]);
+    expect(messages()).toBe(101);
+
+    clock.advance(59_000);
+    expect(await t.sweep()).toBe(0);
+    clock.advance(2_000);
+    expect(await t.sweep()).toBe(100);
+    expect(messages()).toBe(1);
+
+    clock.advance(3_600_000);
+    expect(await t.sweep()).toBe(0);
+    const d = await nextDelivery(pending);
+    await d.ack();
+    clock.advance(60_001);
+    expect(await t.sweep()).toBe(1);
+    expect(messages()).toBe(0);
+  });
+
+  it('keeps at most maxMessages settled messages, the newest', async () => {
+    const t = transport({ retention: { maxAgeMs: Number.POSITIVE_INFINITY, maxMessages: 10 }, sweepIntervalMs: 0 });
+    await publishAndAck(t, 50);
+    expect(messages()).toBe(50);
+    expect(await t.sweep()).toBe(40);
+    expect(query(path, 'SELECT min(id) FROM messages')).toBe('m-40');
+    expect(messages()).toBe(10);
+  });
+
+  it('runs the sweep periodically by itself', async () => {
+    const t = transport({ retention: { maxAgeMs: 1 }, sweepIntervalMs: 10 });
+    await publishAndAck(t, 300);
+    await until(() => messages() === 0);
+  });
+
+  it('dead letters keep their own copy of a message that retention deleted', async () => {
+    const t = transport({ sweepIntervalMs: 0 });
+    const sub = await t.subscribe('jobs.*', { group: 'w', prefetch: 1, ackTimeoutMs: 30_000 });
+    await t.publish([message('jobs.x', 1)]);
+    await (await nextDelivery(sub)).deadLetter('unrecoverable');
+    await t.sweep();
+    expect(messages()).toBe(0);
+    const [dead] = await t.deadLetters.list();
+    expect(dead?.message.id).toBe('m-1');
+    expect(JSON.parse(Buffer.from(dead?.message.body ?? []).toString())).toEqual({ n: 1 });
+  });
+});
