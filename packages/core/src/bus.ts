@@ -320,8 +320,12 @@ class HandlerSubscription implements BusSubscription {
   #stopping = false;
   #closing: Promise<void> | undefined;
   #idle: (() => void) | undefined;
-  /** Deliveries whose handler is running; their leases are renewed. */
-  readonly #leased = new Set<RawDelivery>();
+  /**
+   * Deliveries whose handler is running, one slot per unit of concurrency; their leases are
+   * renewed. Fixed slots rather than a Set: no hashing or rehashing per message.
+   */
+  readonly #slots: (RawDelivery | undefined)[];
+  readonly #freeSlots: number[];
   readonly #renewer: NodeJS.Timeout;
   #slotFreed: (() => void) | undefined;
 
@@ -333,6 +337,8 @@ class HandlerSubscription implements BusSubscription {
   ) {
     this.pattern = settings.pattern;
     this.group = settings.group;
+    this.#slots = new Array(settings.concurrency).fill(undefined);
+    this.#freeSlots = Array.from({ length: settings.concurrency }, (_, i) => settings.concurrency - 1 - i);
     // Keep the leases of running handlers: a model call may take minutes. One timer per
     // subscription renews them all every third of the ack timeout.
     const every = Math.max(1, Math.floor(settings.ackTimeoutMs / 3));
@@ -342,7 +348,8 @@ class HandlerSubscription implements BusSubscription {
   }
 
   #renew(): void {
-    for (const raw of this.#leased) {
+    for (const raw of this.#slots) {
+      if (raw === undefined) continue;
       raw.extend(this.settings.ackTimeoutMs).catch((err: unknown) => {
         this.bus.logger.warn({ err, messageId: raw.message.id, group: this.group }, 'lease extension failed');
       });
@@ -355,35 +362,49 @@ class HandlerSubscription implements BusSubscription {
 
   async #loop(): Promise<void> {
     const it = this.raw[Symbol.asyncIterator]();
-    try {
-      while (!this.#stopping) {
-        if (this.#inFlight >= this.settings.concurrency) {
-          await new Promise<void>((r) => {
-            this.#slotFreed = r;
-          });
-          continue;
-        }
-        const r = await it.next();
-        if (r.done) break;
-        if (this.#stopping) {
-          // Taken while closing: hand it straight back rather than start new work.
-          await r.value.nack().catch(() => {});
+    let failures = 0;
+    while (!this.#stopping) {
+      if (this.#inFlight >= this.settings.concurrency) {
+        await new Promise<void>((r) => {
+          this.#slotFreed = r;
+        });
+        continue;
+      }
+      let r: IteratorResult<RawDelivery>;
+      try {
+        r = await it.next();
+        failures = 0;
+      } catch (err) {
+        if (this.#stopping) break;
+        if (!isRetryable(err)) {
+          this.bus.logger.error({ err, pattern: this.pattern, group: this.group }, 'subscription stopped');
           break;
         }
-        this.#inFlight++;
-        void this.#run(r.value);
+        // A backend hiccup (busy database, lost connection): keep consuming once it recovers.
+        const delayMs = Math.min(5_000, 100 * 2 ** failures++);
+        this.bus.logger.warn({ err, pattern: this.pattern, group: this.group, delayMs }, 'receive failed; retrying');
+        await new Promise((res) => setTimeout(res, delayMs));
+        continue;
       }
-    } catch (err) {
-      if (!this.#stopping) {
-        this.bus.logger.error({ err, pattern: this.pattern, group: this.group }, 'subscription failed');
+      if (r.done) break;
+      if (this.#stopping) {
+        // Taken while closing: hand it straight back rather than start new work.
+        await r.value.nack().catch(() => {});
+        break;
       }
+      this.#inFlight++;
+      void this.#run(r.value);
     }
   }
 
   async #run(raw: RawDelivery): Promise<void> {
+    const slot = this.#freeSlots.pop() as number;
+    this.#slots[slot] = raw;
     try {
       await this.#handle(raw);
     } finally {
+      this.#slots[slot] = undefined;
+      this.#freeSlots.push(slot);
       this.#inFlight--;
       const f = this.#slotFreed;
       this.#slotFreed = undefined;
@@ -417,7 +438,6 @@ class HandlerSubscription implements BusSubscription {
       }
       const delivery = new Delivery(envelope, raw);
       const hooks = this.hooks();
-      this.#leased.add(raw);
       try {
         if (hooks.length === 0) await this.settings.handler(delivery);
         else {
@@ -427,8 +447,6 @@ class HandlerSubscription implements BusSubscription {
       } catch (err) {
         await this.#fail(raw, err);
         return;
-      } finally {
-        this.#leased.delete(raw);
       }
       if (!raw.settled) await raw.ack();
     } catch (err) {

@@ -18,6 +18,8 @@ export class ManagedDelivery implements RawDelivery {
   #settled = false;
   /** Set by the subscription that hands the delivery out. */
   onSettled: ((delivery: ManagedDelivery) => void) | undefined;
+  /** Bookkeeping slot of the subscription that holds the delivery. */
+  slot = -1;
 
   constructor(
     readonly message: InboundMessage,

@@ -48,13 +48,20 @@ interface Entry {
   token: number;
 }
 
+interface LeaseItem {
+  readonly entry: Entry;
+  readonly token: number;
+  readonly untilMs: number;
+}
+
 class GroupQueue {
   readonly patterns = new Set<string>();
   readonly ready: Fifo<Entry>[] = Array.from({ length: MAX_PRIORITY + 1 }, () => new Fifo<Entry>());
   readonly delayed = new MinHeap<Entry>((e) => e.readyAtMs);
-  readonly inflight = new Set<Entry>();
+  /** Leases in order of expiry; stale items (settled or extended since) are skipped lazily. */
+  readonly leases = new MinHeap<LeaseItem>((l) => l.untilMs);
+  inflight = 0;
   readonly subscriptions = new Set<PollingSubscription>();
-  nextLeaseCheckMs = Number.POSITIVE_INFINITY;
   constructor(readonly name: string) {}
 
   enqueue(entry: Entry, front = false): void {
@@ -74,19 +81,19 @@ class GroupQueue {
 
 /** The lease of one delivery of an entry; settling with a stale token has no effect. */
 class EntryLease implements LeaseOps {
-  readonly #token: number;
+  readonly token: number;
   constructor(
     private readonly transport: MemoryTransport,
     private readonly g: GroupQueue,
     readonly e: Entry,
   ) {
-    this.#token = e.token;
+    this.token = e.token;
   }
 
   #take(): boolean {
     const { e, g } = this;
-    if (e.token !== this.#token || !g.inflight.has(e)) return false;
-    g.inflight.delete(e);
+    if (e.token !== this.token) return false;
+    g.inflight--;
     e.token = 0;
     return true;
   }
@@ -113,7 +120,7 @@ class EntryLease implements LeaseOps {
 
   extend(ms: number): void {
     const { e, g } = this;
-    if (e.token === this.#token && g.inflight.has(e)) {
+    if (e.token === this.token) {
       e.leaseUntilMs = Math.max(e.leaseUntilMs, this.transport._now() + ms);
     }
   }
@@ -201,7 +208,7 @@ export class MemoryTransport implements Transport {
     let inflight = 0;
     for (const g of this.#groups.values()) {
       backlog += g.backlog;
-      inflight += g.inflight.size;
+      inflight += g.inflight;
     }
     return {
       status: 'pass',
@@ -234,16 +241,17 @@ export class MemoryTransport implements Transport {
   #claim(g: GroupQueue, max: number, ackTimeoutMs: number): ManagedDelivery[] {
     const now = this.#clock.now();
     while ((g.delayed.peek()?.readyAtMs ?? Number.POSITIVE_INFINITY) <= now) g.enqueue(g.delayed.pop() as Entry);
-    if (now >= g.nextLeaseCheckMs) {
-      let next = Number.POSITIVE_INFINITY;
-      for (const e of g.inflight) {
-        if (e.leaseUntilMs <= now) {
-          g.inflight.delete(e);
-          e.token = 0;
-          g.enqueue(e, true);
-        } else next = Math.min(next, e.leaseUntilMs);
+    for (let l = g.leases.peek(); l && l.untilMs <= now; l = g.leases.peek()) {
+      g.leases.pop();
+      const e = l.entry;
+      if (e.token !== l.token) continue; // settled or released since
+      if (e.leaseUntilMs > now) {
+        g.leases.push({ entry: e, token: l.token, untilMs: e.leaseUntilMs }); // extended
+        continue;
       }
-      g.nextLeaseCheckMs = next;
+      g.inflight--;
+      e.token = 0;
+      g.enqueue(e, true);
     }
     const out: ManagedDelivery[] = [];
     for (let p = MAX_PRIORITY; p >= 0 && out.length < max; p--) {
@@ -258,8 +266,8 @@ export class MemoryTransport implements Transport {
         e.attempt++;
         e.token = ++this.#tokens;
         e.leaseUntilMs = now + ackTimeoutMs;
-        g.nextLeaseCheckMs = Math.min(g.nextLeaseCheckMs, e.leaseUntilMs);
-        g.inflight.add(e);
+        g.inflight++;
+        g.leases.push({ entry: e, token: e.token, untilMs: e.leaseUntilMs });
         out.push(this.#delivery(g, e));
       }
     }
@@ -282,8 +290,8 @@ export class MemoryTransport implements Transport {
 
   #release(g: GroupQueue, d: ManagedDelivery, handedOut: boolean): void {
     const e = d.lease instanceof EntryLease ? d.lease.e : undefined;
-    if (!e || !g.inflight.has(e) || e.attempt !== d.attempt) return;
-    g.inflight.delete(e);
+    if (!e || e.token === 0 || e.token !== (d.lease as EntryLease).token) return;
+    g.inflight--;
     e.token = 0;
     if (!handedOut) e.attempt--;
     g.enqueue(e, true);

@@ -31,8 +31,12 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
   readonly #source: ClaimSource;
   readonly #options: PollingSubscriptionOptions;
   readonly #buffer = new Fifo<ManagedDelivery>();
-  /** Deliveries claimed and not yet settled: buffered or handed out. */
-  readonly #outstanding = new Set<ManagedDelivery>();
+  /**
+   * Deliveries claimed and not yet settled (buffered or handed out), one slot per unit of
+   * prefetch; slots rather than a Set, so the hot path does no hashing.
+   */
+  readonly #outstanding: (ManagedDelivery | undefined)[];
+  readonly #freeSlots: number[];
   #closed = false;
   #closing: Promise<void> | undefined;
   #wakeUp: (() => void) | undefined;
@@ -40,13 +44,18 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
   #pulling = false;
 
   readonly #onSettled = (d: ManagedDelivery): void => {
-    this.#outstanding.delete(d);
+    if (this.#outstanding[d.slot] === d) {
+      this.#outstanding[d.slot] = undefined;
+      this.#freeSlots.push(d.slot);
+    }
     this.wake();
   };
 
   constructor(source: ClaimSource, options: PollingSubscriptionOptions) {
     this.#source = source;
     this.#options = options;
+    this.#outstanding = new Array(options.prefetch).fill(undefined);
+    this.#freeSlots = Array.from({ length: options.prefetch }, (_, i) => options.prefetch - 1 - i);
   }
 
   get closed(): boolean {
@@ -84,7 +93,7 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
           if (buffered.settled) continue;
           return { done: false, value: buffered };
         }
-        const room = this.#options.prefetch - this.#outstanding.size;
+        const room = this.#freeSlots.length;
         if (room > 0) {
           this.#woken = false;
           const claimed = await this.#source.claim(room);
@@ -95,7 +104,8 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
           if (claimed.length > 0) {
             for (const d of claimed) {
               d.onSettled = this.#onSettled;
-              this.#outstanding.add(d);
+              d.slot = this.#freeSlots.pop() as number;
+              this.#outstanding[d.slot] = d;
               this.#buffer.push(d);
             }
             continue;
@@ -145,8 +155,8 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
     this.wake();
     const buffered = new Set<ManagedDelivery>();
     for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) buffered.add(d);
-    const pending = [...this.#outstanding];
-    this.#outstanding.clear();
+    const pending = this.#outstanding.filter((d): d is ManagedDelivery => d !== undefined);
+    this.#outstanding.fill(undefined);
     for (const d of pending) {
       if (d.settled) continue;
       d.onSettled = undefined;
