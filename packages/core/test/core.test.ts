@@ -1,0 +1,128 @@
+import {
+  assertPattern,
+  BusError,
+  ConfigError,
+  createBus,
+  createEnvelope,
+  errorFromWire,
+  ForbiddenError,
+  jsonCodec,
+  ManualClock,
+  memoryTransport,
+  msgpackCodec,
+  payloadDigest,
+  SerializationError,
+  topicMatches,
+  UnrecoverableError,
+  uuidv7,
+  ValidationError,
+} from '@agentbus/core';
+import { describe, expect, it } from 'vitest';
+
+describe('uuidv7', () => {
+  it('is a version 7 RFC 9562 UUID and sorts in creation order, also within one millisecond', () => {
+    const ids = Array.from({ length: 5000 }, () => uuidv7(2_000_000_000_000));
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect([...ids].sort()).toEqual(ids);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(uuidv7(2_000_000_000_001) > ids.at(-1)!).toBe(true);
+    expect(ids[0]!.slice(0, 13).replace('-', '')).toBe((2_000_000_000_000).toString(16).padStart(12, '0'));
+  });
+});
+
+describe('topics', () => {
+  it('matches * to exactly one segment and a final > to one or more', () => {
+    expect(topicMatches('a.*.c', 'a.b.c')).toBe(true);
+    expect(topicMatches('a.*.c', 'a.b.b.c')).toBe(false);
+    expect(topicMatches('a.>', 'a.b')).toBe(true);
+    expect(topicMatches('a.>', 'a.b.c')).toBe(true);
+    expect(topicMatches('a.>', 'a')).toBe(false);
+    expect(topicMatches('>', 'a')).toBe(true);
+    expect(topicMatches('a.b', 'a.b')).toBe(true);
+    expect(topicMatches('a.b', 'a.b.c')).toBe(false);
+  });
+
+  it('refuses malformed patterns and topics with ValidationError', () => {
+    expect(() => assertPattern('a.>.b')).toThrow(ValidationError);
+    expect(() => assertPattern('')).toThrow(ValidationError);
+    expect(() => createEnvelope('a.*', {}, {}, { id: 'x', source: 's', nowMs: 0 })).toThrow(ValidationError);
+    expect(() => createEnvelope('a..b', {}, {}, { id: 'x', source: 's', nowMs: 0 })).toThrow(ValidationError);
+  });
+});
+
+describe('codecs', () => {
+  const clock = new ManualClock();
+  const env = createEnvelope(
+    'task.run',
+    { text: 'héllo', list: [1, 2, { deep: null }], n: -1.25 },
+    { priority: 8, workflowid: 'wf', headers: { a: 'b' }, ttlMs: 1000 },
+    { id: uuidv7(clock.now()), source: 'agent://a', nowMs: clock.now() },
+  );
+
+  for (const codec of [jsonCodec(), msgpackCodec()]) {
+    it(`${codec.name} round-trips an envelope and refuses garbage with SerializationError`, () => {
+      expect(codec.decode(codec.encode(env))).toEqual(env);
+      expect(() => codec.decode(Buffer.from([0xc1, 0xff, 0x00]))).toThrow(SerializationError);
+    });
+  }
+
+  it('digests the encoded bytes with SHA-256', () => {
+    expect(payloadDigest(Buffer.from('abc'))).toBe(
+      'sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad',
+    );
+  });
+});
+
+describe('errors', () => {
+  it('crosses the wire as { code, message, retryable, data } and is rebuilt as the same class', () => {
+    const wire = new ForbiddenError('no publish on x', { data: { permission: 'publish' } }).toWire();
+    expect(wire).toEqual({
+      code: 'FORBIDDEN',
+      message: 'no publish on x',
+      retryable: false,
+      data: { permission: 'publish' },
+    });
+    const back = errorFromWire(JSON.parse(JSON.stringify(wire)));
+    expect(back).toBeInstanceOf(ForbiddenError);
+    expect(back.data).toEqual({ permission: 'publish' });
+    const unknown = errorFromWire({ code: 'SOMETHING_NEW', message: 'm', retryable: true });
+    expect(unknown).toBeInstanceOf(BusError);
+    expect(unknown.code).toBe('SOMETHING_NEW');
+    expect(unknown.retryable).toBe(true);
+    expect(new UnrecoverableError('x').retryable).toBe(false);
+  });
+});
+
+describe('configuration', () => {
+  it('names the offending field in a ConfigError', async () => {
+    expect(() => createBus({} as never)).toThrow(ConfigError);
+    const bus = createBus({ transport: memoryTransport() });
+    const err = await bus.subscribe('a', () => {}, { concurrency: 0 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).path).toBe('subscribe.concurrency');
+    const err2 = await bus.subscribe('a', () => {}, { backoff: { factor: 0.5 } }).catch((e: unknown) => e);
+    expect((err2 as ConfigError).path).toBe('subscribe.backoff.factor');
+    expect(() => createBus({ transport: memoryTransport(), maxPayloadBytes: -1 })).toThrow(/maxPayloadBytes/);
+    await bus.close();
+  });
+});
+
+describe('injectable clock', () => {
+  it('dead-letters an expired message by the injected clock, without waiting', async () => {
+    const clock = new ManualClock();
+    const transport = memoryTransport({ clock });
+    const bus = createBus({ transport, clock });
+    const declare = await bus.subscribe('t.ttl', () => {}, { group: 'g' });
+    await declare.close();
+    await bus.publish('t.ttl', { n: 1 }, { ttlMs: 60_000 });
+    clock.advance(60_001);
+    const seen: unknown[] = [];
+    await bus.subscribe('t.ttl', (d) => void seen.push(d.data), { group: 'g' });
+    for (let i = 0; i < 100 && (await transport.deadLetters.list()).length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect((await transport.deadLetters.list()).map((d) => d.reason)).toEqual(['expired']);
+    expect(seen).toEqual([]);
+    await bus.close();
+  });
+});
