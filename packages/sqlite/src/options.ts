@@ -3,14 +3,17 @@ import { type Clock, ConfigError, type IdGenerator, systemClock, uuidv7Ids } fro
 /** SQLite `synchronous` level in WAL mode: `normal` may lose the last commits on power loss, never on a crash. */
 export type SqliteSynchronous = 'normal' | 'full';
 
-/** How long messages that every group has settled are kept (dead letters keep their own copy). */
+/**
+ * How long messages are kept once every group settled them; the retention sweep deletes the rest.
+ * A message some group still has to settle is never deleted; dead letters keep their own copy.
+ */
 export interface SqliteRetentionOptions {
   /**
-   * Settled messages older than this are deleted. `0` deletes a message as soon as the last group
-   * settled it; `Infinity` keeps them until `maxMessages` says otherwise.
+   * Settled messages published longer ago than this are deleted. `0` (default): at the first sweep
+   * after the last group settled them; `Infinity`: only `maxMessages` deletes.
    */
   readonly maxAgeMs?: number;
-  /** At most this many settled messages are kept (the newest); unlimited by default. */
+  /** Settled messages older than the newest `maxMessages` messages are deleted; unlimited by default. */
   readonly maxMessages?: number;
 }
 

@@ -11,14 +11,16 @@ export const SCHEMA_VERSION = 1;
  * The schema. Every statement is idempotent so that several processes may open a fresh file at
  * the same time.
  *
- * - `messages` holds each published message once; `refs` counts the delivery rows that still need
- *   it, so a fully settled message is found (partial index) and deleted without scanning. `seq`
- *   is a plain rowid: a new row always gets a seq above every live one, which is all ordering
- *   needs, and AUTOINCREMENT would dirty one more page per commit.
+ * - `messages` holds each published message once. Settling never touches it (a message row is
+ *   large, rewriting its page per ack is what would cost); the retention sweep deletes the rows no
+ *   delivery refers to, mostly as one range below the oldest live delivery. `seq` is a plain
+ *   rowid: a new row always gets a seq above every live one, which is all ordering needs, and
+ *   AUTOINCREMENT would dirty one more page per commit.
  * - `deliveries` holds one row per (group, message) not yet settled. Its primary key is the claim
- *   order, so claiming walks the b-tree in order and needs no second index. `ready_at` is when the
- *   row may be claimed (now, after a nack delay, or when a lease runs out); `token` identifies the
- *   current lease so that a settle from a lost lease has no effect.
+ *   order, so claiming walks the b-tree in order. `ready_at` is when the row may be claimed (now,
+ *   after a nack delay, or when a lease runs out); `token` identifies the current lease so that a
+ *   settle from a lost lease has no effect. There is deliberately no index by seq: it would cost
+ *   every publish and ack, while the sweep can ask each (group, priority) prefix of the key.
  * - `dead_letters` keeps its own copy of the message, so retention never touches it.
  */
 const DDL = `
@@ -30,10 +32,8 @@ CREATE TABLE IF NOT EXISTS messages (
   headers TEXT NOT NULL,
   priority INTEGER NOT NULL,
   expires_at INTEGER,
-  published_at INTEGER NOT NULL,
-  refs INTEGER NOT NULL
+  published_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS messages_settled ON messages (seq) WHERE refs = 0;
 CREATE TABLE IF NOT EXISTS groups (
   group_name TEXT NOT NULL,
   pattern TEXT NOT NULL,
@@ -102,7 +102,6 @@ export function openDatabase(options: ResolvedSqliteOptions): Database.Database 
     db.function('topic_matches', { deterministic: true }, (pattern: unknown, topic: unknown) =>
       topicMatches(String(pattern), String(topic)) ? 1 : 0,
     );
-    for (const p of (process.env.XPRAGMA ?? '').split(';').filter(Boolean)) db.pragma(p);
     migrate(db);
   } catch (err) {
     db.close();

@@ -18,7 +18,6 @@ export class SqliteClaimSource implements ClaimSource {
   readonly #ctx: ClaimContext;
   readonly #group: string;
   readonly #ackTimeoutMs: number;
-  readonly #leases = new WeakMap<ManagedDelivery, SqliteLease>();
   /** Rows returned by the last claim; while work flows the read-only pre-check is skipped. */
   #lastClaimed = 0;
   readonly onClose: () => void;
@@ -64,8 +63,8 @@ export class SqliteClaimSource implements ClaimSource {
   }
 
   release(delivery: ManagedDelivery, handedOut: boolean): void {
-    const lease = this.#leases.get(delivery);
-    if (!lease) return;
+    const lease = delivery.lease;
+    if (!(lease instanceof SqliteLease)) return;
     try {
       if (this.#ctx.store.release(lease, this.#ctx.clock.now(), handedOut)) this.#ctx.wake();
     } catch {
@@ -75,11 +74,14 @@ export class SqliteClaimSource implements ClaimSource {
 
   #deliveries(rows: readonly ClaimedRow[], token: number): ManagedDelivery[] {
     this.#lastClaimed = rows.length;
-    return rows.map((r) => {
-      const lease = new SqliteLease(this.#ctx, this.#group, r.priority, r.seq, token);
-      const delivery = new ManagedDelivery(r.message, this.#group, r.attempt, lease);
-      this.#leases.set(delivery, lease);
-      return delivery;
-    });
+    return rows.map(
+      (r) =>
+        new ManagedDelivery(
+          r.message,
+          this.#group,
+          r.attempt,
+          new SqliteLease(this.#ctx, this.#group, r.priority, r.seq, token),
+        ),
+    );
   }
 }

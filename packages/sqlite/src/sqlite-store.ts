@@ -110,8 +110,8 @@ const KEY = 'group_name = ? AND priority = ? AND seq = ?';
 export class SqliteStore {
   readonly db: Database.Database;
   readonly #ids: IdGenerator;
-  /** Delete a message with its last delivery row (retention `maxAgeMs: 0`) rather than in a sweep. */
-  readonly #eagerDelete: boolean;
+  /** Whether a message no group receives is stored at all (only retention can make it visible). */
+  readonly #keepUnrouted: boolean;
   readonly #cached = new Map<string, Database.Statement>();
   /** Topic → matching groups, valid for one transaction only (routes must never be stale). */
   readonly #routes = new Map<string, string[]>();
@@ -130,21 +130,19 @@ export class SqliteStore {
   readonly #deleteDelivery;
   readonly #copyLeased;
   readonly #copyAny;
-  readonly #deleteIfLastRef;
-  readonly #dropRef;
   readonly #stats;
   readonly #batchTx;
 
-  constructor(db: Database.Database, options: { readonly ids: IdGenerator; readonly eagerDelete: boolean }) {
+  constructor(db: Database.Database, options: { readonly ids: IdGenerator; readonly keepUnrouted: boolean }) {
     this.db = db;
     this.#ids = options.ids;
-    this.#eagerDelete = options.eagerDelete;
+    this.#keepUnrouted = options.keepUnrouted;
     this.#matchGroups = db
       .prepare<[string], string>('SELECT DISTINCT group_name FROM groups WHERE topic_matches(pattern, ?)')
       .pluck();
-    this.#insertMessage = db.prepare<[string, string, Buffer, string, number, number | null, number, number]>(
-      `INSERT INTO messages (id, topic, body, headers, priority, expires_at, published_at, refs)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    this.#insertMessage = db.prepare<[string, string, Buffer, string, number, number | null, number]>(
+      `INSERT INTO messages (id, topic, body, headers, priority, expires_at, published_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
     );
     this.#insertDelivery = db.prepare<[string, number, number, number]>(
       'INSERT INTO deliveries (group_name, priority, seq, attempt, ready_at, token) VALUES (?, ?, ?, 0, ?, NULL)',
@@ -181,8 +179,6 @@ export class SqliteStore {
       `${DEAD_LETTER_COPY} AND d.token = ?`,
     );
     this.#copyAny = db.prepare<[string, string, string | null, number, string, number, number]>(DEAD_LETTER_COPY);
-    this.#deleteIfLastRef = db.prepare<[number]>('DELETE FROM messages WHERE seq = ? AND refs <= 1');
-    this.#dropRef = db.prepare<[number]>('UPDATE messages SET refs = refs - 1 WHERE seq = ?');
     this.#stats = db.prepare<[number, number, number], DeliveryStats>(
       `SELECT coalesce(sum(ready_at <= ?), 0) AS backlog,
               coalesce(sum(token IS NOT NULL AND ready_at > ?), 0) AS inflight,
@@ -235,17 +231,9 @@ export class SqliteStore {
         groups = this.#matchGroups.all(m.topic);
         routes.set(m.topic, groups);
       }
-      if (groups.length === 0 && this.#eagerDelete) continue;
-      const seq = this.#insertMessage.run(
-        m.id,
-        m.topic,
-        m.body,
-        m.headers,
-        m.priority,
-        m.expires_at,
-        now,
-        groups.length,
-      ).lastInsertRowid as number;
+      if (groups.length === 0 && !this.#keepUnrouted) continue;
+      const seq = this.#insertMessage.run(m.id, m.topic, m.body, m.headers, m.priority, m.expires_at, now)
+        .lastInsertRowid as number;
       for (const g of groups) this.#insertDelivery.run(g, m.priority, seq, now);
       fanned += groups.length;
     }
@@ -279,7 +267,6 @@ export class SqliteStore {
           const error = `expired at ${new Date(r.expires_at).toISOString()}`;
           this.#copyAny.run(this.#ids(), 'expired', error, now, group, r.priority, r.seq);
           this.#deleteDelivery.run(group, r.priority, r.seq);
-          this.#unref(r.seq);
           continue;
         }
         const attempt = r.attempt + 1;
@@ -291,11 +278,9 @@ export class SqliteStore {
     return out;
   }
 
-  /** Settles a lease by deleting its row. Call inside a transaction. */
+  /** Settles a lease by deleting its row; the message stays for the retention sweep. Call inside a transaction. */
   ack(k: LeaseKey): boolean {
-    if (this.#ack.run(k.group, k.priority, k.seq, k.token).changes === 0) return false;
-    this.#unref(k.seq);
-    return true;
+    return this.#ack.run(k.group, k.priority, k.seq, k.token).changes > 0;
   }
 
   /** Makes a leased row claimable again at `readyAtMs`. */
@@ -319,11 +304,13 @@ export class SqliteStore {
       return false;
     }
     this.#deleteDelivery.run(k.group, k.priority, k.seq);
-    this.#unref(k.seq);
     return true;
   }
 
-  /** Stores `message` again for `group` alone (dead-letter replay). Call inside a transaction. */
+  /**
+   * Stores `message` again, published now, for `group` alone (dead-letter replay). Call inside a
+   * transaction. The new publish time also keeps seq order equal to time order, which retention relies on.
+   */
   enqueueFor(group: string, message: MessageRow, now: number): void {
     const seq = this.#insertMessage.run(
       message.id,
@@ -332,8 +319,7 @@ export class SqliteStore {
       message.headers,
       message.priority,
       message.expires_at,
-      message.published_at,
-      1,
+      now,
     ).lastInsertRowid as number;
     this.#insertDelivery.run(group, message.priority, seq, now);
   }
@@ -345,12 +331,5 @@ export class SqliteStore {
 
   close(): void {
     this.db.close();
-  }
-
-  /** One delivery row of message `seq` is gone. */
-  #unref(seq: number): void {
-    if (process.env.NOUNREF) return;
-    if (this.#eagerDelete && this.#deleteIfLastRef.run(seq).changes > 0) return;
-    this.#dropRef.run(seq);
   }
 }

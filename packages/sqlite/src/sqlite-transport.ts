@@ -61,6 +61,7 @@ export class SqliteTransport implements Transport {
   #connection: Connection | undefined;
   #closing: Promise<void> | undefined;
   #lastSweepError: unknown;
+  #sweeping = false;
 
   /** Validates options (ConfigError); the database is opened on first use or by `connect()`. */
   constructor(options: SqliteTransportOptions) {
@@ -202,7 +203,9 @@ export class SqliteTransport implements Transport {
     let store: SqliteStore;
     try {
       const db = openDatabase(this.#options);
-      store = new SqliteStore(db, { ids: this.#options.ids, eagerDelete: this.#options.retention.maxAgeMs === 0 });
+      // With retention 0 a message no group receives would be deleted by the next sweep anyway.
+      const keepUnrouted = this.#options.retention.maxAgeMs > 0;
+      store = new SqliteStore(db, { ids: this.#options.ids, keepUnrouted });
     } catch (err) {
       throw toBusError(err, `open ${this.path}`);
     }
@@ -218,14 +221,24 @@ export class SqliteTransport implements Transport {
     return this.#connection;
   }
 
+  /** One pass, one bounded step per event-loop turn, so that consumers keep running meanwhile. */
   #sweepInBackground(sweeper: RetentionSweeper): void {
-    try {
-      sweeper.sweep(this.#options.clock.now());
-      this.#lastSweepError = undefined;
-    } catch (err) {
-      // Usually SQLITE_BUSY: the next tick tries again. Kept for health() meanwhile.
-      this.#lastSweepError = err;
-    }
+    if (this.#sweeping) return;
+    this.#sweeping = true;
+    const step = () => {
+      try {
+        if (!this.closed && sweeper.step(this.#options.clock.now()).more) {
+          setImmediate(step);
+          return;
+        }
+        this.#lastSweepError = undefined;
+      } catch (err) {
+        // Usually SQLITE_BUSY: the next interval tries again. Kept for health() meanwhile.
+        this.#lastSweepError = err;
+      }
+      this.#sweeping = false;
+    };
+    step();
   }
 
   #claimContext(connection: Connection): ClaimContext {

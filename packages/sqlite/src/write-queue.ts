@@ -9,10 +9,10 @@ interface Pending {
 }
 
 /**
- * Collects the writes (publishes, acks, nacks, dead-letters, lease extensions) made during one
- * turn of the event loop and commits them in a single IMMEDIATE transaction. A commit writes
- * every page it dirtied to the WAL, so one commit per turn instead of one per call is what makes
- * publishing and acking cheap. Each promise resolves once its batch committed, i.e. is durable.
+ * Collects the writes (publishes, claims, acks, nacks, dead-letters, lease extensions) made
+ * during one turn of the event loop and commits them in a single IMMEDIATE transaction. Every
+ * commit costs a WAL write of the pages it dirtied, so one commit per turn instead of one per
+ * call is what makes publishing and acking cheap. Each promise resolves once its batch committed.
  */
 export class WriteQueue {
   readonly #store: SqliteStore;
