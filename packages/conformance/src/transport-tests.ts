@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { ClosedError, type RawDelivery, REPLAY_COUNT_HEADER } from '@agentbus/core';
-import { expect, it } from 'vitest';
+import { expect } from 'vitest';
 import type { ConformanceOptions, TestContext } from './context.js';
 import { firstOf, Reader, until } from './wait.js';
 

@@ -119,7 +119,7 @@ class EntryLease implements LeaseOps {
   }
 
   extend(ms: number): void {
-    const { e, g } = this;
+    const { e } = this;
     if (e.token === this.token) {
       e.leaseUntilMs = Math.max(e.leaseUntilMs, this.transport._now() + ms);
     }
