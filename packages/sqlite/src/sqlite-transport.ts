@@ -54,7 +54,7 @@ function positiveInt(value: number, path: string): void {
  */
 export class SqliteTransport implements Transport {
   readonly name = 'sqlite';
-  readonly capabilities = CAPABILITIES;
+  readonly capabilities: TransportCapabilities;
   readonly deadLetters: SqliteDeadLetterStore;
   readonly #options: ResolvedSqliteOptions;
   readonly #subscriptions = new Set<PollingSubscription>();
@@ -66,6 +66,11 @@ export class SqliteTransport implements Transport {
   /** Validates options (ConfigError); the database is opened on first use or by `connect()`. */
   constructor(options: SqliteTransportOptions) {
     this.#options = resolveSqliteOptions(options);
+    // A private in-memory database lives and dies with this instance.
+    this.capabilities =
+      this.#options.path === ':memory:'
+        ? Object.freeze({ ...CAPABILITIES, persistent: false, crossProcess: false })
+        : CAPABILITIES;
     this.deadLetters = new SqliteDeadLetterStore({
       clock: this.#options.clock,
       store: () => this.#connect().store,

@@ -148,3 +148,13 @@ describe('SqliteTransport lifecycle', () => {
     await future.close();
   });
 });
+
+describe('sqlite::memory:', () => {
+  it('declares itself neither persistent nor shared between processes', async () => {
+    const t = sqliteTransport({ path: ':memory:' });
+    expect(t.capabilities.persistent).toBe(false);
+    expect(t.capabilities.crossProcess).toBe(false);
+    expect(sqliteTransport({ path: '/tmp/x.db' }).capabilities.persistent).toBe(true);
+    await t.close();
+  });
+});
