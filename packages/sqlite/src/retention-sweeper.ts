@@ -83,10 +83,17 @@ export class RetentionSweeper {
 
   /** One bounded unit of work: one delete batch, or one window of the search for out-of-order settled messages. */
   step(now: number): SweepStep {
-    const limit = Math.max(this.#ageLimit(now), this.#countLimit());
-    if (limit <= 0) return { deleted: 0, more: false };
-    const oldestLive = this.#oldestLive.get() ?? NO_LIMIT;
-    const below = this.#store.immediate(() => this.#deleteBelow.run(Math.min(limit, oldestLive), DELETE_BATCH).changes);
+    // The bounds are read in the same IMMEDIATE transaction as the delete: read outside it, a
+    // publish by another process in between would not be seen as live and would be deleted.
+    const first = this.#store.immediate(() => {
+      const limit = Math.max(this.#ageLimit(now), this.#countLimit());
+      if (limit <= 0) return undefined;
+      const oldestLive = this.#oldestLive.get() ?? NO_LIMIT;
+      const deleted = this.#deleteBelow.run(Math.min(limit, oldestLive), DELETE_BATCH).changes;
+      return { limit, oldestLive, deleted };
+    });
+    if (!first) return { deleted: 0, more: false };
+    const { limit, oldestLive, deleted: below } = first;
     if (below === DELETE_BATCH) return { deleted: below, more: true };
     const from = Math.max(this.#cursor, oldestLive);
     if (from >= limit) {
@@ -94,6 +101,7 @@ export class RetentionSweeper {
       return { deleted: below, more: false };
     }
     const to = Math.min(this.#windowEnd.get(from, HOLE_WINDOW) ?? NO_LIMIT, limit);
+    // Safe outside the first transaction: it only deletes messages no delivery row refers to.
     const holes = this.#store.immediate(() => this.#deleteUnreferenced.run(from, to).changes);
     const more = to < limit;
     this.#cursor = more ? to : 0;
