@@ -74,6 +74,26 @@ export function busTests(options: ConformanceOptions, test: Test): void {
     await bus.close();
   });
 
+  test('deliveries prefetched ahead of a slow handler keep their leases and are not redelivered elsewhere', async (c) => {
+    const t = await c.open();
+    const bus = busOn(t);
+    const topic = c.topic('prefetched');
+    const group = c.group();
+    const handled: string[] = [];
+    const slow = (who: string) => async (d: Delivery) => {
+      handled.push(`${who}:${d.envelope.id}:${d.attempt}`);
+      await until(() => false, c.ackTimeoutMs * 1.5).catch(() => {});
+    };
+    await bus.subscribe(topic, slow('a'), { group, concurrency: 1, prefetch: 3, ackTimeoutMs: c.ackTimeoutMs });
+    const envs = await bus.publishBatch([1, 2, 3].map((i) => ({ topic, data: { i } })));
+    await until(() => handled.length === 1, 10_000, 'the first handler');
+    await bus.subscribe(topic, slow('b'), { group, concurrency: 1, ackTimeoutMs: c.ackTimeoutMs });
+    await until(() => handled.length >= 3, 20_000, 'three handlers');
+    await bus.close();
+    expect(handled.map((h) => h.split(':')[2])).toEqual(['1', '1', '1']);
+    expect(new Set(handled.map((h) => h.split(':')[1]))).toEqual(new Set(envs.map((e) => e.id)));
+  });
+
   test('retries a failing handler with backoff, then dead-letters after maxAttempts with the original topic', async (c) => {
     const t = await c.open();
     const bus = busOn(t);

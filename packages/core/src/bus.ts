@@ -38,7 +38,11 @@ export const BUS_DEFAULTS = Object.freeze({
 });
 
 export interface SubscribeOptions {
-  /** Consumer group. Subscribers of one group compete; every group gets its own copy. */
+  /**
+   * Consumer group. Subscribers of one group compete; every group gets its own copy. Default:
+   * the pattern itself, so subscribers of the same pattern compete and different patterns never
+   * share a queue.
+   */
   readonly group?: string;
   /** Handlers running at once on this subscription. */
   readonly concurrency?: number;
@@ -52,7 +56,6 @@ export interface SubscribeOptions {
 }
 
 export const SUBSCRIBE_DEFAULTS = Object.freeze({
-  group: 'default',
   concurrency: 1,
   maxAttempts: 5,
   ackTimeoutMs: 30_000,
@@ -249,7 +252,7 @@ export class Bus {
     const concurrency = positiveInt(options.concurrency ?? SUBSCRIBE_DEFAULTS.concurrency, 'subscribe.concurrency');
     const settings: HandlerSettings = {
       pattern,
-      group: options.group ?? SUBSCRIBE_DEFAULTS.group,
+      group: options.group ?? pattern,
       concurrency,
       maxAttempts: positiveInt(options.maxAttempts ?? SUBSCRIBE_DEFAULTS.maxAttempts, 'subscribe.maxAttempts'),
       ackTimeoutMs: positiveInt(options.ackTimeoutMs ?? SUBSCRIBE_DEFAULTS.ackTimeoutMs, 'subscribe.ackTimeoutMs'),
@@ -264,9 +267,19 @@ export class Bus {
       prefetch,
       ackTimeoutMs: settings.ackTimeoutMs,
     });
-    const sub = new HandlerSubscription(this, raw, settings, () => this.#consumeHooks);
+    if (this.#closing) {
+      // The bus closed while the transport was subscribing: give the subscription back.
+      await raw.close();
+      throw new ClosedError('bus is closed');
+    }
+    const sub = new HandlerSubscription(
+      this,
+      raw,
+      settings,
+      () => this.#consumeHooks,
+      () => this.#subscriptions.delete(sub),
+    );
     this.#subscriptions.add(sub);
-    sub.done.finally(() => this.#subscriptions.delete(sub));
     return sub;
   }
 
@@ -334,6 +347,7 @@ class HandlerSubscription implements BusSubscription {
     private readonly raw: Subscription<RawDelivery>,
     private readonly settings: HandlerSettings,
     private readonly hooks: () => readonly ConsumeHook[],
+    private readonly onClosed: () => void,
   ) {
     this.pattern = settings.pattern;
     this.group = settings.group;
@@ -344,7 +358,10 @@ class HandlerSubscription implements BusSubscription {
     const every = Math.max(1, Math.floor(settings.ackTimeoutMs / 3));
     this.#renewer = setInterval(() => this.#renew(), every);
     this.#renewer.unref();
-    this.done = this.#loop();
+    this.done = this.#loop().then(() => {
+      // The loop ended by itself (transport closed, fatal error): release everything as close does.
+      if (!this.#stopping) void this.close();
+    });
   }
 
   #renew(): void {
@@ -387,11 +404,8 @@ class HandlerSubscription implements BusSubscription {
         continue;
       }
       if (r.done) break;
-      if (this.#stopping) {
-        // Taken while closing: hand it straight back rather than start new work.
-        await r.value.nack().catch(() => {});
-        break;
-      }
+      // Taken while closing: left unsettled, the transport subscription's close hands it back.
+      if (this.#stopping) break;
       this.#inFlight++;
       void this.#run(r.value);
     }
@@ -494,6 +508,7 @@ class HandlerSubscription implements BusSubscription {
       await this.raw.close();
       await this.done;
       clearInterval(this.#renewer);
+      this.onClosed();
     })();
     return this.#closing;
   }

@@ -29,6 +29,8 @@ export interface MemoryTransportOptions {
 
 export const MEMORY_TRANSPORT_DEFAULTS = Object.freeze({ pollIntervalMs: 10 });
 
+const ROUTE_CACHE_SIZE = 10_000;
+
 const CAPABILITIES: TransportCapabilities = Object.freeze({
   persistent: false,
   crossProcess: false,
@@ -72,6 +74,13 @@ class GroupQueue {
 
   wake(): void {
     for (const s of this.subscriptions) s.wake();
+  }
+
+  /** Drops lease items of settled deliveries, which otherwise stay until their time comes. */
+  compactLeases(): void {
+    const live = [...this.leases].filter((l) => l.entry.token === l.token);
+    this.leases.clear();
+    for (const l of live) this.leases.push(l);
   }
 
   get backlog(): number {
@@ -196,7 +205,7 @@ export class MemoryTransport implements Transport {
         release: (d, handedOut) => this.#release(g, d, handedOut),
         onClose: () => g.subscriptions.delete(sub),
       },
-      { prefetch: options.prefetch, pollIntervalMs: this.#pollIntervalMs },
+      { prefetch: options.prefetch, pollIntervalMs: this.#pollIntervalMs, leaseMs: options.ackTimeoutMs },
     );
     group.subscriptions.add(sub);
     return sub;
@@ -232,6 +241,8 @@ export class MemoryTransport implements Transport {
   #route(topic: string): GroupQueue[] {
     let groups = this.#routes.get(topic);
     if (!groups) {
+      // Per-task or per-reply topics are unbounded in number: keep the cache bounded.
+      if (this.#routes.size >= ROUTE_CACHE_SIZE) this.#routes.clear();
       groups = [...this.#groups.values()].filter((g) => [...g.patterns].some((p) => topicMatches(p, topic)));
       this.#routes.set(topic, groups);
     }
@@ -268,6 +279,7 @@ export class MemoryTransport implements Transport {
         e.leaseUntilMs = now + ackTimeoutMs;
         g.inflight++;
         g.leases.push({ entry: e, token: e.token, untilMs: e.leaseUntilMs });
+        if (g.leases.size > 2 * g.inflight + 1024) g.compactLeases();
         out.push(this.#delivery(g, e));
       }
     }

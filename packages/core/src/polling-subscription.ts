@@ -20,6 +20,12 @@ export interface PollingSubscriptionOptions {
   readonly prefetch: number;
   /** How long to wait before polling again when nothing was ready and no wake-up came. */
   readonly pollIntervalMs: number;
+  /**
+   * The lease length of claimed deliveries. Deliveries claimed ahead of the consumer (prefetch)
+   * have their leases renewed every third of it until they are handed out, so that a slow
+   * consumer's buffer is not redelivered elsewhere while it waits.
+   */
+  readonly leaseMs?: number;
 }
 
 /**
@@ -42,6 +48,7 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
   #wakeUp: (() => void) | undefined;
   #woken = false;
   #pulling = false;
+  #renewer: NodeJS.Timeout | undefined;
 
   readonly #onSettled = (d: ManagedDelivery): void => {
     if (this.#outstanding[d.slot] === d) {
@@ -55,6 +62,16 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
     this.#source = source;
     this.#options = options;
     this.#outstanding = new Array(options.prefetch).fill(undefined);
+    const leaseMs = options.leaseMs;
+    if (leaseMs !== undefined) {
+      this.#renewer = setInterval(
+        () => {
+          for (const d of this.#buffer) d.extend(leaseMs).catch(() => {}); // a failed renewal only means a redelivery
+        },
+        Math.max(1, Math.floor(leaseMs / 3)),
+      );
+      this.#renewer.unref();
+    }
     this.#freeSlots = Array.from({ length: options.prefetch }, (_, i) => options.prefetch - 1 - i);
   }
 
@@ -152,6 +169,7 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
 
   async #doClose(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#renewer);
     this.wake();
     const buffered = new Set<ManagedDelivery>();
     for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) buffered.add(d);

@@ -126,3 +126,31 @@ describe('injectable clock', () => {
     await bus.close();
   });
 });
+
+describe('default group', () => {
+  it('is the pattern: subscriptions to different patterns without a group never share a queue', async () => {
+    const bus = createBus({ transport: memoryTransport() });
+    const orders: string[] = [];
+    const users: string[] = [];
+    await bus.subscribe<{ t: string }>('orders.*', (d) => void orders.push(d.data.t));
+    await bus.subscribe<{ t: string }>('users.*', (d) => void users.push(d.data.t));
+    await bus.publishBatch(Array.from({ length: 6 }, () => ({ topic: 'users.created', data: { t: 'u' } })));
+    await bus.publish('orders.created', { t: 'o' });
+    for (let i = 0; i < 200 && users.length + orders.length < 7; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(users).toEqual(['u', 'u', 'u', 'u', 'u', 'u']);
+    expect(orders).toEqual(['o']);
+    await bus.close();
+  });
+});
+
+describe('bus lifecycle', () => {
+  it('a subscription whose transport closed underneath stops and releases, and bus.close still resolves', async () => {
+    const transport = memoryTransport();
+    const bus = createBus({ transport, ownsTransport: false });
+    const sub = await bus.subscribe('life.x', () => {});
+    await transport.close();
+    await sub.close();
+    await bus.close();
+    expect(sub.inFlight).toBe(0);
+  });
+});

@@ -6,7 +6,7 @@ import {
   REPLAY_COUNT_HEADER,
 } from '@agentbus/core';
 import { toBusError } from './db-errors.js';
-import { type MessageRow, type SqliteStore, toInbound } from './sqlite-store.js';
+import { type MessageRow, parseHeaders, type SqliteStore, toInbound } from './sqlite-store.js';
 
 interface DeadLetterRow {
   readonly id: string;
@@ -103,7 +103,7 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
         const rows = typeof target === 'string' ? this.#byId(store, target) : this.#select(store, target, target.limit);
         const remove = store.prepareCached<[string], never>('DELETE FROM dead_letters WHERE id = ?');
         for (const row of rows) {
-          const headers = JSON.parse(row.headers) as Record<string, string>;
+          const headers = parseHeaders(row.headers);
           headers[REPLAY_COUNT_HEADER] = String(Number(headers[REPLAY_COUNT_HEADER] ?? '0') + 1);
           const message: MessageRow = {
             ...row,

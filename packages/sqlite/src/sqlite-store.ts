@@ -53,13 +53,27 @@ export interface DeliveryStats {
   readonly delayed: number;
 }
 
+/**
+ * Headers as stored. A row we did not write could hold anything: rather than fail every claim of
+ * its group, deliver it with the raw text under `x-agentbus-unreadable-headers`.
+ */
+export function parseHeaders(text: string): Record<string, string> {
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, string>;
+  } catch {
+    // fall through
+  }
+  return { 'x-agentbus-unreadable-headers': String(text).slice(0, 1024) };
+}
+
 /** Converts a stored message row to what consumers see. */
 export function toInbound(row: MessageRow): InboundMessage {
   return {
     id: row.id,
     topic: row.topic,
     body: row.body,
-    headers: JSON.parse(row.headers) as Record<string, string>,
+    headers: parseHeaders(row.headers),
     priority: row.priority,
     expiresAtMs: row.expires_at ?? undefined,
     publishedAtMs: row.published_at,

@@ -127,6 +127,7 @@ export class SqliteTransport implements Transport {
     const sub: PollingSubscription = new PollingSubscription(source, {
       prefetch: options.prefetch,
       pollIntervalMs: this.#options.pollIntervalMs,
+      leaseMs: options.ackTimeoutMs,
     });
     this.#subscriptions.add(sub);
     return sub;
