@@ -22,6 +22,9 @@ import { SqliteDeadLetterStore } from './sqlite-dead-letter-store.js';
 import { SqliteStore, toMessageRow } from './sqlite-store.js';
 import { WriteQueue } from './write-queue.js';
 
+/** Sweep steps per interval in the background (each deletes ≤ 2,000 rows or scans ≤ 5,000). */
+const BACKGROUND_STEPS = 8;
+
 const CAPABILITIES: TransportCapabilities = Object.freeze({
   persistent: true,
   crossProcess: true,
@@ -227,13 +230,18 @@ export class SqliteTransport implements Transport {
     return this.#connection;
   }
 
-  /** One pass, one bounded step per event-loop turn, so that consumers keep running meanwhile. */
+  /**
+   * One bounded step per event-loop turn, so that consumers keep running meanwhile, and at most
+   * BACKGROUND_STEPS per interval: with a large backlog a whole pass would scan every live message
+   * each interval. The sweeper keeps its place, so the next interval goes on from there.
+   */
   #sweepInBackground(sweeper: RetentionSweeper): void {
     if (this.#sweeping) return;
     this.#sweeping = true;
+    let steps = 0;
     const step = () => {
       try {
-        if (!this.closed && sweeper.step(this.#options.clock.now()).more) {
+        if (!this.closed && sweeper.step(this.#options.clock.now()).more && ++steps < BACKGROUND_STEPS) {
           setImmediate(step);
           return;
         }
