@@ -8,7 +8,8 @@ import {
 import { toBusError } from './db-errors.js';
 import { type MessageRow, parseHeaders, type SqliteStore, toInbound } from './sqlite-store.js';
 
-interface DeadLetterRow {
+/** A dead_letters row: its own id, the dead-letter facts, and a copy of the message (`msg_id` its id). */
+interface DeadLetterRow extends Omit<MessageRow, 'id'> {
   readonly id: string;
   readonly group_name: string;
   readonly reason: string;
@@ -16,12 +17,6 @@ interface DeadLetterRow {
   readonly attempts: number;
   readonly dead_lettered_at: number;
   readonly msg_id: string;
-  readonly topic: string;
-  readonly body: Buffer;
-  readonly headers: string;
-  readonly priority: number;
-  readonly expires_at: number | null;
-  readonly published_at: number;
 }
 
 /** What the dead-letter store needs from its transport. */
