@@ -88,11 +88,17 @@ class GroupQueue {
   }
 }
 
+/** What a lease needs of its transport: shared by all leases, so nothing is allocated per delivery for it. */
+interface LeaseEnv {
+  readonly clock: Clock;
+  bury(g: GroupQueue, e: Entry, reason: string, error: string | undefined): void;
+}
+
 /** The lease of one delivery of an entry; settling with a stale token has no effect. */
 class EntryLease implements LeaseOps {
   readonly token: number;
   constructor(
-    private readonly transport: MemoryTransport,
+    private readonly env: LeaseEnv,
     private readonly g: GroupQueue,
     readonly e: Entry,
   ) {
@@ -115,7 +121,7 @@ class EntryLease implements LeaseOps {
     if (!this.#take()) return;
     const { e, g } = this;
     if (delayMs > 0) {
-      e.readyAtMs = this.transport._now() + delayMs;
+      e.readyAtMs = this.env.clock.now() + delayMs;
       g.delayed.push(e);
     } else {
       g.enqueue(e);
@@ -124,13 +130,13 @@ class EntryLease implements LeaseOps {
   }
 
   deadLetter(reason: string, { error }: DeadLetterOptions): void {
-    if (this.#take()) this.transport._bury(this.g, this.e, reason, error);
+    if (this.#take()) this.env.bury(this.g, this.e, reason, error);
   }
 
   extend(ms: number): void {
     const { e } = this;
     if (e.token === this.token) {
-      e.leaseUntilMs = Math.max(e.leaseUntilMs, this.transport._now() + ms);
+      e.leaseUntilMs = Math.max(e.leaseUntilMs, this.env.clock.now() + ms);
     }
   }
 }
@@ -150,6 +156,10 @@ export class MemoryTransport implements Transport {
   readonly #routes = new Map<string, GroupQueue[]>();
   readonly #dead = new Map<string, DeadLetter>();
   #tokens = 0;
+  readonly #leaseEnv: LeaseEnv = {
+    clock: { now: () => this.#clock.now() },
+    bury: (g, e, reason, error) => this.#bury(g, e, reason, error),
+  };
   #closed = false;
 
   constructor(options: MemoryTransportOptions = {}) {
@@ -287,17 +297,7 @@ export class MemoryTransport implements Transport {
   }
 
   #delivery(g: GroupQueue, e: Entry): ManagedDelivery {
-    return new ManagedDelivery(e.message, g.name, e.attempt, new EntryLease(this, g, e));
-  }
-
-  /** @internal Used by EntryLease. */
-  _now(): number {
-    return this.#clock.now();
-  }
-
-  /** @internal Used by EntryLease. */
-  _bury(g: GroupQueue, e: Entry, reason: string, error: string | undefined): void {
-    this.#bury(g, e, reason, error);
+    return new ManagedDelivery(e.message, g.name, e.attempt, new EntryLease(this.#leaseEnv, g, e));
   }
 
   #release(g: GroupQueue, d: ManagedDelivery, handedOut: boolean): void {
