@@ -196,7 +196,7 @@ export function busTests(options: ConformanceOptions, test: Test): void {
     await bus.close();
   });
 
-  test('refuses a payload over maxPayloadBytes with PayloadTooLargeError and sends nothing', async (c) => {
+  test('refuses a payload over maxPayloadBytes with PayloadTooLargeError and sends nothing, alone or in a batch', async (c) => {
     const t = await c.open();
     const bus = createBus({ transport: t, ownsTransport: false, maxPayloadBytes: 2048, ...quiet });
     const topic = c.topic('big');
@@ -205,6 +205,14 @@ export function busTests(options: ConformanceOptions, test: Test): void {
     const err = await bus.publish(topic, { blob: 'x'.repeat(4096) }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PayloadTooLargeError);
     expect((err as PayloadTooLargeError).code).toBe('PAYLOAD_TOO_LARGE');
+    // In a batch, one message over the limit refuses the whole batch.
+    const batchErr = await bus
+      .publishBatch([
+        { topic, data: { ok: 1 } },
+        { topic, data: { blob: 'x'.repeat(4096) } },
+      ])
+      .catch((e: unknown) => e);
+    expect(batchErr).toBeInstanceOf(PayloadTooLargeError);
     await bus.publish(topic, { small: true });
     const d = await r.expect();
     expect(JSON.parse(Buffer.from(d.message.body).toString()).data).toEqual({ small: true });

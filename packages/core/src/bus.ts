@@ -12,6 +12,7 @@ import {
 } from './envelope.js';
 import { BusError, ClosedError, ConfigError, describeError, isRetryable, PayloadTooLargeError } from './errors.js';
 import { type Logger, stderrLogger } from './logger.js';
+import { SETTLED_SYNC } from './managed-delivery.js';
 import { type ConsumeContext, compose, type Middleware, type PublishContext } from './middleware.js';
 import type { RawDelivery, Subscription, Transport, TransportMessage } from './transport.js';
 
@@ -102,6 +103,17 @@ function reasonFor(err: unknown): string {
   return DeadLetterReason.unrecoverable;
 }
 
+/** Deliveries a subscription handles in a row before it lets the event loop run timers and I/O. */
+const YIELD_EVERY = 512;
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
 /** The bus: publish, subscribe with handlers, middleware, graceful close. */
 export class Bus {
   readonly transport: Transport;
@@ -178,8 +190,9 @@ export class Bus {
     this.#assertOpen();
     const contexts = items.map((it) => ({ envelope: this.envelope(it.topic, it.data, it.options ?? {}) }));
     if (this.#publishHooks.length === 0) {
-      await this.transport.publish(contexts.map((c) => this.#encode(c.envelope)));
-      return contexts.map((c) => c.envelope);
+      const envelopes = contexts.map((c) => c.envelope);
+      await this.transport.publish(this.#encodeMany(envelopes));
+      return envelopes;
     }
     const outbound: (TransportMessage | undefined)[] = new Array(contexts.length);
     const failures: unknown[] = [];
@@ -220,8 +233,17 @@ export class Bus {
     return contexts.map((c) => c.envelope);
   }
 
+  #encodeMany(envelopes: readonly Envelope[]): TransportMessage[] {
+    if (this.codec.encodeMany === undefined || envelopes.length < 2) return envelopes.map((e) => this.#encode(e));
+    const bodies = this.codec.encodeMany(envelopes);
+    return envelopes.map((e, i) => this.#message(e, bodies[i] as Uint8Array));
+  }
+
   #encode(env: Envelope): TransportMessage {
-    const body = this.codec.encode(env);
+    return this.#message(env, this.codec.encode(env));
+  }
+
+  #message(env: Envelope, body: Uint8Array): TransportMessage {
     if (body.byteLength > this.#maxPayloadBytes) {
       throw new PayloadTooLargeError(
         `encoded envelope is ${body.byteLength} bytes, over maxPayloadBytes ${this.#maxPayloadBytes}`,
@@ -378,8 +400,10 @@ class HandlerSubscription implements BusSubscription {
   }
 
   async #loop(): Promise<void> {
-    const it = this.raw[Symbol.asyncIterator]();
+    const raw = this.raw;
+    const it = raw[Symbol.asyncIterator]();
     let failures = 0;
+    let turns = 0;
     while (!this.#stopping) {
       if (this.#inFlight >= this.settings.concurrency) {
         await new Promise<void>((r) => {
@@ -387,88 +411,132 @@ class HandlerSubscription implements BusSubscription {
         });
         continue;
       }
-      let r: IteratorResult<RawDelivery>;
-      try {
-        r = await it.next();
-        failures = 0;
-      } catch (err) {
-        if (this.#stopping) break;
-        if (!isRetryable(err)) {
-          this.bus.logger.error({ err, pattern: this.pattern, group: this.group }, 'subscription stopped');
-          break;
-        }
-        // A backend hiccup (busy database, lost connection): keep consuming once it recovers.
-        const delayMs = Math.min(5_000, 100 * 2 ** failures++);
-        this.bus.logger.warn({ err, pattern: this.pattern, group: this.group, delayMs }, 'receive failed; retrying');
-        await new Promise((res) => setTimeout(res, delayMs));
+      // Handlers that finish synchronously and a transport that settles synchronously would
+      // otherwise drain a whole backlog in microtasks: let timers and I/O in now and then.
+      if (++turns >= YIELD_EVERY) {
+        turns = 0;
+        await new Promise<void>((r) => setImmediate(r));
         continue;
       }
-      if (r.done) break;
-      // Taken while closing: left unsettled, the transport subscription's close hands it back.
-      if (this.#stopping) break;
+      let next = raw.poll?.();
+      if (next === undefined) {
+        let r: IteratorResult<RawDelivery>;
+        try {
+          r = await it.next();
+          failures = 0;
+        } catch (err) {
+          if (this.#stopping) break;
+          if (!isRetryable(err)) {
+            this.bus.logger.error({ err, pattern: this.pattern, group: this.group }, 'subscription stopped');
+            break;
+          }
+          // A backend hiccup (busy database, lost connection): keep consuming once it recovers.
+          const delayMs = Math.min(5_000, 100 * 2 ** failures++);
+          this.bus.logger.warn({ err, pattern: this.pattern, group: this.group, delayMs }, 'receive failed; retrying');
+          await new Promise((res) => setTimeout(res, delayMs));
+          continue;
+        }
+        if (r.done) break;
+        // Taken while closing: left unsettled, the transport subscription's close hands it back.
+        if (this.#stopping) break;
+        next = r.value;
+      }
       this.#inFlight++;
-      void this.#run(r.value);
+      this.#run(next);
     }
   }
 
-  async #run(raw: RawDelivery): Promise<void> {
+  #run(raw: RawDelivery): void {
     const slot = this.#freeSlots.pop() as number;
     this.#slots[slot] = raw;
-    try {
-      await this.#handle(raw);
-    } finally {
-      this.#slots[slot] = undefined;
-      this.#freeSlots.push(slot);
-      this.#inFlight--;
-      const f = this.#slotFreed;
-      this.#slotFreed = undefined;
-      f?.();
-      if (this.#inFlight === 0) this.#idle?.();
-    }
+    const pending = this.#handle(raw);
+    if (pending === undefined) this.#finished(slot);
+    else void pending.then(() => this.#finished(slot));
   }
 
-  async #handle(raw: RawDelivery): Promise<void> {
+  #finished(slot: number): void {
+    this.#slots[slot] = undefined;
+    this.#freeSlots.push(slot);
+    this.#inFlight--;
+    const f = this.#slotFreed;
+    this.#slotFreed = undefined;
+    f?.();
+    if (this.#inFlight === 0) this.#idle?.();
+  }
+
+  /**
+   * Decodes, runs the handler and settles the delivery. Returns undefined when all of it
+   * finished synchronously (a sync handler on a transport that settles synchronously), so the
+   * hot path allocates no promise. Never throws and never rejects: settle failures are logged.
+   */
+  #handle(raw: RawDelivery): Promise<void> | undefined {
     const { codec, clock } = this.bus;
     const { maxAttempts } = this.settings;
+    let envelope: Envelope;
     try {
-      let envelope: Envelope;
-      try {
-        envelope = codec.decode(raw.message.body);
-      } catch (err) {
-        this.bus.logger.warn({ ...this.#logFields(raw), err }, 'undecodable message dead-lettered');
-        await raw.deadLetter(DeadLetterReason.decode, { error: describeError(err) });
-        return;
-      }
-      if (raw.attempt > maxAttempts) {
-        await raw.deadLetter(DeadLetterReason.maxAttempts, {
-          error: `delivered ${raw.attempt} times without being settled (maxAttempts ${maxAttempts})`,
-        });
-        return;
-      }
-      const exp = raw.message.expiresAtMs;
-      if (exp !== undefined && exp <= clock.now()) {
-        await raw.deadLetter(DeadLetterReason.expired, { error: `expired at ${new Date(exp).toISOString()}` });
-        return;
-      }
-      const delivery = new Delivery(envelope, raw);
-      const hooks = this.hooks();
-      try {
-        if (hooks.length === 0) await this.settings.handler(delivery);
-        else {
-          const ctx = new DeliveryContext(envelope, delivery, this.pattern, this.group);
-          await compose(hooks, (c) => Promise.resolve(this.settings.handler(c.delivery)).then(() => {}))(ctx);
-        }
-      } catch (err) {
-        await this.#fail(raw, err);
-        return;
-      }
-      if (!raw.settled) await raw.ack();
+      envelope = codec.decode(raw.message.body);
     } catch (err) {
-      this.bus.logger.error(
-        { ...this.#logFields(raw), err },
-        'settling a delivery failed; it will be redelivered after its lease',
+      this.bus.logger.warn({ ...this.#logFields(raw), err }, 'undecodable message dead-lettered');
+      return this.#guard(raw, () => raw.deadLetter(DeadLetterReason.decode, { error: describeError(err) }));
+    }
+    if (raw.attempt > maxAttempts) {
+      return this.#guard(raw, () =>
+        raw.deadLetter(DeadLetterReason.maxAttempts, {
+          error: `delivered ${raw.attempt} times without being settled (maxAttempts ${maxAttempts})`,
+        }),
       );
     }
+    const exp = raw.message.expiresAtMs;
+    if (exp !== undefined && exp <= clock.now()) {
+      return this.#guard(raw, () =>
+        raw.deadLetter(DeadLetterReason.expired, { error: `expired at ${new Date(exp).toISOString()}` }),
+      );
+    }
+    const delivery = new Delivery(envelope, raw);
+    const hooks = this.hooks();
+    let result: unknown;
+    try {
+      if (hooks.length === 0) result = this.settings.handler(delivery);
+      else {
+        const ctx = new DeliveryContext(envelope, delivery, this.pattern, this.group);
+        result = compose(hooks, (c) => Promise.resolve(this.settings.handler(c.delivery)).then(() => {}))(ctx);
+      }
+    } catch (err) {
+      return this.#guard(raw, () => this.#fail(raw, err));
+    }
+    if (isThenable(result)) {
+      return Promise.resolve(result).then(
+        () => this.#ack(raw),
+        (err: unknown) => this.#guard(raw, () => this.#fail(raw, err)),
+      );
+    }
+    return this.#ack(raw);
+  }
+
+  /** Acks unless the handler settled itself; undefined when the ack finished synchronously. */
+  #ack(raw: RawDelivery): Promise<void> | undefined {
+    if (raw.settled) return undefined;
+    return this.#guard(raw, () => raw.ack());
+  }
+
+  /** Runs a settle step and logs its failure instead of throwing; undefined when it was synchronous. */
+  #guard(raw: RawDelivery, step: () => Promise<void>): Promise<void> | undefined {
+    let pending: Promise<void>;
+    try {
+      pending = step();
+    } catch (err) {
+      this.#settleFailed(raw, err);
+      return undefined;
+    }
+    if (pending === SETTLED_SYNC) return undefined;
+    return pending.then(undefined, (err: unknown) => this.#settleFailed(raw, err));
+  }
+
+  #settleFailed(raw: RawDelivery, err: unknown): void {
+    this.bus.logger.error(
+      { ...this.#logFields(raw), err },
+      'settling a delivery failed; it will be redelivered after its lease',
+    );
   }
 
   #logFields(raw: RawDelivery): object {

@@ -1,6 +1,11 @@
 import type { DeadLetterOptions, InboundMessage, NackOptions, RawDelivery } from './transport.js';
 
-const RESOLVED = Promise.resolve();
+/**
+ * The promise a settle returns when the backend finished synchronously (memory transport,
+ * an ack batched for later): callers may compare against it to skip a microtask.
+ */
+export const SETTLED_SYNC: Promise<void> = Promise.resolve();
+const RESOLVED = SETTLED_SYNC;
 
 /** The backend operations behind one leased delivery. */
 export interface LeaseOps {

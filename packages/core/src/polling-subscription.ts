@@ -89,13 +89,19 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
     }
   }
 
+  /** A buffered unsettled delivery, or undefined when the buffer is empty (or a pull is pending). */
+  poll(): ManagedDelivery | undefined {
+    if (this.#closed || this.#pulling) return undefined;
+    for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) {
+      if (!d.settled) return d;
+    }
+    return undefined;
+  }
+
   next(): Promise<IteratorResult<ManagedDelivery>> {
     // Fast path: a buffered delivery needs no async machinery.
-    if (!this.#closed && !this.#pulling) {
-      for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) {
-        if (!d.settled) return Promise.resolve({ done: false, value: d });
-      }
-    }
+    const d = this.poll();
+    if (d !== undefined) return Promise.resolve({ done: false, value: d });
     return this.#next();
   }
 

@@ -67,6 +67,12 @@ export interface TransportSubscribeOptions {
 export interface Subscription<D = RawDelivery> extends AsyncIterable<D>, AsyncDisposable {
   readonly closed: boolean;
   /**
+   * Optional: a delivery that is ready now (already received and buffered), without waiting,
+   * or undefined. Lets the bus skip a promise per message; it still falls back to the iterator.
+   * Never used concurrently with a pending `next()`.
+   */
+  poll?(): D | undefined;
+  /**
    * Stops delivering. Unsettled deliveries of this subscription are released for redelivery
    * at once (with attempt + 1 where they were handed out).
    */

@@ -66,6 +66,16 @@ describe('codecs', () => {
     });
   }
 
+  it('json encodeMany gives the same bytes as encode one by one, as independent views', () => {
+    const codec = jsonCodec();
+    const envs = [env, { ...env, id: uuidv7(clock.now()), data: { emoji: '🦊 ünïcode' } }, env];
+    const many = codec.encodeMany?.(envs) ?? [];
+    expect(many.map((b) => Buffer.from(b).toString('hex'))).toEqual(
+      envs.map((e) => Buffer.from(codec.encode(e)).toString('hex')),
+    );
+    expect(codec.decode(many[1]!)).toEqual(envs[1]);
+  });
+
   it('digests the encoded bytes with SHA-256', () => {
     expect(payloadDigest(Buffer.from('abc'))).toBe(
       'sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad',
@@ -152,5 +162,36 @@ describe('bus lifecycle', () => {
     await sub.close();
     await bus.close();
     expect(sub.inFlight).toBe(0);
+  });
+});
+
+describe('consume loop', () => {
+  it('lets timers run while handlers drain a large backlog synchronously', async () => {
+    const bus = createBus({ transport: memoryTransport() });
+    const topic = 'loop.backlog';
+    await (await bus.subscribe(topic, () => {}, { group: 'g' })).close();
+    const total = 20_000;
+    for (let i = 0; i < total; i += 1000) {
+      await bus.publishBatch(Array.from({ length: 1000 }, (_, j) => ({ topic, data: i + j })));
+    }
+    let handled = 0;
+    let handledWhenTimerFired = -1;
+    const all = new Promise<void>((resolve) => {
+      void bus.subscribe(
+        topic,
+        () => {
+          if (++handled === total) resolve();
+        },
+        { group: 'g', concurrency: 16 },
+      );
+    });
+    setTimeout(() => {
+      handledWhenTimerFired = handled;
+    }, 0);
+    await all;
+    // Without yielding, the whole backlog would be handled in microtasks before the timer.
+    expect(handledWhenTimerFired).toBeGreaterThanOrEqual(0);
+    expect(handledWhenTimerFired).toBeLessThan(total);
+    await bus.close();
   });
 });

@@ -10,6 +10,7 @@ import { runBench } from './run-bench.js';
 interface BenchFlags {
   readonly messages: number;
   readonly size: number;
+  readonly codec: string;
   readonly consumers: number;
   readonly concurrency: number;
   readonly batch: number;
@@ -22,6 +23,7 @@ function addBenchOptions(command: Command): Command {
   return command
     .option('--messages <n>', 'messages per phase', positiveInt, BENCH_DEFAULTS.messages)
     .option('--size <bytes>', 'payload bytes per message', positiveInt, BENCH_DEFAULTS.size)
+    .option('--codec <name>', 'bus codec: json or msgpack', BENCH_DEFAULTS.codec)
     .option('--consumers <n>', 'competing consumers in one group', positiveInt, BENCH_DEFAULTS.consumers)
     .option('--concurrency <n>', 'messages in flight per consumer', positiveInt, BENCH_DEFAULTS.concurrency)
     .option('--batch <n>', 'messages per publish batch', positiveInt, BENCH_DEFAULTS.batchSize)
@@ -45,6 +47,7 @@ async function benchAction(ctx: CliContext, transport: string, flags: BenchFlags
       transport,
       messages: flags.messages,
       size: flags.size,
+      codec: flags.codec,
       consumers: flags.consumers,
       concurrency: flags.concurrency,
       batchSize: flags.batch,

@@ -8,6 +8,8 @@ export interface BenchOptions {
   readonly messages: number;
   /** Payload bytes per message. */
   readonly size: number;
+  /** The bus codec: `json` (CloudEvents structured JSON, the default) or `msgpack`. */
+  readonly codec: string;
   /** Competing consumers in one group. */
   readonly consumers: number;
   /** Messages each consumer handles at once (and leases ahead). */
@@ -33,6 +35,7 @@ export const BENCH_DEFAULTS = Object.freeze({
   transport: 'sqlite:',
   messages: 20_000,
   size: 1024,
+  codec: 'json',
   consumers: 4,
   concurrency: 16,
   batchSize: 100,
@@ -60,6 +63,8 @@ export function resolveBenchOptions(input: Partial<BenchOptions> = {}): BenchOpt
   for (const key of ['rateFraction', 'latencyDurationMs', 'phaseTimeoutMs', 'rssSampleIntervalMs'] as const) {
     if (!(o[key] > 0)) throw new ConfigError(`must be > 0, got ${o[key]}`, { path: `bench.${key}` });
   }
+  if (o.codec !== 'json' && o.codec !== 'msgpack')
+    throw new ConfigError(`must be json or msgpack, got ${o.codec}`, { path: 'bench.codec' });
   if (o.rate !== undefined && !(o.rate > 0))
     throw new ConfigError(`must be > 0, got ${o.rate}`, { path: 'bench.rate' });
   return o;

@@ -10,6 +10,7 @@ export interface BenchReport {
   readonly transport: string;
   readonly messages: number;
   readonly size: number;
+  readonly codec: string;
   readonly consumers: number;
   readonly concurrency: number;
   readonly batch: number;
@@ -50,6 +51,7 @@ export function benchReport(o: BenchOptions, bus: SubjectResult, raw: SubjectRes
     transport: o.transport,
     messages: o.messages,
     size: o.size,
+    codec: o.codec,
     consumers: o.consumers,
     concurrency: o.concurrency,
     batch: o.batchSize,
@@ -93,7 +95,7 @@ export function benchTable(r: BenchReport, style: Style): string[] {
   ];
   return [
     style.bold(`agentbus bench  ${r.transport}  vs ${r.raw}`),
-    `${int(r.messages)} messages x ${int(r.size)} B, ${r.consumers} consumers x ${r.concurrency} in flight, ` +
+    `${int(r.messages)} messages x ${int(r.size)} B (${r.codec}), ${r.consumers} consumers x ${r.concurrency} in flight, ` +
       `publish batches of ${r.batch}; latency at ${int(r.latency_rate_per_s)} msg/s offered (${int(r.latency_messages)} messages)`,
     '',
     ...renderTable(['', 'agentbus', 'raw', 'agentbus/raw'], rows, ['left', 'right', 'right', 'right']),

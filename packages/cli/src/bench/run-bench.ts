@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, createBus } from '@agentbus/core';
+import { ConfigError, codecByName, createBus } from '@agentbus/core';
 import { openTransport, parseTransportUrl } from '../open-transport.js';
 import { AgentbusSubject } from './agentbus-subject.js';
 import { type BenchOptions, resolveBenchOptions } from './bench-options.js';
@@ -86,7 +86,7 @@ async function measureBoth(
   signal: AbortSignal | undefined,
 ): Promise<BenchReport> {
   const runId = Date.now().toString(36);
-  const bus = createBus({ transport: openTransport(busUrl), source: 'bench' });
+  const bus = createBus({ transport: openTransport(busUrl), source: 'bench', codec: codecByName(o.codec) });
   const agentbus = new AgentbusSubject(bus, { concurrency: o.concurrency, runId, size: o.size });
   subjects.push(agentbus);
   const busResult = await measureSubject(agentbus, o, (e2e) => o.rate ?? e2e * o.rateFraction, log, signal);
