@@ -17,7 +17,8 @@ export interface LeaseOps {
 
 /**
  * A RawDelivery whose settlement is idempotent (the first call wins) and observable, for
- * transport authors. `onSettled` fires once, after the backend operation finished or failed.
+ * transport authors. `onSettled` fires once, when the settle is issued (the backend operation may
+ * still be in flight; its promise is what ack/nack/deadLetter return).
  */
 export class ManagedDelivery implements RawDelivery {
   #settled = false;
@@ -70,11 +71,12 @@ export class ManagedDelivery implements RawDelivery {
     try {
       result = op();
     } catch (err) {
-      this.onSettled?.(this);
-      return Promise.reject(err);
+      result = Promise.reject(err);
     }
-    if (result instanceof Promise) return result.finally(() => this.onSettled?.(this));
+    // As soon as the settle is issued, not when the backend confirmed it: the subscription's
+    // next claim then joins the same write batch as this ack (one commit, full-size claims).
+    // Should the backend operation fail, the lease runs out and the message is redelivered.
     this.onSettled?.(this);
-    return RESOLVED;
+    return result instanceof Promise ? result : RESOLVED;
   }
 }
