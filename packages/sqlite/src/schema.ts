@@ -96,6 +96,8 @@ export function openDatabase(options: ResolvedSqliteOptions): Database.Database 
   const db = new Database(path, { timeout: options.busyTimeoutMs });
   try {
     db.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
+    // Only takes effect while the file is still empty (before WAL mode and the schema create it).
+    db.pragma(`page_size = ${options.pageSize}`);
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
     // Routing runs inside SQL so that groups declared by other processes count at once.

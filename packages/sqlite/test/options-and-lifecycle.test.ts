@@ -38,6 +38,8 @@ describe('SqliteTransport options', () => {
     [{ path: 'x.db', retention: { maxAge: 10 } }, 'retention.maxAge'],
     [{ path: 'x.db', sweepIntervalMs: -5 }, 'sweepIntervalMs'],
     [{ path: 'x.db', clock: {} }, 'clock'],
+    [{ path: 'x.db', pageSize: 3000 }, 'pageSize'],
+    [{ path: 'x.db', pageSize: 131_072 }, 'pageSize'],
     [{ path: 'x.db', pollIntervalMS: 10 }, 'pollIntervalMS'],
   ])('rejects %j with a ConfigError naming %s', (options, field) => {
     const err = configErrorOf(() => sqliteTransport(options as never));
@@ -136,6 +138,26 @@ describe('SqliteTransport lifecycle', () => {
     expect(results.slice(1).map((r) => (r as PromiseRejectedResult).reason.code)).toEqual(['VALIDATION', 'VALIDATION']);
     const d = await nextDelivery(sub);
     expect(d.message.id).toBe('m-1');
+  });
+
+  it('creates new files with 16 KiB pages; an existing file keeps its page size and works', async () => {
+    await t.connect();
+    await t.close();
+    const created = new Database(`${tmp.dir}/sub/bus.db`, { readonly: true });
+    expect(created.pragma('page_size', { simple: true })).toBe(16_384);
+    created.close();
+
+    const path = `${tmp.dir}/old.db`;
+    const old = new Database(path);
+    old.pragma('journal_mode = WAL'); // fixes the page size at SQLite's 4096
+    old.close();
+    const reopened = sqliteTransport({ path, pageSize: 65_536 });
+    await reopened.publish([message('jobs.x', 1)]);
+    expect((await reopened.health(true)).status).toBe('pass');
+    await reopened.close();
+    const check = new Database(path, { readonly: true });
+    expect(check.pragma('page_size', { simple: true })).toBe(4096);
+    check.close();
   });
 
   it('refuses a database written by a newer schema version', async () => {

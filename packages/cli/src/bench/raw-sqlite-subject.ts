@@ -1,3 +1,4 @@
+import { SQLITE_TRANSPORT_DEFAULTS } from '@agentbus/sqlite';
 import Database from 'better-sqlite3';
 import type { BenchChannel, BenchSubject, Consumers } from './bench-subject.js';
 
@@ -12,7 +13,7 @@ interface Row {
 
 /**
  * The floor for `sqlite:`: a plain better-sqlite3 queue table in WAL mode with
- * synchronous=NORMAL (agentbus's settings). Producers insert with a prepared statement, one
+ * synchronous=NORMAL and the same page size (agentbus's settings). Producers insert with a prepared statement, one
  * transaction per batch; consumers select a batch by id and delete the rows they handled in
  * one transaction. No envelopes, groups, leases, attempts or dead letters.
  */
@@ -28,6 +29,7 @@ export class RawSqliteSubject implements BenchSubject {
     private readonly concurrency: number,
   ) {
     this.#db = new Database(path);
+    this.#db.pragma(`page_size = ${SQLITE_TRANSPORT_DEFAULTS.pageSize}`);
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('synchronous = NORMAL');
     this.#body = Buffer.alloc(size, 'x');
