@@ -1,5 +1,6 @@
 export * from './child-process.js';
 export * from './context.js';
 export * from './crash-soak.js';
+export * from './server.js';
 export * from './suite.js';
 export * from './wait.js';

@@ -1,0 +1,35 @@
+import { topicMatches } from '@agentbus/core';
+
+/** A group's registry entry: when each of its patterns was first declared (server ms). */
+export interface GroupEntry {
+  readonly patterns: Readonly<Record<string, number>>;
+}
+
+/** When `group` started receiving `topic`: the earliest declaration of its patterns that match, if any. */
+export function declaredFor(entry: GroupEntry, topic: string): number | undefined {
+  let first = Number.POSITIVE_INFINITY;
+  for (const [pattern, ms] of Object.entries(entry.patterns)) {
+    if (ms < first && topicMatches(pattern, topic)) first = ms;
+  }
+  return Number.isFinite(first) ? first : undefined;
+}
+
+/** Parses a registry entry; undefined when damaged. */
+export function parseGroupEntry(json: string | null | undefined): GroupEntry | undefined {
+  if (!json) return undefined;
+  try {
+    const v = JSON.parse(json) as GroupEntry;
+    return v && typeof v.patterns === 'object' && v.patterns !== null ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The stream id a group starts after on a topic it was declared for at `ms`: the last possible
+ * id of the millisecond before, so an entry added in the same millisecond as the declaration
+ * (`<ms>-0`) is still delivered.
+ */
+export function startId(ms: number): string {
+  return `${ms - 1}-18446744073709551615`;
+}

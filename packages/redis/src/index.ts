@@ -1,0 +1,9 @@
+export { RedisKeys } from './keys.js';
+export {
+  REDIS_TRANSPORT_DEFAULTS,
+  type RedisRetentionOptions,
+  type RedisTransportOptions,
+  resolveRedisOptions,
+} from './options.js';
+export { RedisDeadLetterStore } from './redis-dead-letter-store.js';
+export { RedisTransport, redisTransport } from './redis-transport.js';

@@ -1,0 +1,127 @@
+import { type Clock, ConfigError, systemClock } from '@agentbus/core';
+import type { Cluster, Redis, RedisOptions } from 'ioredis';
+
+export interface RedisRetentionOptions {
+  /**
+   * Keep entries every group has acknowledged for this long (by stream id time) before trimming.
+   * `0` (default): trim them at the next retention pass. Entries some group still needs are
+   * never trimmed.
+   */
+  readonly maxAgeMs?: number;
+}
+
+export interface RedisTransportOptions {
+  /** `redis://[user:pass@]host:port[/db]` or `rediss://…` (TLS). Default `redis://127.0.0.1:6379`. */
+  readonly url?: string;
+  /**
+   * A client to use instead of `url` (a `Redis` for standalone or Sentinel, a `Cluster`). The
+   * transport duplicates it for blocking reads and never closes the one given.
+   */
+  readonly client?: Redis | Cluster;
+  /** Extra ioredis options for connections the transport creates from `url`. */
+  readonly redisOptions?: RedisOptions;
+  /** Prefix of every key (no braces). Default `agentbus`. */
+  readonly keyPrefix?: string;
+  readonly clock?: Clock;
+  /**
+   * How long an idle subscription waits before looking again without a wake-up. New entries wake
+   * it at once through a blocking read; this bounds the delay of anything that is missed.
+   */
+  readonly pollIntervalMs?: number;
+  /** How long a blocking read waits before it is renewed. */
+  readonly blockMs?: number;
+  /** How often a pattern subscription looks for new topics (announced ones are seen at once). */
+  readonly discoveryIntervalMs?: number;
+  /** How often the retention pass runs (one process at a time); `0` disables it. */
+  readonly trimIntervalMs?: number;
+  readonly retention?: RedisRetentionOptions;
+  /** Reconnect backoff: first delay and cap (ms); the delay doubles with jitter. */
+  readonly reconnect?: { readonly initialMs?: number; readonly maxMs?: number };
+}
+
+/** Defaults of {@link RedisTransportOptions}. */
+export const REDIS_TRANSPORT_DEFAULTS = Object.freeze({
+  url: 'redis://127.0.0.1:6379',
+  keyPrefix: 'agentbus',
+  pollIntervalMs: 1_000,
+  blockMs: 5_000,
+  discoveryIntervalMs: 2_000,
+  trimIntervalMs: 5_000,
+  retention: Object.freeze({ maxAgeMs: 0 }),
+  reconnect: Object.freeze({ initialMs: 50, maxMs: 5_000 }),
+});
+
+export interface ResolvedRedisOptions {
+  readonly url: string;
+  readonly client: Redis | Cluster | undefined;
+  readonly redisOptions: RedisOptions;
+  readonly keyPrefix: string;
+  readonly clock: Clock;
+  readonly pollIntervalMs: number;
+  readonly blockMs: number;
+  readonly discoveryIntervalMs: number;
+  readonly trimIntervalMs: number;
+  readonly retention: Required<RedisRetentionOptions>;
+  readonly reconnect: { readonly initialMs: number; readonly maxMs: number };
+}
+
+const KNOWN = new Set([
+  'url',
+  'client',
+  'redisOptions',
+  'keyPrefix',
+  'clock',
+  'pollIntervalMs',
+  'blockMs',
+  'discoveryIntervalMs',
+  'trimIntervalMs',
+  'retention',
+  'reconnect',
+]);
+
+function positive(value: unknown, path: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new ConfigError(`must be a positive number, got ${String(value)}`, { path });
+  }
+  return value;
+}
+
+function nonNegative(value: unknown, path: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw new ConfigError(`must be a number >= 0, got ${String(value)}`, { path });
+  }
+  return value;
+}
+
+/** Validates once and fills in defaults; throws ConfigError naming the field. */
+export function resolveRedisOptions(options: RedisTransportOptions = {}): ResolvedRedisOptions {
+  if (options === null || typeof options !== 'object') throw new ConfigError('an options object is required');
+  for (const key of Object.keys(options)) {
+    if (!KNOWN.has(key)) throw new ConfigError('unknown option', { path: key });
+  }
+  const d = REDIS_TRANSPORT_DEFAULTS;
+  const url = options.url ?? d.url;
+  if (typeof url !== 'string' || !/^rediss?:\/\//.test(url)) {
+    throw new ConfigError(`must be a redis:// or rediss:// URL, got ${JSON.stringify(url)}`, { path: 'url' });
+  }
+  const clock = options.clock ?? systemClock;
+  if (typeof clock?.now !== 'function') throw new ConfigError('must have a now() method', { path: 'clock' });
+  const maxAgeMs = nonNegative(options.retention?.maxAgeMs ?? d.retention.maxAgeMs, 'retention.maxAgeMs');
+  const reconnect = {
+    initialMs: positive(options.reconnect?.initialMs ?? d.reconnect.initialMs, 'reconnect.initialMs'),
+    maxMs: positive(options.reconnect?.maxMs ?? d.reconnect.maxMs, 'reconnect.maxMs'),
+  };
+  return {
+    url,
+    client: options.client,
+    redisOptions: options.redisOptions ?? {},
+    keyPrefix: options.keyPrefix ?? d.keyPrefix,
+    clock,
+    pollIntervalMs: positive(options.pollIntervalMs ?? d.pollIntervalMs, 'pollIntervalMs'),
+    blockMs: positive(options.blockMs ?? d.blockMs, 'blockMs'),
+    discoveryIntervalMs: positive(options.discoveryIntervalMs ?? d.discoveryIntervalMs, 'discoveryIntervalMs'),
+    trimIntervalMs: nonNegative(options.trimIntervalMs ?? d.trimIntervalMs, 'trimIntervalMs'),
+    retention: { maxAgeMs },
+    reconnect,
+  };
+}

@@ -1,0 +1,358 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import {
+  type ClaimSource,
+  type Clock,
+  type InboundMessage,
+  MAX_PRIORITY,
+  ManagedDelivery,
+  type PollingSubscription,
+  topicMatches,
+} from '@agentbus/core';
+import type { Cluster, Redis } from 'ioredis';
+import type { Reply } from './connection.js';
+import { declaredFor, type GroupEntry, parseGroupEntry, startId } from './group-registry.js';
+import { toBusError } from './redis-errors.js';
+import { type LeaseContext, RedisLease } from './redis-lease.js';
+
+/** Keys per topic in a claim call: 10 priority streams, the retry stream, the delayed set. */
+const KEYS_PER_TOPIC = 12;
+/** Delayed entries moved into a retry stream per topic and claim, at most. */
+const MOVE_LIMIT = 100;
+const BELL_RETRY_MS = 200;
+
+/** What a claim source needs of its transport. */
+export interface SourceContext extends LeaseContext {
+  readonly clock: Clock;
+  readonly clustered: boolean;
+  readonly closed: boolean;
+  readonly pollIntervalMs: number;
+  readonly blockMs: number;
+  readonly discoveryIntervalMs: number;
+  /** A new connection for blocking reads (standalone and Sentinel only). */
+  duplicate(): Redis | Cluster;
+}
+
+/** A unique consumer name per subscription: the lease owner in the group's pending entries. */
+function consumerName(): string {
+  return `${hostname()}:${process.pid}:${randomBytes(6).toString('hex')}`;
+}
+
+function text(b: Reply): string {
+  return Buffer.isBuffer(b) ? b.toString('utf8') : String(b);
+}
+
+/**
+ * Claims one subscription's deliveries from the streams of the topics its pattern matches, with
+ * one script call per claim (one per topic on a cluster). While idle it waits on a blocking XREAD
+ * of those streams (the "doorbell", its own connection) so a new entry wakes it at once; a
+ * pattern subscription also looks for new topics.
+ */
+export class RedisClaimSource implements ClaimSource {
+  readonly consumer = consumerName();
+  readonly wildcard: boolean;
+  #topics: string[] = [];
+  #registry: GroupEntry;
+  #since = new Map<string, string>();
+  #sub: PollingSubscription | undefined;
+  #closed = false;
+  #lastReclaimAt = 0;
+  #dueTimer: NodeJS.Timeout | undefined;
+  #discoveryTimer: NodeJS.Timeout | undefined;
+  #bell: Redis | undefined;
+  #bellId: number | undefined;
+  #bellLoop: Promise<void> | undefined;
+  #idleWaiter: ((tails: Map<string, string>) => void) | undefined;
+  #topicsChanged = false;
+  #idleTails: Map<string, string> | undefined;
+
+  constructor(
+    private readonly ctx: SourceContext,
+    readonly pattern: string,
+    readonly group: string,
+    private readonly ackTimeoutMs: number,
+    registry: GroupEntry,
+  ) {
+    this.wildcard = pattern.split('.').some((s) => s === '*' || s === '>');
+    this.#registry = registry;
+    if (!this.wildcard) this.#setTopics([pattern]);
+  }
+
+  /** Starts discovery and the doorbell for `sub`, which this source feeds. */
+  start(sub: PollingSubscription): void {
+    this.#sub = sub;
+    if (this.wildcard) {
+      void this.#discover();
+      this.#discoveryTimer = setInterval(() => void this.#discover(), this.ctx.discoveryIntervalMs);
+      this.#discoveryTimer.unref();
+    }
+    if (!this.ctx.clustered) this.#bellLoop = this.#ring();
+  }
+
+  /** A topic was published to for the first time (announced by a publisher). */
+  topicAnnounced(topic: string): void {
+    if (this.wildcard && !this.#since.has(topic) && topicMatches(this.pattern, topic)) {
+      this.#setTopics([...this.#topics, topic]);
+    }
+  }
+
+  /** Whether a local publish to `topic` concerns this subscription. */
+  matches(topic: string): boolean {
+    return this.#since.has(topic) || (this.wildcard && topicMatches(this.pattern, topic));
+  }
+
+  wake(): void {
+    this.#sub?.wake();
+  }
+
+  async claim(max: number): Promise<ManagedDelivery[]> {
+    if (this.#closed || this.ctx.closed || this.#topics.length === 0) return [];
+    const now = this.ctx.clock.now();
+    let minIdle = 0;
+    if (now - this.#lastReclaimAt >= Math.max(50, this.ackTimeoutMs / 4)) {
+      minIdle = this.ackTimeoutMs;
+      this.#lastReclaimAt = now;
+    }
+    const partitions = this.ctx.clustered ? this.#topics.map((t) => [t]) : [this.#topics];
+    const out: ManagedDelivery[] = [];
+    let nextDueIn = -1;
+    for (const topics of partitions) {
+      const room = max - out.length;
+      if (room <= 0) break;
+      const keys: string[] = [];
+      const since: string[] = [];
+      for (const t of topics) {
+        keys.push(
+          ...this.ctx.keys.streams(t),
+          this.ctx.keys.retry(t, this.group),
+          this.ctx.keys.delayed(t, this.group),
+        );
+        since.push(this.#since.get(t) ?? '0');
+      }
+      let reply: Reply;
+      try {
+        reply = await this.ctx
+          .client()
+          .agentbusClaimBuffer(keys.length, ...keys, this.group, this.consumer, room, minIdle, MOVE_LIMIT, ...since);
+      } catch (err) {
+        throw toBusError(err, 'claim');
+      }
+      const [serverNow, nextDue, entries, tails] = reply as [number, number, Reply[][], Reply[]];
+      if (nextDue >= 0) {
+        const inMs = Math.max(0, nextDue - serverNow);
+        if (nextDueIn < 0 || inMs < nextDueIn) nextDueIn = inMs;
+      }
+      for (const e of entries) {
+        const d = await this.#delivery(topics, keys, e);
+        if (d) out.push(d);
+      }
+      if (entries.length === 0 && partitions.length === 1) this.#idle(keys, tails);
+    }
+    if (nextDueIn >= 0) this.#wakeIn(nextDueIn);
+    return out;
+  }
+
+  release(d: ManagedDelivery, handedOut: boolean): Promise<void> {
+    return (d.lease as RedisLease).release(handedOut);
+  }
+
+  onClose(): void {
+    this.#closed = true;
+    clearTimeout(this.#dueTimer);
+    clearInterval(this.#discoveryTimer);
+    this.#bell?.disconnect();
+    this.#idleWaiter?.(new Map());
+  }
+
+  /** Waits for the doorbell loop to end (after close). */
+  async stopped(): Promise<void> {
+    await this.#bellLoop;
+  }
+
+  async #delivery(topics: string[], keys: string[], e: Reply[]): Promise<ManagedDelivery | undefined> {
+    const idx = (e[0] as number) - 1;
+    const entryId = text(e[1] as Reply);
+    const count = e[2] as number;
+    const fields = e[3] as Buffer[];
+    const topic = topics[Math.floor(idx / KEYS_PER_TOPIC)] as string;
+    const slot = idx % KEYS_PER_TOPIC;
+    let id = '';
+    let body: Buffer = Buffer.alloc(0);
+    let headers: Record<string, string> = {};
+    let expiresAtMs: number | undefined;
+    let priority = MAX_PRIORITY - slot;
+    let publishedAtMs = Number(entryId.slice(0, entryId.indexOf('-')));
+    let made = 0;
+    for (let k = 0; k + 1 < fields.length; k += 2) {
+      const v = fields[k + 1] as Buffer;
+      switch ((fields[k] as Buffer).toString('latin1')) {
+        case 'i':
+          id = v.toString('utf8');
+          break;
+        case 'b':
+          body = v;
+          break;
+        case 'h':
+          headers = parseHeaders(v.toString('utf8'));
+          break;
+        case 'x':
+          if (v.length > 0) expiresAtMs = Number(v.toString('latin1'));
+          break;
+        case 'p':
+          priority = Number(v.toString('latin1'));
+          break;
+        case 't':
+          publishedAtMs = Number(v.toString('latin1'));
+          break;
+        case 'a':
+          made = Number(v.toString('latin1'));
+          break;
+      }
+    }
+    const attempt = made + count;
+    const lease = new RedisLease(this.ctx, {
+      topic,
+      group: this.group,
+      consumer: this.consumer,
+      key: keys[idx] as string,
+      entryId,
+      count,
+      priority,
+      publishedAtMs,
+      attempt,
+    });
+    if (expiresAtMs !== undefined && expiresAtMs <= this.ctx.clock.now()) {
+      await lease.bury('expired', `expired at ${new Date(expiresAtMs).toISOString()}`, attempt - 1);
+      return undefined;
+    }
+    const message: InboundMessage = { id, topic, body, headers, priority, expiresAtMs, publishedAtMs };
+    return new ManagedDelivery(message, this.group, attempt, lease);
+  }
+
+  #wakeIn(ms: number): void {
+    clearTimeout(this.#dueTimer);
+    this.#dueTimer = setTimeout(() => this.wake(), ms + 1);
+    this.#dueTimer.unref();
+  }
+
+  #setTopics(topics: string[]): void {
+    this.#topics = topics;
+    const since = new Map<string, string>();
+    for (const t of topics) {
+      const ms = declaredFor(this.#registry, t);
+      since.set(t, ms === undefined ? '$' : startId(ms));
+    }
+    this.#since = since;
+    // The doorbell reads a fixed key list: interrupt it so it picks up the new streams.
+    this.#topicsChanged = true;
+    this.#idleTails = undefined;
+    if (this.#bellId !== undefined) {
+      this.ctx
+        .client()
+        .client('UNBLOCK', this.#bellId)
+        .catch(() => {});
+    }
+    this.wake();
+  }
+
+  async #discover(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      const client = this.ctx.client();
+      const [all, entry] = await Promise.all([
+        client.smembers(this.ctx.keys.topics),
+        client.hget(this.ctx.keys.groups, this.group),
+      ]);
+      this.#registry = parseGroupEntry(entry) ?? this.#registry;
+      const found = all.filter((t) => !this.#since.has(t) && topicMatches(this.pattern, t));
+      if (found.length > 0) this.#setTopics([...this.#topics, ...found]);
+    } catch {
+      // Redis unreachable: the next interval tries again; claims report the outage meanwhile.
+    }
+  }
+
+  /**
+   * The doorbell: while the subscription is idle, a blocking XREAD on its streams from the tails
+   * the last (empty) claim saw atomically, so nothing added since is missed. Its return wakes the
+   * subscription, which claims through the group; the next empty claim re-arms it.
+   */
+  async #ring(): Promise<void> {
+    const bell = this.ctx.duplicate() as Redis;
+    this.#bell = bell;
+    bell.on('error', () => {});
+    bell.on('ready', () => {
+      bell
+        .client('ID')
+        .then((id) => {
+          this.#bellId = id as number;
+        })
+        .catch(() => {});
+    });
+    let tails: Map<string, string> | undefined;
+    while (!this.#closed) {
+      tails ??= await this.#nextIdle();
+      if (this.#closed) break;
+      if (tails.size === 0) {
+        tails = undefined;
+        continue;
+      }
+      try {
+        if (bell.status === 'wait') await bell.connect();
+        const res = await bell.xreadBuffer(
+          'COUNT',
+          1,
+          'BLOCK',
+          this.ctx.blockMs,
+          'STREAMS',
+          ...tails.keys(),
+          ...tails.values(),
+        );
+        if (res || this.#topicsChanged) {
+          this.#topicsChanged = false;
+          tails = undefined;
+          this.wake();
+        }
+      } catch {
+        if (this.#closed) break;
+        tails = undefined;
+        await new Promise((r) => setTimeout(r, BELL_RETRY_MS));
+        this.wake();
+      }
+    }
+  }
+
+  /** Resolves with the stream tails of the next claim that finds nothing. */
+  #nextIdle(): Promise<Map<string, string>> {
+    const ready = this.#idleTails;
+    if (ready) {
+      this.#idleTails = undefined;
+      return Promise.resolve(ready);
+    }
+    return new Promise((resolve) => {
+      this.#idleWaiter = resolve;
+    });
+  }
+
+  #idle(keys: string[], tails: Reply[]): void {
+    const map = new Map<string, string>();
+    keys.forEach((k, i) => {
+      const t = tails[i];
+      const id = t === undefined || t === null ? '' : text(t);
+      if (id !== '') map.set(k, id);
+    });
+    const w = this.#idleWaiter;
+    this.#idleWaiter = undefined;
+    // Kept when the doorbell is busy: an older starting point only costs one early wake-up.
+    if (w) w(map);
+    else this.#idleTails = map;
+  }
+}
+
+function parseHeaders(json: string): Record<string, string> {
+  try {
+    const v = JSON.parse(json) as unknown;
+    return v !== null && typeof v === 'object' ? (v as Record<string, string>) : {};
+  } catch {
+    return {};
+  }
+}

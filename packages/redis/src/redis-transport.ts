@@ -1,0 +1,316 @@
+import { randomBytes } from 'node:crypto';
+import {
+  assertPattern,
+  assertTopic,
+  type Clock,
+  ClosedError,
+  ConfigError,
+  type HealthReport,
+  MAX_PRIORITY,
+  type ManagedDelivery,
+  PollingSubscription,
+  type Subscription,
+  type Transport,
+  type TransportCapabilities,
+  type TransportMessage,
+  type TransportSubscribeOptions,
+  ValidationError,
+} from '@agentbus/core';
+import type { Cluster, Redis } from 'ioredis';
+import { type Client, createClient, duplicateClient, isCluster, withScripts } from './connection.js';
+import { parseGroupEntry } from './group-registry.js';
+import { RedisKeys } from './keys.js';
+import { type RedisTransportOptions, type ResolvedRedisOptions, resolveRedisOptions } from './options.js';
+import { RedisClaimSource, type SourceContext } from './redis-claim-source.js';
+import { RedisDeadLetterStore } from './redis-dead-letter-store.js';
+import { toBusError } from './redis-errors.js';
+import { RetentionPass } from './retention.js';
+import { SettleBatcher } from './settle-batcher.js';
+
+const CAPABILITIES: TransportCapabilities = Object.freeze({
+  persistent: true,
+  crossProcess: true,
+  priority: true,
+  delayedDelivery: true,
+  ttl: true,
+  wildcards: true,
+  deadLetterReplay: true,
+});
+
+function toBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/**
+ * Redis Streams: one stream per topic and priority, one consumer group per subscriber group,
+ * leases as pending entries (owner + delivery count), delayed redelivery through a sorted set and
+ * a per-group retry stream, dead letters in a stream per topic and group. See the README's
+ * Redis section for the key layout and what Redis persistence guarantees.
+ */
+export class RedisTransport implements Transport {
+  readonly name = 'redis';
+  readonly capabilities = CAPABILITIES;
+  readonly deadLetters: RedisDeadLetterStore;
+  readonly keys: RedisKeys;
+  readonly #options: ResolvedRedisOptions;
+  readonly #owned: boolean;
+  readonly #batcher: SettleBatcher;
+  readonly #sources = new Set<RedisClaimSource>();
+  readonly #subscriptions = new Set<PollingSubscription>();
+  readonly #knownTopics = new Set<string>();
+  readonly #knownDeadLetters = new Set<string>();
+  readonly #retention: RetentionPass;
+  #client: Client | undefined;
+  #connecting: Promise<Client> | undefined;
+  #announcements: Redis | Cluster | undefined;
+  #trimTimer: NodeJS.Timeout | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: RedisTransportOptions = {}) {
+    this.#options = resolveRedisOptions(options);
+    this.keys = new RedisKeys(this.#options.keyPrefix);
+    this.#owned = this.#options.client === undefined;
+    this.#batcher = new SettleBatcher(() => this.#ready());
+    this.deadLetters = new RedisDeadLetterStore(() => this.#connect(), this.keys);
+    this.#retention = new RetentionPass(() => this.#connect(), this.keys, this.#options.retention.maxAgeMs);
+  }
+
+  get closed(): boolean {
+    return this.#closing !== undefined;
+  }
+
+  async connect(): Promise<void> {
+    await this.#connect();
+  }
+
+  async publish(batch: readonly TransportMessage[]): Promise<void> {
+    for (const m of batch) {
+      assertTopic(m.topic);
+      if (!Number.isInteger(m.priority) || m.priority < 0 || m.priority > MAX_PRIORITY) {
+        throw new ValidationError(`invalid priority ${m.priority}: an integer 0–9 expected`);
+      }
+    }
+    const c = await this.#connect();
+    const newTopics = [...new Set(batch.map((m) => m.topic))].filter((t) => !this.#knownTopics.has(t));
+    // One MULTI on a single server: the batch is stored whole or not at all.
+    const tx = isCluster(c) ? c.pipeline() : c.multi();
+    for (const t of newTopics) tx.sadd(this.keys.topics, t);
+    for (const m of batch) {
+      tx.xadd(
+        this.keys.stream(m.topic, m.priority),
+        '*',
+        'i',
+        m.id,
+        'b',
+        toBuffer(m.body),
+        'h',
+        JSON.stringify(m.headers),
+        'x',
+        m.expiresAtMs === undefined ? '' : String(m.expiresAtMs),
+      );
+    }
+    let results: [Error | null, unknown][] | null;
+    try {
+      results = await tx.exec();
+    } catch (err) {
+      throw toBusError(err, 'publish');
+    }
+    if (!results) throw toBusError(new Error('transaction aborted'), 'publish');
+    const failed = results.find(([err]) => err);
+    if (failed) throw toBusError(failed[0], 'publish');
+    newTopics.forEach((t, i) => {
+      this.#knownTopics.add(t);
+      // The first publish to a topic tells pattern subscribers elsewhere at once.
+      if (results?.[i]?.[1] === 1) c.publish(this.keys.topicChannel, t).catch(() => {});
+    });
+    for (const s of this.#sources) {
+      if (batch.some((m) => s.matches(m.topic))) s.wake();
+    }
+    for (const t of newTopics) for (const s of this.#sources) s.topicAnnounced(t);
+  }
+
+  async subscribe(pattern: string, options: TransportSubscribeOptions): Promise<Subscription<ManagedDelivery>> {
+    this.#assertOpen();
+    assertPattern(pattern);
+    if (typeof options?.group !== 'string' || options.group === '') {
+      throw new ConfigError('must be a non-empty string', { path: 'subscribe.group' });
+    }
+    if (!Number.isInteger(options.prefetch) || options.prefetch < 1) {
+      throw new ConfigError(`must be a positive integer, got ${options.prefetch}`, { path: 'subscribe.prefetch' });
+    }
+    if (!(options.ackTimeoutMs > 0)) {
+      throw new ConfigError(`must be > 0, got ${options.ackTimeoutMs}`, { path: 'subscribe.ackTimeoutMs' });
+    }
+    const c = await this.#connect();
+    let entryJson: string;
+    try {
+      entryJson = await c.agentbusDeclare(1, this.keys.groups, options.group, pattern);
+    } catch (err) {
+      throw toBusError(err, 'subscribe');
+    }
+    this.#assertOpen();
+    const entry = parseGroupEntry(entryJson) ?? { patterns: {} };
+    const source = new RedisClaimSource(this.#sourceContext(), pattern, options.group, options.ackTimeoutMs, entry);
+    const sub: PollingSubscription = new PollingSubscription(
+      {
+        claim: (max) => source.claim(max),
+        release: (d, handedOut) => source.release(d, handedOut),
+        onClose: () => {
+          source.onClose();
+          this.#sources.delete(source);
+          this.#subscriptions.delete(sub);
+        },
+      },
+      { prefetch: options.prefetch, pollIntervalMs: this.#options.pollIntervalMs, leaseMs: options.ackTimeoutMs },
+    );
+    this.#sources.add(source);
+    this.#subscriptions.add(sub);
+    if (source.wildcard) await this.#listenForTopics();
+    source.start(sub);
+    return sub;
+  }
+
+  /** Runs one retention pass now (normally a timer does, one process at a time); resolves with entries trimmed. */
+  async trim(): Promise<number> {
+    this.#assertOpen();
+    try {
+      return await this.#retention.run();
+    } catch (err) {
+      throw toBusError(err, 'trim');
+    }
+  }
+
+  async health(deep = false): Promise<HealthReport> {
+    if (this.closed) return { status: 'fail', transport: this.name, error: 'closed' };
+    const started = performance.now();
+    try {
+      const c = await this.#connect();
+      await c.ping();
+      if (deep) {
+        const key = this.keys.health(randomBytes(6).toString('hex'));
+        const value = String(Date.now());
+        await c.set(key, value, 'PX', 10_000);
+        const back = await c.get(key);
+        await c.del(key);
+        if (back !== value) throw new Error('health write/read round trip returned a different value');
+      }
+      return {
+        status: 'pass',
+        transport: this.name,
+        latencyMs: performance.now() - started,
+        details: { status: c.status, subscriptions: this.#subscriptions.size, keyPrefix: this.keys.prefix },
+      };
+    } catch (err) {
+      return { status: 'fail', transport: this.name, error: toBusError(err, 'health').message };
+    }
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    clearInterval(this.#trimTimer);
+    await Promise.all([...this.#subscriptions].map((s) => s.close()));
+    await Promise.all([...this.#sources].map((s) => s.stopped()));
+    this.#batcher.flush();
+    const client = this.#client ?? (await this.#connecting?.catch(() => undefined));
+    this.#announcements?.disconnect();
+    if (client && this.#owned) {
+      // Let pending settles reach the server before the connection goes.
+      await client.quit().catch(() => client.disconnect());
+    }
+  }
+
+  #assertOpen(): void {
+    if (this.#closing) throw new ClosedError('transport is closed');
+  }
+
+  #ready(): Client {
+    if (!this.#client) throw new ClosedError('transport is not connected');
+    return this.#client;
+  }
+
+  #connect(): Promise<Client> {
+    if (this.#closing) return Promise.reject(new ClosedError('transport is closed'));
+    if (this.#client) return Promise.resolve(this.#client);
+    this.#connecting ??= this.#open().then(
+      (c) => {
+        this.#client = c;
+        return c;
+      },
+      (err: unknown) => {
+        this.#connecting = undefined;
+        throw err;
+      },
+    );
+    return this.#connecting;
+  }
+
+  async #open(): Promise<Client> {
+    const o = this.#options;
+    const c = o.client ? withScripts(o.client) : createClient(o);
+    if (this.#owned) {
+      c.on('error', () => {}); // reconnects by itself; failed commands reject with ConnectionError
+      try {
+        await c.connect();
+      } catch (err) {
+        c.disconnect();
+        throw toBusError(err, `connect to ${o.url}`);
+      }
+    }
+    if (o.trimIntervalMs > 0) {
+      this.#trimTimer = setInterval(() => {
+        this.#retention.runLocked(o.trimIntervalMs).catch(() => {});
+      }, o.trimIntervalMs);
+      this.#trimTimer.unref();
+    }
+    return c;
+  }
+
+  /** One pub/sub connection per transport hears about new topics for every pattern subscription. */
+  async #listenForTopics(): Promise<void> {
+    if (this.#announcements) return;
+    const sub = duplicateClient(this.#ready(), this.#options);
+    this.#announcements = sub;
+    sub.on('error', () => {});
+    sub.on('message', (_channel: string, topic: string) => {
+      for (const s of this.#sources) s.topicAnnounced(topic);
+    });
+    try {
+      await sub.subscribe(this.keys.topicChannel);
+    } catch {
+      // Discovery by polling still finds new topics.
+    }
+  }
+
+  #sourceContext(): SourceContext {
+    const transport = this;
+    const o = this.#options;
+    return {
+      keys: this.keys,
+      batcher: this.#batcher,
+      clock: o.clock as Clock,
+      clustered: isCluster(this.#ready()),
+      get closed() {
+        return transport.closed;
+      },
+      pollIntervalMs: o.pollIntervalMs,
+      blockMs: o.blockMs,
+      discoveryIntervalMs: o.discoveryIntervalMs,
+      client: () => this.#ready(),
+      duplicate: () => duplicateClient(this.#ready(), o),
+      registerDeadLetters: async (key) => {
+        if (this.#knownDeadLetters.has(key)) return;
+        await this.#ready().sadd(this.keys.deadLetters, key);
+        this.#knownDeadLetters.add(key);
+      },
+    };
+  }
+}
+
+/** Creates the Redis Streams transport (connects lazily or on `connect()`). */
+export function redisTransport(options: RedisTransportOptions = {}): RedisTransport {
+  return new RedisTransport(options);
+}

@@ -1,0 +1,69 @@
+import { randomBytes } from 'node:crypto';
+import type { Client } from './connection.js';
+import { declaredFor, type GroupEntry, parseGroupEntry, startId } from './group-registry.js';
+import type { RedisKeys } from './keys.js';
+
+/** Consumers that hold nothing and were idle this long are forgotten by the retention pass. */
+const CONSUMER_IDLE_FORGET_MS = 10 * 60_000;
+
+/** When each registered group started receiving `topic` (server ms), for the groups bound to it. */
+function groupsFor(topic: string, groups: ReadonlyMap<string, GroupEntry>): [string, number][] {
+  const out: [string, number][] = [];
+  for (const [name, entry] of groups) {
+    const ms = declaredFor(entry, topic);
+    if (ms !== undefined) out.push([name, ms]);
+  }
+  return out;
+}
+
+/**
+ * Trims what every group has acknowledged. For each topic's streams it first attaches the
+ * registered groups that match but have not read them yet (at the time they were declared), so
+ * they count; then it trims below the oldest entry any group still needs. The bound never passes
+ * the time the registry was read, so a group declared meanwhile loses nothing. One process runs
+ * it at a time (a lock key).
+ */
+export class RetentionPass {
+  readonly #token = randomBytes(8).toString('hex');
+
+  constructor(
+    private readonly client: () => Promise<Client>,
+    private readonly keys: RedisKeys,
+    private readonly maxAgeMs: number,
+  ) {}
+
+  /** Runs a pass unless another process holds the lock for `lockMs`; resolves with entries trimmed. */
+  async runLocked(lockMs: number): Promise<number> {
+    const c = await this.client();
+    const got = await c.set(this.keys.trimLock, this.#token, 'PX', Math.max(1, Math.round(lockMs)), 'NX');
+    return got === 'OK' ? this.run() : 0;
+  }
+
+  /** One full pass over every topic; resolves with the number of entries trimmed. */
+  async run(): Promise<number> {
+    const c = await this.client();
+    const [sec, micro] = await c.time();
+    const snapshotMs = Number(sec) * 1000 + Math.floor(Number(micro) / 1000);
+    const [rawGroups, topics] = await Promise.all([c.hgetall(this.keys.groups), c.smembers(this.keys.topics)]);
+    const groups = new Map<string, GroupEntry>();
+    for (const [name, json] of Object.entries(rawGroups)) {
+      // A damaged entry is skipped: that group does not hold retention back.
+      const entry = parseGroupEntry(json);
+      if (entry) groups.set(name, entry);
+    }
+    const bound = this.maxAgeMs > 0 ? snapshotMs - this.maxAgeMs : snapshotMs;
+    const calls: Promise<number>[] = [];
+    for (const topic of topics) {
+      const matching = groupsFor(topic, groups);
+      const attach = matching.flatMap(([g, ms]) => [g, startId(ms)]);
+      for (const key of this.keys.streams(topic)) {
+        calls.push(c.agentbusTrim(1, key, bound, CONSUMER_IDLE_FORGET_MS, ...attach));
+      }
+      for (const [g] of matching) {
+        calls.push(c.agentbusTrim(1, this.keys.retry(topic, g), bound, CONSUMER_IDLE_FORGET_MS, g, '0'));
+      }
+    }
+    const trimmed = await Promise.all(calls);
+    return trimmed.reduce((a, b) => a + b, 0);
+  }
+}

@@ -1,0 +1,282 @@
+/**
+ * The Lua scripts of the Redis transport. Each runs atomically on the server, and every key a
+ * script touches belongs to one topic (one hash slot), so they stay atomic on a cluster.
+ *
+ * Stream entry fields: `i` message id, `b` body, `h` headers (JSON), `x` expiry (epoch ms or
+ * empty). Entries that are not first publishes (retries, releases, replays) also carry `p`
+ * priority, `t` original publish time and `a` the attempts already made, so that
+ * attempt = a + the entry's delivery count. A lease is (consumer, delivery count): a settle whose
+ * pending entry now belongs to another consumer, or was delivered again since, does nothing.
+ */
+
+/** Shared Lua helpers, prepended to the scripts that need them. */
+const HELPERS = `
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function owned(key, group, consumer, id, count)
+  local p = redis.pcall('XPENDING', key, group, id, id, 1)
+  if type(p) ~= 'table' or p.err or p[1] == nil then return false end
+  return p[1][2] == consumer and p[1][4] == count
+end
+local function ensure_retry(rkey, group)
+  redis.pcall('XGROUP', 'CREATE', rkey, group, '0', 'MKSTREAM')
+end
+-- The fields of an entry without p/t/a, then p/t/a as given.
+local function requeue_fields(src, p, t, a)
+  local f = {}
+  for j = 1, #src, 2 do
+    local k = src[j]
+    if k ~= 'p' and k ~= 't' and k ~= 'a' then
+      f[#f + 1] = k
+      f[#f + 1] = src[j + 1]
+    end
+  end
+  f[#f + 1] = 'p'; f[#f + 1] = p
+  f[#f + 1] = 't'; f[#f + 1] = t
+  f[#f + 1] = 'a'; f[#f + 1] = a
+  return f
+end
+`;
+
+/**
+ * Claims up to `room` deliveries for one consumer of a group, across the topics given.
+ * KEYS: per topic 12 keys: its 10 priority streams (9 first), the group's retry stream and delayed set.
+ * ARGV: group, consumer, room, minIdleMs (0: no reclaim), moveLimit, then per topic the id the
+ * group starts at on that topic's priority streams (`<declared ms>-0`).
+ * Order: due delayed entries move into the retry streams; entries idle past minIdleMs are
+ * reclaimed (crashed consumers); then retry streams; then new entries, priority 9 to 0.
+ * Returns { server now ms, next due time of a delayed entry or -1, { { key index, entry id, delivery
+ * count, fields }... }, tails }; tails (when nothing was claimed) are the newest entry id of each key.
+ */
+export const CLAIM = `${HELPERS}
+local group, consumer = ARGV[1], ARGV[2]
+local room = tonumber(ARGV[3])
+local min_idle = tonumber(ARGV[4])
+local move_limit = tonumber(ARGV[5])
+local ntopics = #KEYS / 12
+local now = now_ms()
+local out = {}
+local next_due = -1
+
+for i = 0, ntopics - 1 do
+  local rkey, dkey = KEYS[i * 12 + 11], KEYS[i * 12 + 12]
+  local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', now, 'LIMIT', 0, move_limit)
+  if #due > 0 then
+    ensure_retry(rkey, group)
+    for _, m in ipairs(due) do
+      redis.call('XADD', rkey, '*', unpack(cmsgpack.unpack(m)))
+      redis.call('ZREM', dkey, m)
+    end
+  end
+  local first = redis.call('ZRANGE', dkey, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local s = tonumber(first[2])
+    if next_due < 0 or s < next_due then next_due = s end
+  end
+end
+
+local function reclaim(idx)
+  local key = KEYS[idx]
+  if room <= 0 or redis.call('EXISTS', key) == 0 then return end
+  local r = redis.pcall('XAUTOCLAIM', key, group, consumer, min_idle, '0-0', 'COUNT', room)
+  if type(r) ~= 'table' or r.err then return end
+  for _, e in ipairs(r[2]) do
+    if e[2] then
+      local p = redis.call('XPENDING', key, group, e[1], e[1], 1)
+      out[#out + 1] = { idx, e[1], p[1][4], e[2] }
+      room = room - 1
+    end
+  end
+end
+
+local function read_new(idx, since)
+  local key = KEYS[idx]
+  if room <= 0 or redis.call('EXISTS', key) == 0 then return end
+  local r = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', room, 'STREAMS', key, '>')
+  if type(r) == 'table' and r.err then
+    redis.pcall('XGROUP', 'CREATE', key, group, since)
+    r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', room, 'STREAMS', key, '>')
+  end
+  if not r then return end
+  for _, e in ipairs(r[1][2]) do
+    out[#out + 1] = { idx, e[1], 1, e[2] }
+  end
+  room = room - #r[1][2]
+end
+
+if min_idle > 0 then
+  for i = 0, ntopics - 1 do
+    for j = 1, 11 do reclaim(i * 12 + j) end
+  end
+end
+for i = 0, ntopics - 1 do read_new(i * 12 + 11, '0') end
+for j = 1, 10 do
+  for i = 0, ntopics - 1 do read_new(i * 12 + j, ARGV[5 + i + 1]) end
+end
+-- Nothing claimable: report each stream's newest id, so a blocking read from there misses nothing.
+local tails = {}
+if #out == 0 then
+  for idx = 1, #KEYS do
+    if idx % 12 == 0 then
+      tails[idx] = ''
+    else
+      local last = redis.call('XREVRANGE', KEYS[idx], '+', '-', 'COUNT', 1)[1]
+      tails[idx] = last and last[1] or '0-0'
+    end
+  end
+end
+return { now, next_due, out, tails }
+`;
+
+/**
+ * Acks the leases still held. KEYS[1] stream. ARGV: group, consumer, then id, delivery count pairs.
+ * Returns how many were acked.
+ */
+export const ACK = `${HELPERS}
+local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local ids = {}
+for j = 3, #ARGV, 2 do
+  if owned(key, group, consumer, ARGV[j], tonumber(ARGV[j + 1])) then ids[#ids + 1] = ARGV[j] end
+end
+if #ids > 0 then redis.call('XACK', key, group, unpack(ids)) end
+return #ids
+`;
+
+/**
+ * Renews the leases still held (resets their idle time, keeps the delivery count).
+ * KEYS[1] stream. ARGV: group, consumer, then id, delivery count pairs. Returns how many.
+ */
+export const EXTEND = `${HELPERS}
+local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local cmd = { 'XCLAIM', key, group, consumer, 0 }
+for j = 3, #ARGV, 2 do
+  if owned(key, group, consumer, ARGV[j], tonumber(ARGV[j + 1])) then cmd[#cmd + 1] = ARGV[j] end
+end
+if #cmd == 5 then return 0 end
+cmd[#cmd + 1] = 'JUSTID'
+redis.call(unpack(cmd))
+return #cmd - 6
+`;
+
+/**
+ * Takes a held lease back for redelivery to the same group: at once through its retry stream,
+ * or after delayMs through its delayed set. Used for nack and for releasing on close.
+ * KEYS: stream, retry stream, delayed set.
+ * ARGV: group, consumer, id, delivery count, delayMs, priority, published at ms, attempts made.
+ * Returns 1 when requeued, 0 when the lease was no longer held.
+ */
+export const REQUEUE = `${HELPERS}
+local key, rkey, dkey = KEYS[1], KEYS[2], KEYS[3]
+local group, consumer, id = ARGV[1], ARGV[2], ARGV[3]
+if not owned(key, group, consumer, id, tonumber(ARGV[4])) then return 0 end
+local e = redis.call('XRANGE', key, id, id)[1]
+redis.call('XACK', key, group, id)
+if not e then return 0 end
+local f = requeue_fields(e[2], ARGV[6], ARGV[7], ARGV[8])
+local delay = tonumber(ARGV[5])
+if delay <= 0 then
+  ensure_retry(rkey, group)
+  redis.call('XADD', rkey, '*', unpack(f))
+else
+  redis.call('ZADD', dkey, now_ms() + delay, cmsgpack.pack(f))
+end
+return 1
+`;
+
+/**
+ * Moves a held lease to the group's dead-letter stream of the topic.
+ * KEYS: stream, dead-letter stream.
+ * ARGV: group, consumer, id, delivery count, priority, published at ms, reason, error, attempts, topic.
+ * Returns the dead-letter entry id, or false when the lease was no longer held.
+ */
+export const BURY = `${HELPERS}
+local key, dlq = KEYS[1], KEYS[2]
+local group, consumer, id = ARGV[1], ARGV[2], ARGV[3]
+if not owned(key, group, consumer, id, tonumber(ARGV[4])) then return false end
+local e = redis.call('XRANGE', key, id, id)[1]
+redis.call('XACK', key, group, id)
+if not e then return false end
+local f = requeue_fields(e[2], ARGV[5], ARGV[6], '0')
+for _, kv in ipairs({ { 'g', group }, { 'r', ARGV[7] }, { 'e', ARGV[8] }, { 'n', ARGV[9] }, { 'o', ARGV[10] } }) do
+  f[#f + 1] = kv[1]; f[#f + 1] = kv[2]
+end
+f[#f + 1] = 'w'; f[#f + 1] = tostring(now_ms())
+return redis.call('XADD', dlq, '*', unpack(f))
+`;
+
+/**
+ * Replays a dead letter to the group's retry stream, as a first attempt.
+ * KEYS: dead-letter stream, retry stream. ARGV: dead-letter entry id, group, headers JSON, expiry
+ * ('' for none). Returns 1, or 0 when the dead letter is gone.
+ */
+export const REPLAY = `${HELPERS}
+local dlq, rkey = KEYS[1], KEYS[2]
+local e = redis.call('XRANGE', dlq, ARGV[1], ARGV[1])[1]
+if not e then return 0 end
+local src = {}
+for j = 1, #e[2], 2 do src[e[2][j]] = e[2][j + 1] end
+local f = { 'i', src.i, 'b', src.b, 'h', ARGV[3], 'x', ARGV[4], 'p', src.p, 't', src.t, 'a', '0' }
+ensure_retry(rkey, ARGV[2])
+redis.call('XADD', rkey, '*', unpack(f))
+redis.call('XDEL', dlq, ARGV[1])
+return 1
+`;
+
+/**
+ * Declares `pattern` for `group` in the registry, remembering when (server time) it was first
+ * declared: the group receives what is published to matching topics from then on.
+ * KEYS[1] groups hash. ARGV: group, pattern. Returns the group's registry entry (JSON).
+ */
+export const DECLARE = `${HELPERS}
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local g = cur and cjson.decode(cur) or { patterns = {} }
+if g.patterns[ARGV[2]] == nil then
+  g.patterns[ARGV[2]] = now_ms()
+  cur = cjson.encode(g)
+  redis.call('HSET', KEYS[1], ARGV[1], cur)
+end
+return cur
+`;
+
+/**
+ * Retention for one stream: attaches the registered groups that match but have not read it yet,
+ * then trims the entries below the oldest one some group still needs (its oldest pending entry,
+ * or the first it has not been delivered), and never at or above ARGV[1] ms. Also forgets
+ * consumers idle longer than ARGV[2] ms that hold nothing.
+ * KEYS[1] stream. ARGV: bound ms, consumer idle ms, then group, start id pairs to attach.
+ * Returns the number of entries trimmed.
+ */
+export const TRIM = `
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return 0 end
+for j = 3, #ARGV, 2 do redis.pcall('XGROUP', 'CREATE', key, ARGV[j], ARGV[j + 1]) end
+local function parse(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local bms, bseq = tonumber(ARGV[1]), 0
+local function lower(ms, seq)
+  if ms < bms or (ms == bms and seq < bseq) then bms, bseq = ms, seq end
+end
+local idle_limit = tonumber(ARGV[2])
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+  local info = {}
+  for j = 1, #g, 2 do info[g[j]] = g[j + 1] end
+  if info.pending > 0 then
+    local p = redis.call('XPENDING', key, info.name, '-', '+', 1)
+    lower(parse(p[1][1]))
+  end
+  -- Entries after the last delivered one are undelivered; a start id at the end of a
+  -- millisecond (see startId) is followed by the next millisecond.
+  local ms, seq = parse(info['last-delivered-id'])
+  if seq >= 9007199254740992 then lower(ms + 1, 0) else lower(ms, seq + 1) end
+  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', key, info.name)) do
+    local ci = {}
+    for j = 1, #c, 2 do ci[c[j]] = c[j + 1] end
+    if ci.pending == 0 and ci.idle > idle_limit then redis.call('XGROUP', 'DELCONSUMER', key, info.name, ci.name) end
+  end
+end
+return redis.call('XTRIM', key, 'MINID', string.format('%d-%d', bms, bseq))
+`;

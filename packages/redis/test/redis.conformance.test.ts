@@ -1,0 +1,29 @@
+import { fileURLToPath } from 'node:url';
+import { serverSkipReason, transportConformance } from '@agentbus/conformance';
+import { redisTransport } from '@agentbus/redis';
+import { afterAll } from 'vitest';
+import { deleteKeys, REDIS_URL, testPrefix } from './helpers.js';
+
+const keyPrefix = testPrefix('conformance');
+const skipReason = await serverSkipReason('Redis', REDIS_URL, 6379);
+afterAll(async () => {
+  if (!skipReason) await deleteKeys(keyPrefix);
+});
+
+transportConformance({
+  name: 'redis',
+  // Every open() is a new client of the same server and key prefix, as a second process would have.
+  open: () => redisTransport({ url: REDIS_URL, keyPrefix, pollIntervalMs: 50 }),
+  capabilities: {
+    persistent: true,
+    crossProcess: true,
+    priority: true,
+    delayedDelivery: true,
+    ttl: true,
+    wildcards: true,
+    deadLetterReplay: true,
+  },
+  childModule: fileURLToPath(new URL('./fixtures/child-transport.ts', import.meta.url)),
+  childArg: JSON.stringify({ url: REDIS_URL, keyPrefix }),
+  skipReason,
+});
