@@ -1,4 +1,5 @@
 import { ConfigError, type MemoryTransportOptions, memoryTransport, type Transport } from '@agentbus/core';
+import { type RedisTransportOptions, redisTransport } from '@agentbus/redis';
 import { type SqliteTransportOptions, sqliteTransport } from '@agentbus/sqlite';
 
 /** Where the CLI keeps its bus when no transport is given: a file next to the working directory. */
@@ -9,22 +10,31 @@ export interface OpenTransportOptions {
   readonly memory?: MemoryTransportOptions;
   /** Everything but `path`, which comes from the URL. */
   readonly sqlite?: Omit<SqliteTransportOptions, 'path'>;
+  /** Everything but `url`, which is the URL itself. */
+  readonly redis?: Omit<RedisTransportOptions, 'url'>;
 }
 
 /** Schemes whose transport packages have not landed yet, and the package each will need. */
 const PLANNED_SCHEMES = Object.freeze({
-  'redis:': '@agentbus/redis',
-  'rediss:': '@agentbus/redis',
   'amqp:': '@agentbus/amqp',
   'amqps:': '@agentbus/amqp',
   'nats:': '@agentbus/nats',
 } as const);
 
 /** The URL forms `openTransport` understands, for error messages and help text. */
-export const SUPPORTED_TRANSPORT_URLS = Object.freeze(['memory:', 'sqlite:PATH', 'sqlite::memory:']);
+export const SUPPORTED_TRANSPORT_URLS = Object.freeze([
+  'memory:',
+  'sqlite:PATH',
+  'sqlite::memory:',
+  'redis://HOST:PORT[/DB]',
+  'rediss://HOST:PORT[/DB]',
+]);
 
 /** A parsed transport URL. */
-export type TransportUrl = { readonly scheme: 'memory' } | { readonly scheme: 'sqlite'; readonly path: string };
+export type TransportUrl =
+  | { readonly scheme: 'memory' }
+  | { readonly scheme: 'sqlite'; readonly path: string }
+  | { readonly scheme: 'redis'; readonly url: string };
 
 /**
  * Parses a transport URL without opening anything: `memory:`, `sqlite:PATH` (relative or
@@ -47,6 +57,14 @@ export function parseTransportUrl(url: string): TransportUrl {
     }
     return { scheme: 'sqlite', path };
   }
+  if (/^rediss?:\/\//i.test(url)) {
+    try {
+      new URL(url);
+    } catch {
+      throw new ConfigError(`'${url}' is not a valid URL; write redis://HOST:PORT[/DB]`, { path: 'transport' });
+    }
+    return { scheme: 'redis', url };
+  }
   const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url)?.[0].toLowerCase();
   const pkg = scheme ? PLANNED_SCHEMES[scheme as keyof typeof PLANNED_SCHEMES] : undefined;
   if (pkg) {
@@ -57,18 +75,19 @@ export function parseTransportUrl(url: string): TransportUrl {
   }
   throw new ConfigError(
     `unsupported transport URL '${url}'; supported: ${SUPPORTED_TRANSPORT_URLS.join(', ')} ` +
-      `(redis://, amqp:// and nats:// are planned)`,
+      `(amqp:// and nats:// are planned)`,
     { path: 'transport' },
   );
 }
 
 /**
  * Creates the transport a URL names: `memory:` → `memoryTransport()`, `sqlite:PATH` →
- * `sqliteTransport({ path })`. The transport is not connected yet; it connects lazily or on
+ * `sqliteTransport({ path })`, `redis://…` → `redisTransport({ url })`. The transport is not connected yet; it connects lazily or on
  * `connect()`. Throws ConfigError for unknown or not-yet-installed schemes.
  */
 export function openTransport(url: string, options: OpenTransportOptions = {}): Transport {
   const parsed = parseTransportUrl(url);
   if (parsed.scheme === 'memory') return memoryTransport(options.memory);
+  if (parsed.scheme === 'redis') return redisTransport({ ...options.redis, url: parsed.url });
   return sqliteTransport({ ...options.sqlite, path: parsed.path });
 }

@@ -101,10 +101,10 @@ describe.concurrent('transport URLs', () => {
   });
 
   it('says a planned transport is not installed yet', async () => {
-    const out = await agentbus(['--transport', 'redis://localhost:6379', 'dlq', 'list']);
+    const out = await agentbus(['--transport', 'nats://localhost:4222', 'dlq', 'list']);
     expect(out.code).toBe(2);
     expect(out.stderr).toMatch(
-      /^error: CONFIG: transport: the redis: transport \(@agentbus\/redis\) is not installed yet/,
+      /^error: CONFIG: transport: the nats: transport \(@agentbus\/nats\) is not installed yet/,
     );
   });
 });

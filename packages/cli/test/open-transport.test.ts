@@ -1,4 +1,5 @@
 import { ConfigError, MemoryTransport } from '@agentbus/core';
+import { RedisTransport } from '@agentbus/redis';
 import { SqliteTransport } from '@agentbus/sqlite';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_TRANSPORT_URL, openTransport, parseTransportUrl } from '../src/index.js';
@@ -20,8 +21,20 @@ describe('openTransport', () => {
     expect(parseTransportUrl(DEFAULT_TRANSPORT_URL)).toEqual({ scheme: 'sqlite', path: './.agentbus/bus.db' });
   });
 
+  it('opens redis:// and rediss:// URLs as the Redis Streams transport, without connecting', async () => {
+    expect(parseTransportUrl('redis://127.0.0.1:6379/2')).toEqual({ scheme: 'redis', url: 'redis://127.0.0.1:6379/2' });
+    expect(parseTransportUrl('rediss://cache.example:6380')).toEqual({
+      scheme: 'redis',
+      url: 'rediss://cache.example:6380',
+    });
+    const t = openTransport('redis://127.0.0.1:1', { redis: { keyPrefix: 'never-used' } });
+    expect(t).toBeInstanceOf(RedisTransport);
+    expect(t.name).toBe('redis');
+    await t.close();
+  });
+
   it.each([
-    ['redis://localhost:6379', /redis: transport \(@agentbus\/redis\) is not installed yet/],
+    ['redis://bad host', /is not a valid URL/],
     ['amqp://localhost', /amqp: transport \(@agentbus\/amqp\) is not installed yet/],
     ['nats://localhost:4222', /nats: transport \(@agentbus\/nats\) is not installed yet/],
     ['kafka://x', /unsupported transport URL 'kafka:\/\/x'; supported: memory:, sqlite:PATH/],
