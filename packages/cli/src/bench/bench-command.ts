@@ -66,9 +66,11 @@ const DESCRIPTION =
 
 /** `agentbus bench`: the transport comes from the global `--transport`. */
 export function registerBenchCommand(program: Command, ctx: CliContext): void {
-  addBenchOptions(program.command('bench').description(`${DESCRIPTION} (sqlite runs on temp files)`)).action(
-    (flags: BenchFlags, command: Command) => benchAction(ctx, transportUrlOf(command), flags),
-  );
+  addBenchOptions(
+    program
+      .command('bench')
+      .description(`${DESCRIPTION} (sqlite runs on temp files; redis:// also measures node-redis, ioredis and BullMQ)`),
+  ).action((flags: BenchFlags, command: Command) => benchAction(ctx, transportUrlOf(command), flags));
 }
 
 /** The standalone benchmark program behind `npm run bench`, same options as `agentbus bench`. */

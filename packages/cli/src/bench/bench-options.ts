@@ -2,7 +2,10 @@ import { ConfigError } from '@agentbus/core';
 
 /** What one benchmark run measures and how. */
 export interface BenchOptions {
-  /** `memory:` or `sqlite:…` (SQLite always runs on fresh temp files, never the named one). */
+  /**
+   * `memory:`, `sqlite:…` (SQLite always runs on fresh temp files, never the named one) or
+   * `redis://host:port[/db]` / `rediss://…` (on the named server, on keys of the run's own).
+   */
   readonly transport: string;
   /** Messages per phase (publish, drain, end-to-end). */
   readonly messages: number;

@@ -1,6 +1,7 @@
 import { renderTable, type Style } from '../output.js';
 import type { BenchOptions } from './bench-options.js';
 import type { SubjectResult } from './phases.js';
+import type { RedisPeerResults } from './redis-peers.js';
 
 /**
  * The result of one run; the JSON line `--json` prints. Field names are a contract with
@@ -38,6 +39,26 @@ export interface BenchReport {
   readonly ratio: number;
   readonly node: string;
   readonly platform: string;
+  // Only on redis:// runs, which measure both raw clients (`raw` is the faster by
+  // end-to-end throughput) and BullMQ, all at the same offered latency rate as agentbus.
+  /** `ioredis` or `node-redis`: the raw client the `raw_*` fields and `ratio` are of. */
+  readonly raw_client?: string;
+  readonly raw_ioredis_publish_per_s?: number;
+  readonly raw_ioredis_e2e_per_s?: number;
+  readonly raw_ioredis_p99_ms?: number;
+  readonly raw_node_redis_publish_per_s?: number;
+  readonly raw_node_redis_e2e_per_s?: number;
+  readonly raw_node_redis_p99_ms?: number;
+  readonly bullmq_publish_per_s?: number;
+  readonly bullmq_drain_per_s?: number;
+  readonly bullmq_e2e_per_s?: number;
+  readonly bullmq_p50_ms?: number;
+  readonly bullmq_p95_ms?: number;
+  readonly bullmq_p99_ms?: number;
+  /** Measured after agentbus and both raw clients in the same process. */
+  readonly bullmq_peak_rss_mb?: number;
+  /** `e2e_per_s / bullmq_e2e_per_s`. */
+  readonly bullmq_ratio?: number;
 }
 
 const round = (n: number, digits = 0) => {
@@ -45,8 +66,16 @@ const round = (n: number, digits = 0) => {
   return Math.round(n * f) / f;
 };
 
-/** Builds the report from the two measured subjects. */
-export function benchReport(o: BenchOptions, bus: SubjectResult, raw: SubjectResult): BenchReport {
+/**
+ * Builds the report from the measured subjects; `redis` (redis:// runs) adds both raw clients
+ * and BullMQ, and then `raw` must be the result of `redis.rawClient`.
+ */
+export function benchReport(
+  o: BenchOptions,
+  bus: SubjectResult,
+  raw: SubjectResult,
+  redis?: RedisPeerResults,
+): BenchReport {
   return {
     transport: o.transport,
     messages: o.messages,
@@ -75,14 +104,37 @@ export function benchReport(o: BenchOptions, bus: SubjectResult, raw: SubjectRes
     ratio: round(bus.e2ePerS / raw.e2ePerS, 3),
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
+    ...(redis && redisFields(bus, redis)),
   };
+}
+
+function redisFields(bus: SubjectResult, redis: RedisPeerResults) {
+  const { ioredis, 'node-redis': nodeRedis } = redis.rawByClient;
+  const { bullmq } = redis;
+  return {
+    raw_client: redis.rawClient,
+    raw_ioredis_publish_per_s: round(ioredis.publishPerS),
+    raw_ioredis_e2e_per_s: round(ioredis.e2ePerS),
+    raw_ioredis_p99_ms: round(ioredis.latency.p99Ms, 3),
+    raw_node_redis_publish_per_s: round(nodeRedis.publishPerS),
+    raw_node_redis_e2e_per_s: round(nodeRedis.e2ePerS),
+    raw_node_redis_p99_ms: round(nodeRedis.latency.p99Ms, 3),
+    bullmq_publish_per_s: round(bullmq.publishPerS),
+    bullmq_drain_per_s: round(bullmq.drainPerS),
+    bullmq_e2e_per_s: round(bullmq.e2ePerS),
+    bullmq_p50_ms: round(bullmq.latency.p50Ms, 3),
+    bullmq_p95_ms: round(bullmq.latency.p95Ms, 3),
+    bullmq_p99_ms: round(bullmq.latency.p99Ms, 3),
+    bullmq_peak_rss_mb: round(bullmq.peakRssMb, 1),
+    bullmq_ratio: round(bus.e2ePerS / bullmq.e2ePerS, 3),
+  } satisfies Partial<BenchReport>;
 }
 
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
 const ms = (n: number) => n.toFixed(3);
 const ratio = (a: number, b: number) => (b > 0 ? (a / b).toFixed(2) : '-');
 
-/** The human-readable table. */
+/** The human-readable table; with BullMQ figures (redis://) two more columns. */
 export function benchTable(r: BenchReport, style: Style): string[] {
   const rows: string[][] = [
     ['publish msg/s', int(r.publish_per_s), int(r.raw_publish_per_s), ratio(r.publish_per_s, r.raw_publish_per_s)],
@@ -93,13 +145,61 @@ export function benchTable(r: BenchReport, style: Style): string[] {
     ['latency p99 ms', ms(r.p99_ms), ms(r.raw_p99_ms), ''],
     ['peak RSS MB', r.peak_rss_mb.toFixed(1), r.raw_peak_rss_mb.toFixed(1), ''],
   ];
+  const headers = ['', 'agentbus', 'raw', 'agentbus/raw'];
+  const notes: string[] = [];
+  const b = bullmqColumns(r);
+  if (b) {
+    rows.forEach((row, i) => {
+      row.push(...(b[i] ?? ['', '']));
+    });
+    headers.push('BullMQ', 'agentbus/BullMQ');
+  }
+  if (r.raw_client && r.raw_ioredis_e2e_per_s !== undefined && r.raw_node_redis_e2e_per_s !== undefined) {
+    notes.push(
+      `raw = ${r.raw} (Redis Streams: pipelined XADD, XREADGROUP COUNT 500 + XACK), the faster end to end of ` +
+        `ioredis ${int(r.raw_ioredis_e2e_per_s)} and node-redis ${int(r.raw_node_redis_e2e_per_s)} msg/s`,
+    );
+  }
+  if (b) notes.push('BullMQ: addBulk, Workers with concurrency 100, no-op jobs removed on completion');
   return [
-    style.bold(`agentbus bench  ${r.transport}  vs ${r.raw}`),
+    style.bold(`agentbus bench  ${r.transport}  vs ${r.raw}${b ? ' and BullMQ' : ''}`),
     `${int(r.messages)} messages x ${int(r.size)} B (${r.codec}), ${r.consumers} consumers x ${r.concurrency} in flight, ` +
       `publish batches of ${r.batch}; latency at ${int(r.latency_rate_per_s)} msg/s offered (${int(r.latency_messages)} messages)`,
+    ...notes,
     '',
-    ...renderTable(['', 'agentbus', 'raw', 'agentbus/raw'], rows, ['left', 'right', 'right', 'right']),
+    ...renderTable(
+      headers,
+      rows,
+      headers.map((_, i) => (i === 0 ? 'left' : 'right')),
+    ),
     '',
-    style.dim(`${r.node} ${r.platform}; raw peak RSS is measured after the agentbus phases in the same process`),
+    style.dim(
+      `${r.node} ${r.platform}; raw${b ? ' and BullMQ' : ''} peak RSS is measured after the agentbus phases in the same process`,
+    ),
+  ];
+}
+
+/** BullMQ's cells per row of the table, or undefined when the run measured no BullMQ. */
+function bullmqColumns(r: BenchReport): string[][] | undefined {
+  const {
+    bullmq_publish_per_s: publish,
+    bullmq_drain_per_s: drain,
+    bullmq_e2e_per_s: e2e,
+    bullmq_p50_ms: p50,
+    bullmq_p95_ms: p95,
+    bullmq_p99_ms: p99,
+    bullmq_peak_rss_mb: rss,
+    bullmq_ratio: e2eRatio,
+  } = r;
+  if (publish === undefined || drain === undefined || e2e === undefined || e2eRatio === undefined) return undefined;
+  if (p50 === undefined || p95 === undefined || p99 === undefined || rss === undefined) return undefined;
+  return [
+    [int(publish), ratio(r.publish_per_s, publish)],
+    [int(drain), ratio(r.drain_per_s, drain)],
+    [int(e2e), e2eRatio.toFixed(2)],
+    [ms(p50), ''],
+    [ms(p95), ''],
+    [ms(p99), ''],
+    [rss.toFixed(1), ''],
   ];
 }

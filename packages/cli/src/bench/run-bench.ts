@@ -7,17 +7,21 @@ import { AgentbusSubject } from './agentbus-subject.js';
 import { type BenchOptions, resolveBenchOptions } from './bench-options.js';
 import { type BenchReport, benchReport } from './bench-report.js';
 import type { BenchSubject } from './bench-subject.js';
-import { measureSubject } from './phases.js';
+import { measureSubject, type SubjectResult } from './phases.js';
 import { RawMemorySubject } from './raw-memory-subject.js';
 import { RawSqliteSubject } from './raw-sqlite-subject.js';
+import { deleteKeysMatching, redactRedisUrl } from './redis-clients.js';
+import { measureRedisPeers } from './redis-peers.js';
 
 type Backend =
   | { readonly kind: 'memory' }
-  | { readonly kind: 'sqlite'; readonly inMemory: boolean; readonly ignoredPath?: string };
+  | { readonly kind: 'sqlite'; readonly inMemory: boolean; readonly ignoredPath?: string }
+  | { readonly kind: 'redis'; readonly url: string; readonly shown: string };
 
 /** `sqlite:` alone is fine here: the benchmark picks its own files. */
 function backendOf(url: string): Backend {
   if (url === 'sqlite:') return { kind: 'sqlite', inMemory: false };
+  if (/^rediss?:/i.test(url)) return redisBackend(url);
   const parsed = parseTransportUrl(url);
   if (parsed.scheme === 'memory') return { kind: 'memory' };
   if (parsed.scheme === 'sqlite') {
@@ -25,12 +29,33 @@ function backendOf(url: string): Backend {
       ? { kind: 'sqlite', inMemory: true }
       : { kind: 'sqlite', inMemory: false, ignoredPath: parsed.path };
   }
-  throw new ConfigError(`the benchmark supports memory: and sqlite: so far, not ${url}`, { path: 'transport' });
+  throw new ConfigError(`the benchmark supports memory:, sqlite: and redis:// so far, not ${url}`, {
+    path: 'transport',
+  });
+}
+
+/** `redis://[user:password@]host[:port][/db]` or `rediss://…`; the password never reaches a report. */
+function redisBackend(url: string): Backend {
+  const usage = 'write redis://host:port[/db] or rediss://host:port[/db]';
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigError(`'${url}' is not a valid Redis URL; ${usage}`, { path: 'transport' });
+  }
+  const db = parsed.pathname.replace(/^\//, '');
+  if (parsed.hostname === '' || !/^\d*$/.test(db) || parsed.search !== '' || parsed.hash !== '') {
+    throw new ConfigError(`'${parsed.protocol}//${parsed.host}${parsed.pathname}' is not a Redis URL; ${usage}`, {
+      path: 'transport',
+    });
+  }
+  return { kind: 'redis', url, shown: redactRedisUrl(url) };
 }
 
 /** What the report names: the backend actually measured, not a database file it never opened. */
 function reportedTransport(backend: Backend): string {
   if (backend.kind === 'memory') return 'memory:';
+  if (backend.kind === 'redis') return backend.shown;
   return backend.inMemory ? 'sqlite::memory:' : 'sqlite:';
 }
 
@@ -38,6 +63,8 @@ function reportedTransport(backend: Backend): string {
  * Measures agentbus on `options.transport` and the raw client for the same backend, one
  * after the other in this process, and reports them side by side. SQLite runs on fresh files
  * in a temp directory that is removed afterwards; the database the URL names is never opened.
+ * Redis runs on the named server, on keys of its own that are deleted afterwards, and also
+ * measures both raw clients (ioredis, node-redis; the faster is `raw`) and BullMQ.
  */
 export async function runBench(
   input: Partial<BenchOptions> = {},
@@ -51,7 +78,7 @@ export async function runBench(
   let dir: string | undefined;
   let report: BenchReport;
   try {
-    let busUrl = 'memory:';
+    let busUrl = backend.kind === 'redis' ? backend.url : 'memory:';
     let rawPath = ':memory:';
     if (backend.kind === 'sqlite') {
       if (backend.inMemory) busUrl = 'sqlite::memory:';
@@ -85,14 +112,38 @@ async function measureBoth(
   log: (text: string) => void,
   signal: AbortSignal | undefined,
 ): Promise<BenchReport> {
-  const runId = Date.now().toString(36);
-  const bus = createBus({ transport: openTransport(busUrl), source: 'bench', codec: codecByName(o.codec) });
+  // Random too on a shared server: two runs may start in the same millisecond there.
+  const runId =
+    backend.kind === 'redis'
+      ? `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
+      : Date.now().toString(36);
+  // On Redis agentbus keeps its keys (registries included) under a prefix of the run's own.
+  const transport = openTransport(
+    busUrl,
+    backend.kind === 'redis' ? { redis: { keyPrefix: agentbusKeyPrefix(runId) } } : {},
+  );
+  const bus = createBus({ transport, source: 'bench', codec: codecByName(o.codec) });
   const agentbus = new AgentbusSubject(bus, { concurrency: o.concurrency, runId, size: o.size });
   subjects.push(agentbus);
-  const busResult = await measureSubject(agentbus, o, (e2e) => o.rate ?? e2e * o.rateFraction, log, signal);
+  let busResult: SubjectResult;
+  try {
+    busResult = await measureSubject(agentbus, o, (e2e) => o.rate ?? e2e * o.rateFraction, log, signal);
+  } catch (err) {
+    if (backend.kind === 'redis') {
+      // The caller closes it again and reports `err`; its keys need it closed first.
+      await agentbus.close().catch(() => {});
+      await removeAgentbusKeys(backend.url, runId, log);
+    }
+    throw err;
+  }
   // Closed before the raw run starts, so its timers and statements do not run beside it.
   await agentbus.close();
+  if (backend.kind === 'redis') await removeAgentbusKeys(backend.url, runId, log);
 
+  if (backend.kind === 'redis') {
+    const peers = await measureRedisPeers(o, backend.url, runId, busResult.latency.ratePerS, subjects, log, signal);
+    return benchReport(o, busResult, peers.rawByClient[peers.rawClient], peers);
+  }
   const raw =
     backend.kind === 'memory'
       ? new RawMemorySubject(o.size, o.concurrency)
@@ -101,6 +152,24 @@ async function measureBoth(
   // Same offered rate as agentbus, so the latencies compare like for like.
   const rawResult = await measureSubject(raw, o, () => busResult.latency.ratePerS, log, signal);
   return benchReport(o, busResult, rawResult);
+}
+
+/** The Redis transport's `keyPrefix` for one run: none of its keys is shared with a real bus. */
+const agentbusKeyPrefix = (runId: string) => `bench:agentbus:${runId}`;
+
+/**
+ * The transport keeps streams, groups and registries on the server after the bus closes; they
+ * all sit under the run's key prefix. Never throws: a failed cleanup must not hide the
+ * outcome of the run, so it is logged.
+ */
+async function removeAgentbusKeys(url: string, runId: string, log: (text: string) => void): Promise<void> {
+  const match = `${agentbusKeyPrefix(runId)}:*`;
+  try {
+    const n = await deleteKeysMatching(url, [match]);
+    log(`agentbus: deleted ${n} Redis keys of run ${runId} (${match})`);
+  } catch (err) {
+    log(`agentbus: could not delete the Redis keys of run ${runId} (${match}): ${String(err)}`);
+  }
 }
 
 /** Closes every subject (close is idempotent); resolves with the first error rather than throwing it. */
