@@ -1,12 +1,13 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { ResolvedRedisOptions } from './options.js';
-import { ACK, BURY, CLAIM, DECLARE, EXTEND, REPLAY, REQUEUE, TRIM } from './scripts.js';
+import { ACK, BURY, CLAIM, DECLARE, EXTEND, PUBLISH, REPLAY, REQUEUE, TRIM } from './scripts.js';
 
 /** A script reply in Buffer mode: nested arrays of Buffers and integers. */
 export type Reply = Buffer | number | null | Reply[];
 
 /** The scripts, registered on a client with `defineCommand` (EVALSHA, EVAL on NOSCRIPT). */
 export interface ScriptCommands {
+  agentbusPublish(numKeys: number, ...args: (string | number | Buffer)[]): Promise<number>;
   agentbusClaimBuffer(numKeys: number, ...args: (string | number)[]): Promise<Reply>;
   agentbusAck(numKeys: number, ...args: (string | number)[]): Promise<number>;
   agentbusExtend(numKeys: number, ...args: (string | number)[]): Promise<number>;
@@ -20,6 +21,7 @@ export interface ScriptCommands {
 export type Client = (Redis | Cluster) & ScriptCommands;
 
 const SCRIPTS = {
+  agentbusPublish: PUBLISH,
   agentbusClaim: CLAIM,
   agentbusAck: ACK,
   agentbusExtend: EXTEND,
@@ -60,6 +62,22 @@ export function createClient(o: ResolvedRedisOptions): Client {
     ...o.redisOptions,
   };
   return withScripts(new Redis(o.url, options));
+}
+
+/**
+ * The consumers' connection: claims and settles, kept apart from publishes so that a claim never
+ * waits behind a large publish batch in the same TCP stream.
+ */
+export function consumerClient(client: Redis | Cluster, o: ResolvedRedisOptions): Client {
+  if (client instanceof Cluster) return withScripts(client.duplicate());
+  return withScripts(
+    client.duplicate({
+      lazyConnect: true,
+      enableAutoPipelining: true,
+      maxRetriesPerRequest: 10,
+      retryStrategy: retryStrategy(o),
+    }),
+  );
 }
 
 /** A connection of its own for blocking reads and pub/sub, same server and options. */

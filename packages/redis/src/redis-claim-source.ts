@@ -20,6 +20,7 @@ const KEYS_PER_TOPIC = 12;
 /** Delayed entries moved into a retry stream per topic and claim, at most. */
 const MOVE_LIMIT = 100;
 const BELL_RETRY_MS = 200;
+const EMPTY = Buffer.alloc(0);
 
 /** What a claim source needs of its transport. */
 export interface SourceContext extends LeaseContext {
@@ -137,16 +138,18 @@ export class RedisClaimSource implements ClaimSource {
       } catch (err) {
         throw toBusError(err, 'claim');
       }
-      const [serverNow, nextDue, entries, tails] = reply as [number, number, Reply[][], Reply[]];
+      const [serverNow, nextDue, packed, tails] = reply as [number, number, Buffer, Reply[]];
       if (nextDue >= 0) {
         const inMs = Math.max(0, nextDue - serverNow);
         if (nextDueIn < 0 || inMs < nextDueIn) nextDueIn = inMs;
       }
-      for (const e of entries) {
-        const d = await this.#delivery(topics, keys, e);
+      let o = 0;
+      while (o < packed.length) {
+        const [d, next] = await this.#delivery(topics, keys, packed, o);
+        o = next;
         if (d) out.push(d);
       }
-      if (entries.length === 0 && partitions.length === 1) this.#idle(keys, tails);
+      if (packed.length === 0 && partitions.length === 1) this.#idle(keys, tails);
     }
     if (nextDueIn >= 0) this.#wakeIn(nextDueIn);
     return out;
@@ -169,45 +172,61 @@ export class RedisClaimSource implements ClaimSource {
     await this.#bellLoop;
   }
 
-  async #delivery(topics: string[], keys: string[], e: Reply[]): Promise<ManagedDelivery | undefined> {
-    const idx = (e[0] as number) - 1;
-    const entryId = text(e[1] as Reply);
-    const count = e[2] as number;
-    const fields = e[3] as Buffer[];
+  /** Reads one claimed entry (see the claim script's frame) at `o`; returns it and where the next starts. */
+  async #delivery(
+    topics: string[],
+    keys: string[],
+    buf: Buffer,
+    start: number,
+  ): Promise<[ManagedDelivery | undefined, number]> {
+    let o = start;
+    const idx = buf.readUInt32BE(o) - 1;
+    const count = buf.readUInt32BE(o + 4);
+    const idLength = buf.readUInt16BE(o + 8);
+    o += 10;
+    const entryId = buf.toString('latin1', o, o + idLength);
+    o += idLength;
+    const pairs = buf.readUInt16BE(o);
+    o += 2;
     const topic = topics[Math.floor(idx / KEYS_PER_TOPIC)] as string;
-    const slot = idx % KEYS_PER_TOPIC;
     let id = '';
-    let body: Buffer = Buffer.alloc(0);
+    let body: Buffer = EMPTY;
     let headers: Record<string, string> = {};
     let expiresAtMs: number | undefined;
-    let priority = MAX_PRIORITY - slot;
+    let priority = MAX_PRIORITY - (idx % KEYS_PER_TOPIC);
     let publishedAtMs = Number(entryId.slice(0, entryId.indexOf('-')));
     let made = 0;
-    for (let k = 0; k + 1 < fields.length; k += 2) {
-      const v = fields[k + 1] as Buffer;
-      switch ((fields[k] as Buffer).toString('latin1')) {
-        case 'i':
-          id = v.toString('utf8');
+    for (let k = 0; k < pairs; k++) {
+      const nameLength = buf.readUInt16BE(o);
+      const name = nameLength === 1 ? buf[o + 2] : 0;
+      o += 2 + nameLength;
+      const valueLength = buf.readUInt32BE(o);
+      o += 4;
+      const end = o + valueLength;
+      switch (name) {
+        case 0x69: // i
+          id = buf.toString('utf8', o, end);
           break;
-        case 'b':
-          body = v;
+        case 0x62: // b
+          body = buf.subarray(o, end);
           break;
-        case 'h':
-          headers = parseHeaders(v.toString('utf8'));
+        case 0x68: // h
+          headers = parseHeaders(buf.toString('utf8', o, end));
           break;
-        case 'x':
-          if (v.length > 0) expiresAtMs = Number(v.toString('latin1'));
+        case 0x78: // x
+          if (valueLength > 0) expiresAtMs = Number(buf.toString('latin1', o, end));
           break;
-        case 'p':
-          priority = Number(v.toString('latin1'));
+        case 0x70: // p
+          priority = Number(buf.toString('latin1', o, end));
           break;
-        case 't':
-          publishedAtMs = Number(v.toString('latin1'));
+        case 0x74: // t
+          publishedAtMs = Number(buf.toString('latin1', o, end));
           break;
-        case 'a':
-          made = Number(v.toString('latin1'));
+        case 0x61: // a
+          made = Number(buf.toString('latin1', o, end));
           break;
       }
+      o = end;
     }
     const attempt = made + count;
     const lease = new RedisLease(this.ctx, {
@@ -223,10 +242,10 @@ export class RedisClaimSource implements ClaimSource {
     });
     if (expiresAtMs !== undefined && expiresAtMs <= this.ctx.clock.now()) {
       await lease.bury('expired', `expired at ${new Date(expiresAtMs).toISOString()}`, attempt - 1);
-      return undefined;
+      return [undefined, o];
     }
     const message: InboundMessage = { id, topic, body, headers, priority, expiresAtMs, publishedAtMs };
-    return new ManagedDelivery(message, this.group, attempt, lease);
+    return [new ManagedDelivery(message, this.group, attempt, lease), o];
   }
 
   #wakeIn(ms: number): void {

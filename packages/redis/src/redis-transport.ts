@@ -17,7 +17,7 @@ import {
   ValidationError,
 } from '@agentbus/core';
 import type { Cluster, Redis } from 'ioredis';
-import { type Client, createClient, duplicateClient, isCluster, withScripts } from './connection.js';
+import { type Client, consumerClient, createClient, duplicateClient, isCluster, withScripts } from './connection.js';
 import { parseGroupEntry } from './group-registry.js';
 import { RedisKeys } from './keys.js';
 import { type RedisTransportOptions, type ResolvedRedisOptions, resolveRedisOptions } from './options.js';
@@ -37,8 +37,46 @@ const CAPABILITIES: TransportCapabilities = Object.freeze({
   deadLetterReplay: true,
 });
 
-function toBuffer(b: Uint8Array): Buffer {
-  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+/**
+ * Packs a batch for the publish script: its distinct stream keys, and per message the index of
+ * its key, id, headers, expiry and body, length-prefixed, in one buffer (one argument instead of
+ * four per message).
+ */
+function packBatch(msgs: readonly TransportMessage[], names: RedisKeys): { keys: string[]; packed: Buffer } {
+  const keys: string[] = [];
+  const index = new Map<string, number>();
+  const heads: Buffer[] = new Array(msgs.length);
+  let total = 0;
+  msgs.forEach((m, i) => {
+    const key = names.stream(m.topic, m.priority);
+    let k = index.get(key);
+    if (k === undefined) {
+      k = keys.push(key);
+      index.set(key, k);
+    }
+    const id = Buffer.from(m.id, 'utf8');
+    const headers = Buffer.from(JSON.stringify(m.headers), 'utf8');
+    const expiry = m.expiresAtMs === undefined ? '' : String(m.expiresAtMs);
+    const head = Buffer.allocUnsafe(4 + id.length + 4 + headers.length + 2 + expiry.length + 4);
+    let o = head.writeUInt16BE(k, 0);
+    o = head.writeUInt16BE(id.length, o);
+    o += id.copy(head, o);
+    o = head.writeUInt32BE(headers.length, o);
+    o += headers.copy(head, o);
+    o = head.writeUInt16BE(expiry.length, o);
+    o += head.write(expiry, o, 'latin1');
+    head.writeUInt32BE(m.body.byteLength, o);
+    heads[i] = head;
+    total += head.length + m.body.byteLength;
+  });
+  const packed = Buffer.allocUnsafe(total);
+  let o = 0;
+  msgs.forEach((m, i) => {
+    o += (heads[i] as Buffer).copy(packed, o);
+    packed.set(m.body, o);
+    o += m.body.byteLength;
+  });
+  return { keys, packed };
 }
 
 /**
@@ -61,6 +99,7 @@ export class RedisTransport implements Transport {
   readonly #knownDeadLetters = new Set<string>();
   readonly #retention: RetentionPass;
   #client: Client | undefined;
+  #consumer: Client | undefined;
   #connecting: Promise<Client> | undefined;
   #announcements: Redis | Cluster | undefined;
   #trimTimer: NodeJS.Timeout | undefined;
@@ -70,7 +109,7 @@ export class RedisTransport implements Transport {
     this.#options = resolveRedisOptions(options);
     this.keys = new RedisKeys(this.#options.keyPrefix);
     this.#owned = this.#options.client === undefined;
-    this.#batcher = new SettleBatcher(() => this.#ready());
+    this.#batcher = new SettleBatcher(() => this.#consumerReady());
     this.deadLetters = new RedisDeadLetterStore(() => this.#connect(), this.keys);
     this.#retention = new RetentionPass(() => this.#connect(), this.keys, this.#options.retention.maxAgeMs);
   }
@@ -92,36 +131,31 @@ export class RedisTransport implements Transport {
     }
     const c = await this.#connect();
     const newTopics = [...new Set(batch.map((m) => m.topic))].filter((t) => !this.#knownTopics.has(t));
-    // One MULTI on a single server: the batch is stored whole or not at all.
-    const tx = isCluster(c) ? c.pipeline() : c.multi();
-    for (const t of newTopics) tx.sadd(this.keys.topics, t);
+    // One script per batch (per topic on a cluster, where a script stays in one slot): the batch
+    // is stored whole or not at all, and the client builds one command instead of one per message.
+    const groups = new Map<string, TransportMessage[]>();
     for (const m of batch) {
-      tx.xadd(
-        this.keys.stream(m.topic, m.priority),
-        '*',
-        'i',
-        m.id,
-        'b',
-        toBuffer(m.body),
-        'h',
-        JSON.stringify(m.headers),
-        'x',
-        m.expiresAtMs === undefined ? '' : String(m.expiresAtMs),
-      );
+      const slot = isCluster(c) ? m.topic : '';
+      const list = groups.get(slot);
+      if (list) list.push(m);
+      else groups.set(slot, [m]);
     }
-    let results: [Error | null, unknown][] | null;
+    let added: number[];
     try {
-      results = await tx.exec();
+      added = await Promise.all([
+        ...newTopics.map((t) => c.sadd(this.keys.topics, t)),
+        ...[...groups.values()].map((msgs) => {
+          const { keys, packed } = packBatch(msgs, this.keys);
+          return c.agentbusPublish(keys.length, ...keys, packed);
+        }),
+      ]);
     } catch (err) {
       throw toBusError(err, 'publish');
     }
-    if (!results) throw toBusError(new Error('transaction aborted'), 'publish');
-    const failed = results.find(([err]) => err);
-    if (failed) throw toBusError(failed[0], 'publish');
     newTopics.forEach((t, i) => {
       this.#knownTopics.add(t);
       // The first publish to a topic tells pattern subscribers elsewhere at once.
-      if (results?.[i]?.[1] === 1) c.publish(this.keys.topicChannel, t).catch(() => {});
+      if (added[i] === 1) c.publish(this.keys.topicChannel, t).catch(() => {});
     });
     for (const s of this.#sources) {
       if (batch.some((m) => s.matches(m.topic))) s.wake();
@@ -214,9 +248,11 @@ export class RedisTransport implements Transport {
     clearInterval(this.#trimTimer);
     await Promise.all([...this.#subscriptions].map((s) => s.close()));
     await Promise.all([...this.#sources].map((s) => s.stopped()));
-    this.#batcher.flush();
+    // Pending acks reach the server before the connection goes.
+    await this.#batcher.flush();
     const client = this.#client ?? (await this.#connecting?.catch(() => undefined));
     this.#announcements?.disconnect();
+    if (this.#consumer) await this.#consumer.quit().catch(() => this.#consumer?.disconnect());
     if (client && this.#owned) {
       // Let pending settles reach the server before the connection goes.
       await client.quit().catch(() => client.disconnect());
@@ -230,6 +266,16 @@ export class RedisTransport implements Transport {
   #ready(): Client {
     if (!this.#client) throw new ClosedError('transport is not connected');
     return this.#client;
+  }
+
+  /** The consumers' connection (claims, acks, lease renewals), opened on first use. */
+  #consumerReady(): Client {
+    if (!this.#consumer) {
+      const c = consumerClient(this.#ready(), this.#options);
+      c.on('error', () => {});
+      this.#consumer = c;
+    }
+    return this.#consumer;
   }
 
   #connect(): Promise<Client> {
@@ -299,7 +345,7 @@ export class RedisTransport implements Transport {
       pollIntervalMs: o.pollIntervalMs,
       blockMs: o.blockMs,
       discoveryIntervalMs: o.discoveryIntervalMs,
-      client: () => this.#ready(),
+      client: () => this.#consumerReady(),
       duplicate: () => duplicateClient(this.#ready(), o),
       registerDeadLetters: async (key) => {
         if (this.#knownDeadLetters.has(key)) return;

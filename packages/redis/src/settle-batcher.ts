@@ -8,7 +8,8 @@ interface Batch {
   readonly key: string;
   readonly group: string;
   readonly consumer: string;
-  readonly args: (string | number)[];
+  /** `id count` per lease. */
+  readonly leases: string[];
   readonly waiters: { resolve: () => void; reject: (err: unknown) => void }[];
 }
 
@@ -23,6 +24,7 @@ export class SettleBatcher {
   readonly #client: () => Client;
   #batches = new Map<string, Batch>();
   #scheduled: NodeJS.Immediate | undefined;
+  readonly #inFlight = new Set<Promise<number>>();
 
   constructor(client: () => Client) {
     this.#client = client;
@@ -31,12 +33,12 @@ export class SettleBatcher {
   add(op: BatchedOp, key: string, group: string, consumer: string, id: string, count: number): Promise<void> {
     const slot = `${op}\n${key}\n${group}\n${consumer}`;
     let batch = this.#batches.get(slot);
-    if (!batch || batch.args.length >= MAX_PER_CALL * 2) {
+    if (!batch || batch.leases.length >= MAX_PER_CALL) {
       if (batch) this.#send(batch);
-      batch = { op, key, group, consumer, args: [], waiters: [] };
+      batch = { op, key, group, consumer, leases: [], waiters: [] };
       this.#batches.set(slot, batch);
     }
-    batch.args.push(id, count);
+    batch.leases.push(`${id} ${count}`);
     this.#scheduled ??= setImmediate(() => this.flush());
     const b = batch;
     return new Promise<void>((resolve, reject) => {
@@ -44,26 +46,30 @@ export class SettleBatcher {
     });
   }
 
-  /** Sends everything collected so far. */
-  flush(): void {
+  /** Sends everything collected so far; resolves once every call sent has been answered. */
+  flush(): Promise<void> {
     if (this.#scheduled) clearImmediate(this.#scheduled);
     this.#scheduled = undefined;
     const batches = this.#batches;
     this.#batches = new Map();
-    for (const b of batches.values()) this.#send(b);
+    const sent = [...batches.values()].map((b) => this.#send(b));
+    return Promise.allSettled([...this.#inFlight, ...sent]).then(() => {});
   }
 
-  #send(b: Batch): void {
+  #send(b: Batch): Promise<number> {
     let sent: Promise<number>;
     try {
       const client = this.#client();
+      const leases = b.leases.join(' ');
       sent =
         b.op === 'ack'
-          ? client.agentbusAck(1, b.key, b.group, b.consumer, ...b.args)
-          : client.agentbusExtend(1, b.key, b.group, b.consumer, ...b.args);
+          ? client.agentbusAck(1, b.key, b.group, b.consumer, leases)
+          : client.agentbusExtend(1, b.key, b.group, b.consumer, leases);
     } catch (err) {
       sent = Promise.reject(err);
     }
+    this.#inFlight.add(sent);
+    sent.finally(() => this.#inFlight.delete(sent)).catch(() => {});
     sent.then(
       () => {
         for (const w of b.waiters) w.resolve();
@@ -73,5 +79,6 @@ export class SettleBatcher {
         for (const w of b.waiters) w.reject(error);
       },
     );
+    return sent;
   }
 }
