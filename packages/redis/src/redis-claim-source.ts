@@ -34,6 +34,13 @@ export interface SourceContext extends LeaseContext {
   duplicate(): Redis | Cluster;
 }
 
+/** The keys of one claim call (a script stays in one slot on a cluster: one topic per call there). */
+interface Partition {
+  readonly topics: readonly string[];
+  readonly keys: readonly string[];
+  readonly since: readonly string[];
+}
+
 /** A unique consumer name per subscription: the lease owner in the group's pending entries. */
 function consumerName(): string {
   return `${hostname()}:${process.pid}:${randomBytes(6).toString('hex')}`;
@@ -65,6 +72,7 @@ export class RedisClaimSource implements ClaimSource {
   #bellLoop: Promise<void> | undefined;
   #idleWaiter: ((tails: Map<string, string>) => void) | undefined;
   #topicsChanged = false;
+  #partitions: Partition[] | undefined;
   #idleTails: Map<string, string> | undefined;
 
   constructor(
@@ -114,22 +122,14 @@ export class RedisClaimSource implements ClaimSource {
       minIdle = this.ackTimeoutMs;
       this.#lastReclaimAt = now;
     }
-    const partitions = this.ctx.clustered ? this.#topics.map((t) => [t]) : [this.#topics];
+    this.#partitions ??= this.#partition();
+    // Topics may change while a claim is out: this claim keeps the list it started with.
+    const partitions = this.#partitions;
     const out: ManagedDelivery[] = [];
     let nextDueIn = -1;
-    for (const topics of partitions) {
+    for (const { topics, keys, since } of partitions) {
       const room = max - out.length;
       if (room <= 0) break;
-      const keys: string[] = [];
-      const since: string[] = [];
-      for (const t of topics) {
-        keys.push(
-          ...this.ctx.keys.streams(t),
-          this.ctx.keys.retry(t, this.group),
-          this.ctx.keys.delayed(t, this.group),
-        );
-        since.push(this.#since.get(t) ?? '0');
-      }
       let reply: Reply;
       try {
         reply = await this.ctx
@@ -155,6 +155,24 @@ export class RedisClaimSource implements ClaimSource {
     return out;
   }
 
+  /** The keys and start ids of each claim call: all topics at once, or one topic per call on a cluster. */
+  #partition(): Partition[] {
+    const groups = this.ctx.clustered ? this.#topics.map((t) => [t]) : [this.#topics];
+    return groups.map((topics) => {
+      const keys: string[] = [];
+      const since: string[] = [];
+      for (const t of topics) {
+        keys.push(
+          ...this.ctx.keys.streams(t),
+          this.ctx.keys.retry(t, this.group),
+          this.ctx.keys.delayed(t, this.group),
+        );
+        since.push(this.#since.get(t) ?? '0');
+      }
+      return { topics, keys, since };
+    });
+  }
+
   release(d: ManagedDelivery, handedOut: boolean): Promise<void> {
     return (d.lease as RedisLease).release(handedOut);
   }
@@ -174,8 +192,8 @@ export class RedisClaimSource implements ClaimSource {
 
   /** Reads one claimed entry (see the claim script's frame) at `o`; returns it and where the next starts. */
   async #delivery(
-    topics: string[],
-    keys: string[],
+    topics: readonly string[],
+    keys: readonly string[],
     buf: Buffer,
     start: number,
   ): Promise<[ManagedDelivery | undefined, number]> {
@@ -262,6 +280,7 @@ export class RedisClaimSource implements ClaimSource {
       since.set(t, ms === undefined ? '$' : startId(ms));
     }
     this.#since = since;
+    this.#partitions = undefined;
     // The doorbell reads a fixed key list: interrupt it so it picks up the new streams.
     this.#topicsChanged = true;
     this.#idleTails = undefined;
@@ -352,7 +371,7 @@ export class RedisClaimSource implements ClaimSource {
     });
   }
 
-  #idle(keys: string[], tails: Reply[]): void {
+  #idle(keys: readonly string[], tails: Reply[]): void {
     const map = new Map<string, string>();
     keys.forEach((k, i) => {
       const t = tails[i];
