@@ -29,20 +29,20 @@ local function owned(key, group, consumer, id, count)
   if type(p) ~= 'table' or p.err or p[1] == nil then return false end
   return p[1][2] == consumer and p[1][4] == count
 end
--- id -> delivery count of the entries \`consumer\` holds between the lowest and highest id of
--- \`leases\` (\`id count id count …\`): one XPENDING for a whole batch of settles.
-local function held_by(key, group, consumer, leases)
+-- id -> { owner, delivery count } of the pending entries between the lowest and highest id of
+-- \`leases\` (\`consumer id count …\`): one XPENDING for a whole batch of settles.
+local function pending_of(key, group, leases)
   local lo, hi, n = nil, nil, 0
-  for id in string.gmatch(leases, '(%S+) %S+') do
+  for id in string.gmatch(leases, '%S+ (%S+) %S+') do
     if lo == nil or compare(id, lo) < 0 then lo = id end
     if hi == nil or compare(id, hi) > 0 then hi = id end
     n = n + 1
   end
   local held = {}
   if n == 0 then return held end
-  local p = redis.pcall('XPENDING', key, group, lo, hi, 1000000, consumer)
+  local p = redis.pcall('XPENDING', key, group, lo, hi, 1000000)
   if type(p) ~= 'table' or p.err then return held end
-  for _, e in ipairs(p) do held[e[1]] = e[4] end
+  for _, e in ipairs(p) do held[e[1]] = e end
   return held
 end
 local function ensure_retry(rkey, group)
@@ -73,7 +73,9 @@ end
  * Order: due delayed entries move into the retry streams; entries idle past minIdleMs are
  * reclaimed (crashed consumers); then retry streams; then new entries, priority 9 to 0.
  * Returns { server now ms, next due time of a delayed entry or -1, the claimed entries packed into
- * one string (see frame), tails }; tails (when nothing was claimed) are the newest entry id of each key.
+ * one string (see frame), tails, fast }; tails (when nothing was claimed) are the newest entry id of
+ * each key; fast is the key index of the one stream a single-topic subscription may read directly
+ * for a while (0: none).
  */
 export const CLAIM = `${HELPERS}
 local group, consumer = ARGV[1], ARGV[2]
@@ -137,19 +139,23 @@ local function reclaim(idx)
   end
 end
 
+-- Reads up to \`room\` new entries; true when the stream has no more new ones for the group.
 local function read_new(idx, since)
   local key = KEYS[idx]
-  if room <= 0 or redis.call('EXISTS', key) == 0 then return end
+  if redis.call('EXISTS', key) == 0 then return true end
+  if room <= 0 then return false end
   local r = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', room, 'STREAMS', key, '>')
   if type(r) == 'table' and r.err then
     redis.pcall('XGROUP', 'CREATE', key, group, since)
     r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', room, 'STREAMS', key, '>')
   end
-  if not r then return end
+  if not r then return true end
+  local asked = room
   for _, e in ipairs(r[1][2]) do
     out[#out + 1] = frame(idx, e[1], 1, e[2])
   end
   room = room - #r[1][2]
+  return #r[1][2] < asked
 end
 
 if min_idle > 0 then
@@ -157,9 +163,23 @@ if min_idle > 0 then
     for j = 1, 11 do reclaim(i * 12 + j) end
   end
 end
-for i = 0, ntopics - 1 do read_new(i * 12 + 11, '0') end
+local retries_done = true
+for i = 0, ntopics - 1 do
+  if not read_new(i * 12 + 11, '0') then retries_done = false end
+end
 for j = 1, 10 do
   for i = 0, ntopics - 1 do read_new(i * 12 + j, ARGV[5 + i + 1]) end
+end
+-- One topic whose messages all use one priority, no retries or delayed entries waiting: the
+-- client may read that stream directly (XREADGROUP) until its next full claim.
+local fast = 0
+if ntopics == 1 and next_due < 0 and retries_done then
+  for j = 1, 10 do
+    if redis.call('EXISTS', KEYS[j]) == 1 then
+      if fast == 0 then fast = j else fast = -1 end
+    end
+  end
+  if fast < 0 then fast = 0 end
 end
 -- Nothing claimable: report each stream's newest id, so a blocking read from there misses nothing.
 local tails = {}
@@ -173,7 +193,7 @@ if #out == 0 then
     end
   end
 end
-return { now, next_due, table.concat(out), tails }
+return { now, next_due, table.concat(out), tails, fast }
 `;
 
 /**
@@ -198,15 +218,16 @@ return n
 `;
 
 /**
- * Acks the leases still held. KEYS[1] stream. ARGV: group, consumer, then `id count id count …`
- * (one space-separated string). Returns how many were acked.
+ * Acks the leases still held. KEYS[1] stream. ARGV: group, then \`consumer id count …\` (one
+ * space-separated string; leases of several consumers of the group). Returns how many were acked.
  */
 export const ACK = `${HELPERS}
-local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
-local held = held_by(key, group, consumer, ARGV[3])
+local key, group = KEYS[1], ARGV[1]
+local pending = pending_of(key, group, ARGV[2])
 local ids = {}
-for id, count in string.gmatch(ARGV[3], '(%S+) (%S+)') do
-  if held[id] == tonumber(count) then ids[#ids + 1] = id end
+for consumer, id, count in string.gmatch(ARGV[2], '(%S+) (%S+) (%S+)') do
+  local e = pending[id]
+  if e and e[2] == consumer and e[4] == tonumber(count) then ids[#ids + 1] = id end
 end
 if #ids > 0 then redis.call('XACK', key, group, unpack(ids)) end
 return #ids
@@ -214,19 +235,30 @@ return #ids
 
 /**
  * Renews the leases still held (resets their idle time, keeps the delivery count).
- * KEYS[1] stream. ARGV: group, consumer, then `id count id count …`. Returns how many.
+ * KEYS[1] stream. ARGV: group, then \`consumer id count …\`. Returns how many.
  */
 export const EXTEND = `${HELPERS}
-local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
-local held = held_by(key, group, consumer, ARGV[3])
-local cmd = { 'XCLAIM', key, group, consumer, 0 }
-for id, count in string.gmatch(ARGV[3], '(%S+) (%S+)') do
-  if held[id] == tonumber(count) then cmd[#cmd + 1] = id end
+local key, group = KEYS[1], ARGV[1]
+local pending = pending_of(key, group, ARGV[2])
+local by_consumer = {}
+local n = 0
+for consumer, id, count in string.gmatch(ARGV[2], '(%S+) (%S+) (%S+)') do
+  local e = pending[id]
+  if e and e[2] == consumer and e[4] == tonumber(count) then
+    local cmd = by_consumer[consumer]
+    if not cmd then
+      cmd = { 'XCLAIM', key, group, consumer, 0 }
+      by_consumer[consumer] = cmd
+    end
+    cmd[#cmd + 1] = id
+    n = n + 1
+  end
 end
-if #cmd == 5 then return 0 end
-cmd[#cmd + 1] = 'JUSTID'
-redis.call(unpack(cmd))
-return #cmd - 6
+for _, cmd in pairs(by_consumer) do
+  cmd[#cmd + 1] = 'JUSTID'
+  redis.call(unpack(cmd))
+end
+return n
 `;
 
 /**

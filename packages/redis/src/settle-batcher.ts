@@ -7,8 +7,7 @@ interface Batch {
   readonly op: BatchedOp;
   readonly key: string;
   readonly group: string;
-  readonly consumer: string;
-  /** `id count` per lease. */
+  /** `consumer id count` per lease. */
   readonly leases: string[];
   readonly waiters: { resolve: () => void; reject: (err: unknown) => void }[];
 }
@@ -18,7 +17,9 @@ const MAX_PER_CALL = 500;
 
 /**
  * Collects the acks and lease renewals of one event-loop turn and sends one script call per
- * stream for them (all in one pipelined write), instead of a round of script calls per message.
+ * stream and group for them (all consumers of this process together, in one pipelined write),
+ * instead of a round of script calls per message. A claim flushes it first, so its settles and
+ * the claim share one write.
  */
 export class SettleBatcher {
   readonly #client: () => Client;
@@ -31,14 +32,14 @@ export class SettleBatcher {
   }
 
   add(op: BatchedOp, key: string, group: string, consumer: string, id: string, count: number): Promise<void> {
-    const slot = `${op}\n${key}\n${group}\n${consumer}`;
+    const slot = `${op}\n${key}\n${group}`;
     let batch = this.#batches.get(slot);
     if (!batch || batch.leases.length >= MAX_PER_CALL) {
       if (batch) this.#send(batch);
-      batch = { op, key, group, consumer, leases: [], waiters: [] };
+      batch = { op, key, group, leases: [], waiters: [] };
       this.#batches.set(slot, batch);
     }
-    batch.leases.push(`${id} ${count}`);
+    batch.leases.push(`${consumer} ${id} ${count}`);
     this.#scheduled ??= setImmediate(() => this.flush());
     const b = batch;
     return new Promise<void>((resolve, reject) => {
@@ -63,8 +64,8 @@ export class SettleBatcher {
       const leases = b.leases.join(' ');
       sent =
         b.op === 'ack'
-          ? client.agentbusAck(1, b.key, b.group, b.consumer, leases)
-          : client.agentbusExtend(1, b.key, b.group, b.consumer, leases);
+          ? client.agentbusAck(1, b.key, b.group, leases)
+          : client.agentbusExtend(1, b.key, b.group, leases);
     } catch (err) {
       sent = Promise.reject(err);
     }
