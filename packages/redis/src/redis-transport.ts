@@ -43,39 +43,45 @@ const CAPABILITIES: TransportCapabilities = Object.freeze({
  * four per message).
  */
 function packBatch(msgs: readonly TransportMessage[], names: RedisKeys): { keys: string[]; packed: Buffer } {
+  const n = msgs.length;
   const keys: string[] = [];
   const index = new Map<string, number>();
-  const heads: Buffer[] = new Array(msgs.length);
+  const keyOf: number[] = new Array(n);
+  const headers: string[] = new Array(n);
+  const expiries: string[] = new Array(n);
   let total = 0;
-  msgs.forEach((m, i) => {
+  for (let i = 0; i < n; i++) {
+    const m = msgs[i] as TransportMessage;
     const key = names.stream(m.topic, m.priority);
     let k = index.get(key);
     if (k === undefined) {
       k = keys.push(key);
       index.set(key, k);
     }
-    const id = Buffer.from(m.id, 'utf8');
-    const headers = Buffer.from(JSON.stringify(m.headers), 'utf8');
-    const expiry = m.expiresAtMs === undefined ? '' : String(m.expiresAtMs);
-    const head = Buffer.allocUnsafe(4 + id.length + 4 + headers.length + 2 + expiry.length + 4);
-    let o = head.writeUInt16BE(k, 0);
-    o = head.writeUInt16BE(id.length, o);
-    o += id.copy(head, o);
-    o = head.writeUInt32BE(headers.length, o);
-    o += headers.copy(head, o);
-    o = head.writeUInt16BE(expiry.length, o);
-    o += head.write(expiry, o, 'latin1');
-    head.writeUInt32BE(m.body.byteLength, o);
-    heads[i] = head;
-    total += head.length + m.body.byteLength;
-  });
+    keyOf[i] = k;
+    const h = JSON.stringify(m.headers);
+    const x = m.expiresAtMs === undefined ? '' : String(m.expiresAtMs);
+    headers[i] = h;
+    expiries[i] = x;
+    total += 14 + Buffer.byteLength(m.id, 'utf8') + Buffer.byteLength(h, 'utf8') + x.length + m.body.byteLength;
+  }
+  // One allocation for the batch; every message is written into it in place.
   const packed = Buffer.allocUnsafe(total);
   let o = 0;
-  msgs.forEach((m, i) => {
-    o += (heads[i] as Buffer).copy(packed, o);
+  for (let i = 0; i < n; i++) {
+    const m = msgs[i] as TransportMessage;
+    o = packed.writeUInt16BE(keyOf[i] as number, o);
+    const idLength = packed.write(m.id, o + 2, 'utf8');
+    o = packed.writeUInt16BE(idLength, o) + idLength;
+    const headersLength = packed.write(headers[i] as string, o + 4, 'utf8');
+    o = packed.writeUInt32BE(headersLength, o) + headersLength;
+    const x = expiries[i] as string;
+    o = packed.writeUInt16BE(x.length, o);
+    o += packed.write(x, o, 'latin1');
+    o = packed.writeUInt32BE(m.body.byteLength, o);
     packed.set(m.body, o);
     o += m.body.byteLength;
-  });
+  }
   return { keys, packed };
 }
 
