@@ -49,6 +49,8 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
   #woken = false;
   #pulling = false;
   #renewer: NodeJS.Timeout | undefined;
+  /** The claim in flight, if any. */
+  #claiming: Promise<ManagedDelivery[]> | undefined;
 
   readonly #onSettled = (d: ManagedDelivery): void => {
     if (this.#outstanding[d.slot] === d) {
@@ -119,11 +121,12 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
         const room = this.#freeSlots.length;
         if (room > 0) {
           this.#woken = false;
-          const claimed = await this.#source.claim(room);
-          if (this.#closed) {
-            for (const d of claimed) await this.#source.release(d, false);
-            return { done: true, value: undefined };
-          }
+          const claiming = this.#claimOrRelease(room);
+          this.#claiming = claiming;
+          const claimed = await claiming.finally(() => {
+            this.#claiming = undefined;
+          });
+          if (this.#closed) return { done: true, value: undefined };
           if (claimed.length > 0) {
             for (const d of claimed) {
               d.onSettled = this.#onSettled;
@@ -139,6 +142,30 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
     } finally {
       this.#pulling = false;
     }
+  }
+
+  /**
+   * Claims; should the subscription have closed meanwhile, gives the claim back at once (not
+   * counted as an attempt) and resolves with nothing. `close()` waits for this.
+   */
+  async #claimOrRelease(room: number): Promise<ManagedDelivery[]> {
+    const claimed = await this.#source.claim(room);
+    if (!this.#closed) return claimed;
+    await this.#releaseAll(claimed.map((d) => [d, false]));
+    return [];
+  }
+
+  /** Releases each delivery; one failure does not stop the others (the first is rethrown after). */
+  async #releaseAll(items: readonly [ManagedDelivery, boolean][]): Promise<void> {
+    let failure: unknown;
+    for (const [d, handedOut] of items) {
+      try {
+        await this.#source.release(d, handedOut);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    if (failure !== undefined) throw failure;
   }
 
   #sleep(): Promise<void> {
@@ -177,17 +204,22 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
     this.#closed = true;
     clearInterval(this.#renewer);
     this.wake();
-    const buffered = new Set<ManagedDelivery>();
-    for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) buffered.add(d);
-    const pending = this.#outstanding.filter((d): d is ManagedDelivery => d !== undefined);
-    this.#outstanding.fill(undefined);
-    for (const d of pending) {
-      if (d.settled) continue;
-      d.onSettled = undefined;
-      d.abandon();
-      await this.#source.release(d, !buffered.has(d));
+    try {
+      // A claim still out gives its deliveries back itself once it returns: wait for that, so
+      // they are released before the source (and its connection) goes.
+      await this.#claiming?.catch(() => {});
+      const buffered = new Set<ManagedDelivery>();
+      for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) buffered.add(d);
+      const pending = this.#outstanding.filter((d): d is ManagedDelivery => d !== undefined && !d.settled);
+      this.#outstanding.fill(undefined);
+      for (const d of pending) {
+        d.onSettled = undefined;
+        d.abandon();
+      }
+      await this.#releaseAll(pending.map((d) => [d, !buffered.has(d)]));
+    } finally {
+      this.#source.onClose?.();
     }
-    this.#source.onClose?.();
   }
 
   [Symbol.asyncDispose](): Promise<void> {

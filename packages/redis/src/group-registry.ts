@@ -33,3 +33,10 @@ export function parseGroupEntry(json: string | null | undefined): GroupEntry | u
 export function startId(ms: number): string {
   return `${ms - 1}-18446744073709551615`;
 }
+
+/**
+ * On a cluster the declaration time (the registry's node) and a topic's stream ids (its own
+ * node) come from different clocks: groups start, and retention stops, this much earlier there,
+ * trading a few extra deliveries for no loss under clock skew.
+ */
+export const CLUSTER_CLOCK_MARGIN_MS = 5_000;

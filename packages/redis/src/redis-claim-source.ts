@@ -11,7 +11,7 @@ import {
 } from '@agentbus/core';
 import type { Cluster, Redis } from 'ioredis';
 import type { Reply } from './connection.js';
-import { declaredFor, type GroupEntry, parseGroupEntry, startId } from './group-registry.js';
+import { CLUSTER_CLOCK_MARGIN_MS, declaredFor, type GroupEntry, parseGroupEntry, startId } from './group-registry.js';
 import { toBusError } from './redis-errors.js';
 import { type LeaseContext, RedisLease } from './redis-lease.js';
 
@@ -39,6 +39,8 @@ interface Partition {
   readonly topics: readonly string[];
   readonly keys: readonly string[];
   readonly since: readonly string[];
+  /** Where the next reclaim of each stream resumes (XAUTOCLAIM cursors). */
+  cursors: string[];
 }
 
 /** The one stream a single-topic subscription reads directly for a while (see #fastClaim). */
@@ -87,6 +89,7 @@ export class RedisClaimSource implements ClaimSource {
   #partitions: Partition[] | undefined;
   #fast: FastPath | undefined;
   #fullClaimAt = 0;
+  #turn = 0;
   #idleTails: Map<string, string> | undefined;
 
   constructor(
@@ -133,7 +136,7 @@ export class RedisClaimSource implements ClaimSource {
     const now = this.ctx.clock.now();
     let minIdle = 0;
     if (now - this.#lastReclaimAt >= Math.max(50, this.ackTimeoutMs / 4)) {
-      minIdle = this.ackTimeoutMs;
+      minIdle = Math.ceil(this.ackTimeoutMs);
       this.#lastReclaimAt = now;
     }
     // Settles waiting for the end of this turn go out now, in the same write as this claim.
@@ -150,18 +153,41 @@ export class RedisClaimSource implements ClaimSource {
     this.#fullClaimAt = now;
     const out: ManagedDelivery[] = [];
     let nextDueIn = -1;
-    for (const { topics, keys, since } of partitions) {
+    const turn = this.#turn++;
+    for (let p = 0; p < partitions.length; p++) {
+      // Partitions (cluster) and topics within one take turns going first, so none starves.
+      const partition = partitions[(p + turn) % partitions.length] as Partition;
+      const { topics, keys, since, cursors } = partition;
       const room = max - out.length;
       if (room <= 0) break;
       let reply: Reply;
       try {
         reply = await this.ctx
           .client()
-          .agentbusClaimBuffer(keys.length, ...keys, this.group, this.consumer, room, minIdle, MOVE_LIMIT, ...since);
+          .agentbusClaimBuffer(
+            keys.length,
+            ...keys,
+            this.group,
+            this.consumer,
+            room,
+            minIdle,
+            MOVE_LIMIT,
+            turn % topics.length,
+            ...since,
+            ...cursors,
+          );
       } catch (err) {
         throw toBusError(err, 'claim');
       }
-      const [serverNow, nextDue, packed, tails, fastIndex] = reply as [number, number, Buffer, Reply[], number];
+      const [serverNow, nextDue, packed, tails, fastIndex, nextCursors] = reply as [
+        number,
+        number,
+        Buffer,
+        Reply[],
+        number,
+        Reply[],
+      ];
+      if (minIdle > 0) partition.cursors = nextCursors.map((c) => text(c));
       if (nextDue >= 0) {
         const inMs = Math.max(0, nextDue - serverNow);
         if (nextDueIn < 0 || inMs < nextDueIn) nextDueIn = inMs;
@@ -224,7 +250,7 @@ export class RedisClaimSource implements ClaimSource {
         );
         since.push(this.#since.get(t) ?? '0');
       }
-      return { topics, keys, since };
+      return { topics, keys, since, cursors: new Array<string>(topics.length * 11).fill('0-0') };
     });
   }
 
@@ -333,7 +359,8 @@ export class RedisClaimSource implements ClaimSource {
       attempt,
     });
     if (expiresAtMs !== undefined && expiresAtMs <= this.ctx.clock.now()) {
-      await lease.bury('expired', `expired at ${new Date(expiresAtMs).toISOString()}`, attempt - 1);
+      // Should this fail, the entry stays leased to us and comes back expired after the lease.
+      await lease.bury('expired', `expired at ${new Date(expiresAtMs).toISOString()}`, attempt - 1).catch(() => {});
       return undefined;
     }
     const message: InboundMessage = { id, topic, body, headers, priority, expiresAtMs, publishedAtMs };
@@ -351,7 +378,8 @@ export class RedisClaimSource implements ClaimSource {
     const since = new Map<string, string>();
     for (const t of topics) {
       const ms = declaredFor(this.#registry, t);
-      since.set(t, ms === undefined ? '$' : startId(ms));
+      const margin = this.ctx.clustered ? CLUSTER_CLOCK_MARGIN_MS : 0;
+      since.set(t, ms === undefined ? '$' : startId(ms - margin));
     }
     this.#since = since;
     this.#partitions = undefined;

@@ -101,8 +101,6 @@ export class RedisTransport implements Transport {
   readonly #batcher: SettleBatcher;
   readonly #sources = new Set<RedisClaimSource>();
   readonly #subscriptions = new Set<PollingSubscription>();
-  readonly #knownTopics = new Set<string>();
-  readonly #knownDeadLetters = new Set<string>();
   readonly #retention: RetentionPass;
   #client: Client | undefined;
   #consumer: Client | undefined;
@@ -136,7 +134,9 @@ export class RedisTransport implements Transport {
       }
     }
     const c = await this.#connect();
-    const newTopics = [...new Set(batch.map((m) => m.topic))].filter((t) => !this.#knownTopics.has(t));
+    // Every batch registers its topics again (cheap, same write): a registry entry lost with a
+    // Redis restart or failover comes back with the next publish.
+    const topics = [...new Set(batch.map((m) => m.topic))];
     // One script per batch (per topic on a cluster, where a script stays in one slot): the batch
     // is stored whole or not at all, and the client builds one command instead of one per message.
     const groups = new Map<string, TransportMessage[]>();
@@ -149,7 +149,7 @@ export class RedisTransport implements Transport {
     let added: number[];
     try {
       added = await Promise.all([
-        ...newTopics.map((t) => c.sadd(this.keys.topics, t)),
+        ...topics.map((t) => c.sadd(this.keys.topics, t)),
         ...[...groups.values()].map((msgs) => {
           const { keys, packed } = packBatch(msgs, this.keys);
           return c.agentbusPublish(keys.length, ...keys, packed);
@@ -158,15 +158,14 @@ export class RedisTransport implements Transport {
     } catch (err) {
       throw toBusError(err, 'publish');
     }
-    newTopics.forEach((t, i) => {
-      this.#knownTopics.add(t);
+    topics.forEach((t, i) => {
       // The first publish to a topic tells pattern subscribers elsewhere at once.
       if (added[i] === 1) c.publish(this.keys.topicChannel, t).catch(() => {});
     });
     for (const s of this.#sources) {
       if (batch.some((m) => s.matches(m.topic))) s.wake();
     }
-    for (const t of newTopics) for (const s of this.#sources) s.topicAnnounced(t);
+    for (const t of topics) for (const s of this.#sources) s.topicAnnounced(t);
   }
 
   async subscribe(pattern: string, options: TransportSubscribeOptions): Promise<Subscription<ManagedDelivery>> {
@@ -252,8 +251,10 @@ export class RedisTransport implements Transport {
 
   async #close(): Promise<void> {
     clearInterval(this.#trimTimer);
-    await Promise.all([...this.#subscriptions].map((s) => s.close()));
-    await Promise.all([...this.#sources].map((s) => s.stopped()));
+    const sources = [...this.#sources];
+    // A subscription whose releases failed (Redis down) still closes; its leases run out instead.
+    await Promise.allSettled([...this.#subscriptions].map((s) => s.close()));
+    await Promise.all(sources.map((s) => s.stopped()));
     // Pending acks reach the server before the connection goes.
     await this.#batcher.flush();
     const client = this.#client ?? (await this.#connecting?.catch(() => undefined));
@@ -303,6 +304,16 @@ export class RedisTransport implements Transport {
   async #open(): Promise<Client> {
     const o = this.#options;
     const c = o.client ? withScripts(o.client) : createClient(o);
+    // After a reconnect, declare the live groups again: a registry entry lost with a Redis
+    // restart would otherwise stop retention from counting them.
+    let connected = c.status === 'ready';
+    c.on('ready', () => {
+      if (!connected) {
+        connected = true;
+        return;
+      }
+      for (const s of this.#sources) c.agentbusDeclare(1, this.keys.groups, s.group, s.pattern).catch(() => {});
+    });
     if (this.#owned) {
       c.on('error', () => {}); // reconnects by itself; failed commands reject with ConnectionError
       try {
@@ -354,9 +365,7 @@ export class RedisTransport implements Transport {
       client: () => this.#consumerReady(),
       duplicate: () => duplicateClient(this.#ready(), o),
       registerDeadLetters: async (key) => {
-        if (this.#knownDeadLetters.has(key)) return;
-        await this.#ready().sadd(this.keys.deadLetters, key);
-        this.#knownDeadLetters.add(key);
+        await this.#consumerReady().sadd(this.keys.deadLetters, key);
       },
     };
   }

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Client } from './connection.js';
-import { declaredFor, type GroupEntry, parseGroupEntry, startId } from './group-registry.js';
+import { isCluster } from './connection.js';
+import { CLUSTER_CLOCK_MARGIN_MS, declaredFor, type GroupEntry, parseGroupEntry, startId } from './group-registry.js';
 import type { RedisKeys } from './keys.js';
 
 /** Consumers that hold nothing and were idle this long are forgotten by the retention pass. */
@@ -51,11 +52,12 @@ export class RetentionPass {
       const entry = parseGroupEntry(json);
       if (entry) groups.set(name, entry);
     }
-    const bound = this.maxAgeMs > 0 ? snapshotMs - this.maxAgeMs : snapshotMs;
+    const margin = isCluster(c) ? CLUSTER_CLOCK_MARGIN_MS : 0;
+    const bound = (this.maxAgeMs > 0 ? snapshotMs - this.maxAgeMs : snapshotMs) - margin;
     const calls: Promise<number>[] = [];
     for (const topic of topics) {
       const matching = groupsFor(topic, groups);
-      const attach = matching.flatMap(([g, ms]) => [g, startId(ms)]);
+      const attach = matching.flatMap(([g, ms]) => [g, startId(ms - margin)]);
       for (const key of this.keys.streams(topic)) {
         calls.push(c.agentbusTrim(1, key, bound, CONSUMER_IDLE_FORGET_MS, ...attach));
       }

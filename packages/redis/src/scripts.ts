@@ -68,21 +68,29 @@ end
 /**
  * Claims up to `room` deliveries for one consumer of a group, across the topics given.
  * KEYS: per topic 12 keys: its 10 priority streams (9 first), the group's retry stream and delayed set.
- * ARGV: group, consumer, room, minIdleMs (0: no reclaim), moveLimit, then per topic the id the
- * group starts at on that topic's priority streams (`<declared ms>-0`).
+ * ARGV: group, consumer, room, minIdleMs (0: no reclaim), moveLimit, topic offset (which topic
+ * goes first), then per topic the id the group starts at on its priority streams, then per topic
+ * the XAUTOCLAIM cursor of each of its 11 streams.
  * Order: due delayed entries move into the retry streams; entries idle past minIdleMs are
  * reclaimed (crashed consumers); then retry streams; then new entries, priority 9 to 0.
  * Returns { server now ms, next due time of a delayed entry or -1, the claimed entries packed into
  * one string (see frame), tails, fast }; tails (when nothing was claimed) are the newest entry id of
  * each key; fast is the key index of the one stream a single-topic subscription may read directly
- * for a while (0: none).
+ * for a while (0: none); cursors are the reclaim cursors to pass next time.
  */
 export const CLAIM = `${HELPERS}
 local group, consumer = ARGV[1], ARGV[2]
 local room = tonumber(ARGV[3])
 local min_idle = tonumber(ARGV[4])
 local move_limit = tonumber(ARGV[5])
+local offset = tonumber(ARGV[6])
 local ntopics = #KEYS / 12
+-- ARGV[7 ..]: the start id of each topic, then the reclaim cursor of each topic's 11 streams.
+local function since_of(i) return ARGV[7 + i] end
+local cursors = {}
+for i = 0, ntopics * 11 - 1 do cursors[i + 1] = ARGV[7 + ntopics + i] or '0-0' end
+-- Topics in turn from \`offset\`, so a busy topic cannot starve the others of a pattern.
+local function topic_at(k) return (k + offset) % ntopics end
 local now = now_ms()
 local out = {}
 local next_due = -1
@@ -125,11 +133,16 @@ for i = 0, ntopics - 1 do
   end
 end
 
-local function reclaim(idx)
+-- XAUTOCLAIM looks at up to 10 x COUNT pending entries per call: resume where the last reclaim
+-- of this stream stopped, so entries behind many long-running (renewed) leases are reached too.
+local function reclaim(i, j)
+  local idx = i * 12 + j
   local key = KEYS[idx]
   if room <= 0 or redis.call('EXISTS', key) == 0 then return end
-  local r = redis.pcall('XAUTOCLAIM', key, group, consumer, min_idle, '0-0', 'COUNT', room)
+  local c = i * 11 + j
+  local r = redis.pcall('XAUTOCLAIM', key, group, consumer, min_idle, cursors[c], 'COUNT', room)
   if type(r) ~= 'table' or r.err then return end
+  cursors[c] = r[1]
   for _, e in ipairs(r[2]) do
     if e[2] then
       local p = redis.call('XPENDING', key, group, e[1], e[1], 1)
@@ -159,16 +172,19 @@ local function read_new(idx, since)
 end
 
 if min_idle > 0 then
-  for i = 0, ntopics - 1 do
-    for j = 1, 11 do reclaim(i * 12 + j) end
+  for k = 0, ntopics - 1 do
+    for j = 1, 11 do reclaim(topic_at(k), j) end
   end
 end
 local retries_done = true
-for i = 0, ntopics - 1 do
-  if not read_new(i * 12 + 11, '0') then retries_done = false end
+for k = 0, ntopics - 1 do
+  if not read_new(topic_at(k) * 12 + 11, '0') then retries_done = false end
 end
 for j = 1, 10 do
-  for i = 0, ntopics - 1 do read_new(i * 12 + j, ARGV[5 + i + 1]) end
+  for k = 0, ntopics - 1 do
+    local i = topic_at(k)
+    read_new(i * 12 + j, since_of(i))
+  end
 end
 -- One topic whose messages all use one priority, no retries or delayed entries waiting: the
 -- client may read that stream directly (XREADGROUP) until its next full claim.
@@ -193,7 +209,7 @@ if #out == 0 then
     end
   end
 end
-return { now, next_due, table.concat(out), tails, fast }
+return { now, next_due, table.concat(out), tails, fast, cursors }
 `;
 
 /**
