@@ -21,6 +21,7 @@ const KEYS_PER_TOPIC = 12;
 const MOVE_LIMIT = 100;
 const BELL_RETRY_MS = 200;
 const EMPTY = Buffer.alloc(0);
+const EMPTY_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 
 /** What a claim source needs of its transport. */
 export interface SourceContext extends LeaseContext {
@@ -314,7 +315,7 @@ export class RedisClaimSource implements ClaimSource {
   ): Promise<ManagedDelivery | undefined> {
     let id = '';
     let body: Buffer = EMPTY;
-    let headers: Record<string, string> = {};
+    let headers: Readonly<Record<string, string>> = EMPTY_HEADERS;
     let expiresAtMs: number | undefined;
     let priority = MAX_PRIORITY - slot;
     let publishedAtMs = Number(entryId.slice(0, entryId.indexOf('-')));
@@ -488,11 +489,21 @@ export class RedisClaimSource implements ClaimSource {
   }
 }
 
-function parseHeaders(json: string): Record<string, string> {
+/** Parsed header sets, shared (frozen): most messages of a topic carry the same few. */
+const headerCache = new Map<string, Readonly<Record<string, string>>>();
+const HEADER_CACHE_SIZE = 1_000;
+
+function parseHeaders(json: string): Readonly<Record<string, string>> {
+  const cached = headerCache.get(json);
+  if (cached) return cached;
+  let parsed: Readonly<Record<string, string>> = Object.freeze({});
   try {
     const v = JSON.parse(json) as unknown;
-    return v !== null && typeof v === 'object' ? (v as Record<string, string>) : {};
+    if (v !== null && typeof v === 'object') parsed = Object.freeze(v as Record<string, string>);
   } catch {
-    return {};
+    // A foreign or damaged entry: no headers.
   }
+  if (headerCache.size >= HEADER_CACHE_SIZE) headerCache.clear();
+  headerCache.set(json, parsed);
+  return parsed;
 }

@@ -9,7 +9,9 @@ interface Batch {
   readonly group: string;
   /** `consumer id count` per lease. */
   readonly leases: string[];
-  readonly waiters: { resolve: () => void; reject: (err: unknown) => void }[];
+  readonly done: Promise<void>;
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
 }
 
 /** Leases settled per script call at most (each is an id and a delivery count). */
@@ -31,20 +33,25 @@ export class SettleBatcher {
     this.#client = client;
   }
 
+  /** Queues a settle; the promise is the batch's: it settles when the batch's call is answered. */
   add(op: BatchedOp, key: string, group: string, consumer: string, id: string, count: number): Promise<void> {
     const slot = `${op}\n${key}\n${group}`;
     let batch = this.#batches.get(slot);
     if (!batch || batch.leases.length >= MAX_PER_CALL) {
       if (batch) this.#send(batch);
-      batch = { op, key, group, leases: [], waiters: [] };
+      let resolve!: () => void;
+      let reject!: (err: unknown) => void;
+      const done = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      done.catch(() => {}); // observed by each caller; none may be listening yet
+      batch = { op, key, group, leases: [], done, resolve, reject };
       this.#batches.set(slot, batch);
     }
     batch.leases.push(`${consumer} ${id} ${count}`);
     this.#scheduled ??= setImmediate(() => this.flush());
-    const b = batch;
-    return new Promise<void>((resolve, reject) => {
-      b.waiters.push({ resolve, reject });
-    });
+    return batch.done;
   }
 
   /** Sends everything collected so far; resolves once every call sent has been answered. */
@@ -71,15 +78,7 @@ export class SettleBatcher {
     }
     this.#inFlight.add(sent);
     sent.finally(() => this.#inFlight.delete(sent)).catch(() => {});
-    sent.then(
-      () => {
-        for (const w of b.waiters) w.resolve();
-      },
-      (err: unknown) => {
-        const error = toBusError(err, b.op);
-        for (const w of b.waiters) w.reject(error);
-      },
-    );
+    sent.then(b.resolve, (err: unknown) => b.reject(toBusError(err, b.op)));
     return sent;
   }
 }
