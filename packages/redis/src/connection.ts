@@ -50,18 +50,21 @@ export function retryStrategy(o: ResolvedRedisOptions): (times: number) => numbe
   };
 }
 
-/** The command connection the transport owns, created from the URL. */
-export function createClient(o: ResolvedRedisOptions): Client {
-  const options: RedisOptions = {
+/** Options of the connections that send commands (not blocking reads). */
+function commandOptions(o: ResolvedRedisOptions): RedisOptions {
+  return {
     lazyConnect: true,
     enableAutoPipelining: true,
     // A command waits through this many reconnect attempts (about 15 s with the default backoff)
     // before it fails with a retryable ConnectionError.
     maxRetriesPerRequest: 10,
     retryStrategy: retryStrategy(o),
-    ...o.redisOptions,
   };
-  return withScripts(new Redis(o.url, options));
+}
+
+/** The command connection the transport owns, created from the URL. */
+export function createClient(o: ResolvedRedisOptions): Client {
+  return withScripts(new Redis(o.url, { ...commandOptions(o), ...o.redisOptions }));
 }
 
 /**
@@ -70,14 +73,7 @@ export function createClient(o: ResolvedRedisOptions): Client {
  */
 export function consumerClient(client: Redis | Cluster, o: ResolvedRedisOptions): Client {
   if (client instanceof Cluster) return withScripts(client.duplicate());
-  return withScripts(
-    client.duplicate({
-      lazyConnect: true,
-      enableAutoPipelining: true,
-      maxRetriesPerRequest: 10,
-      retryStrategy: retryStrategy(o),
-    }),
-  );
+  return withScripts(client.duplicate(commandOptions(o)));
 }
 
 /** A connection of its own for blocking reads and pub/sub, same server and options. */

@@ -141,7 +141,7 @@ export class RedisClaimSource implements ClaimSource {
       this.#lastReclaimAt = now;
     }
     // Settles waiting for the end of this turn go out now, in the same write as this claim.
-    void this.ctx.batcher.flush();
+    this.ctx.batcher.send();
     this.#partitions ??= this.#partition();
     // Topics may change while a claim is out: this claim keeps the list it started with.
     const partitions = this.#partitions;

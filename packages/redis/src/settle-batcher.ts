@@ -50,18 +50,23 @@ export class SettleBatcher {
       this.#batches.set(slot, batch);
     }
     batch.leases.push(`${consumer} ${id} ${count}`);
-    this.#scheduled ??= setImmediate(() => this.flush());
+    this.#scheduled ??= setImmediate(() => this.send());
     return batch.done;
   }
 
-  /** Sends everything collected so far; resolves once every call sent has been answered. */
-  flush(): Promise<void> {
+  /** Sends everything collected so far (a claim calls this so its settles share its write). */
+  send(): void {
     if (this.#scheduled) clearImmediate(this.#scheduled);
     this.#scheduled = undefined;
     const batches = this.#batches;
     this.#batches = new Map();
-    const sent = [...batches.values()].map((b) => this.#send(b));
-    return Promise.allSettled([...this.#inFlight, ...sent]).then(() => {});
+    for (const b of batches.values()) this.#send(b);
+  }
+
+  /** Sends everything collected so far; resolves once every call sent has been answered (close). */
+  flush(): Promise<void> {
+    this.send();
+    return Promise.allSettled(this.#inFlight).then(() => {});
   }
 
   #send(b: Batch): Promise<number> {

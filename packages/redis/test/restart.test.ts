@@ -130,6 +130,7 @@ it('resumes consuming after Redis restarts, and every publish that resolved befo
   restarted = true;
   await server.stop();
   const backlog = [...resolvedBeforeRestart].filter((k) => !processed.has(k));
+  // Not a wait for a condition: the outage itself, so publishes and claims meet a server that is down.
   await new Promise((r) => setTimeout(r, 300));
   await server.start();
   const afterRestart = processed.size;

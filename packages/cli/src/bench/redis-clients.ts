@@ -73,6 +73,17 @@ function entriesOf(reply: StreamsReply | null): StreamEntries | undefined {
   return Buffer.isBuffer(reply[0]) ? (reply[1] as StreamEntries) : (reply[0] as [Buffer, StreamEntries])[1];
 }
 
+/** Calls `onEntry` with each entry's send stamp (its first field's value); returns the ids. */
+function takeEntries(entries: StreamEntries, onEntry: (sentAtMs: number) => void): Buffer[] {
+  const ids: Buffer[] = new Array(entries.length);
+  for (let i = 0; i < entries.length; i++) {
+    const [id, fields] = entries[i] as [Buffer, Buffer[]];
+    ids[i] = id;
+    onEntry(stamp(fields[1] as Buffer));
+  }
+  return ids;
+}
+
 /** `url` without its password, for messages. */
 export function redactRedisUrl(url: string): string {
   try {
@@ -147,13 +158,7 @@ async function connectIoredis(url: string): Promise<StreamConnection> {
       )) as StreamsReply | null;
       const entries = entriesOf(reply);
       if (!entries) return [];
-      const ids: Buffer[] = new Array(entries.length);
-      for (let i = 0; i < entries.length; i++) {
-        const [id, fields] = entries[i] as [Buffer, Buffer[]];
-        ids[i] = id;
-        onEntry(stamp(fields[1] as Buffer));
-      }
-      return ids;
+      return takeEntries(entries, onEntry);
     },
     async ack(key, group, ids) {
       await client.xack(key, group, ...ids);
@@ -213,13 +218,7 @@ async function connectNodeRedis(url: string): Promise<StreamConnection> {
       ])) as Record<string, StreamEntries> | null;
       const entries = Array.isArray(reply) ? entriesOf(reply as StreamsReply) : reply?.[key];
       if (!entries) return [];
-      const ids: Buffer[] = new Array(entries.length);
-      for (let i = 0; i < entries.length; i++) {
-        const [id, fields] = entries[i] as [Buffer, Buffer[]];
-        ids[i] = id;
-        onEntry(stamp(fields[1] as Buffer));
-      }
-      return ids;
+      return takeEntries(entries, onEntry);
     },
     async ack(key, group, ids) {
       await client.xAck(key, group, ids);
