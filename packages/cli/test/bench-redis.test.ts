@@ -240,7 +240,7 @@ describe.skipIf(unreachable !== undefined && !inCi)('the redis:// benchmark subj
 
     // agentbus's own figures are not what this test is about: the ioredis run stands in for them.
     const bus = peers.rawByClient.ioredis;
-    const report = benchReport(o, bus, faster, peers);
+    const report = benchReport(o, 500, bus, faster, peers);
     expect(report.raw).toBe(`raw ${peers.rawClient}`);
     expect(report.raw_client).toBe(peers.rawClient);
     expectPositive({ ...report }, [

@@ -356,6 +356,11 @@ class HandlerSubscription implements BusSubscription {
   #closing: Promise<void> | undefined;
   #idle: (() => void) | undefined;
   /**
+   * Settles issued and not yet confirmed by the transport. A handler's concurrency slot is free
+   * once its settle is issued (as with an AMQP or JetStream ack); close waits for these.
+   */
+  readonly #settling = new Set<Promise<void>>();
+  /**
    * Deliveries whose handler is running, one slot per unit of concurrency; their leases are
    * renewed. Fixed slots rather than a Set: no hashing or rehashing per message.
    */
@@ -513,14 +518,17 @@ class HandlerSubscription implements BusSubscription {
     return this.#ack(raw);
   }
 
-  /** Acks unless the handler settled itself; undefined when the ack finished synchronously. */
-  #ack(raw: RawDelivery): Promise<void> | undefined {
+  /** Acks unless the handler settled itself. */
+  #ack(raw: RawDelivery): undefined {
     if (raw.settled) return undefined;
     return this.#guard(raw, () => raw.ack());
   }
 
-  /** Runs a settle step and logs its failure instead of throwing; undefined when it was synchronous. */
-  #guard(raw: RawDelivery, step: () => Promise<void>): Promise<void> | undefined {
+  /**
+   * Issues a settle step and logs its failure instead of throwing. It does not wait for the
+   * transport to confirm (close does): the handler's slot is free as soon as the settle is issued.
+   */
+  #guard(raw: RawDelivery, step: () => Promise<void>): undefined {
     let pending: Promise<void>;
     try {
       pending = step();
@@ -529,7 +537,10 @@ class HandlerSubscription implements BusSubscription {
       return undefined;
     }
     if (pending === SETTLED_SYNC) return undefined;
-    return pending.then(undefined, (err: unknown) => this.#settleFailed(raw, err));
+    const tracked = pending.then(undefined, (err: unknown) => this.#settleFailed(raw, err));
+    this.#settling.add(tracked);
+    void tracked.then(() => this.#settling.delete(tracked));
+    return undefined;
   }
 
   #settleFailed(raw: RawDelivery, err: unknown): void {
@@ -573,6 +584,7 @@ class HandlerSubscription implements BusSubscription {
           this.#idle = r;
         });
       }
+      await Promise.all(this.#settling);
       await this.raw.close();
       await this.done;
       clearInterval(this.#renewer);

@@ -11,7 +11,10 @@ import {
   memoryTransport,
   msgpackCodec,
   payloadDigest,
+  type RawDelivery,
   SerializationError,
+  type Subscription,
+  type Transport,
   topicMatches,
   UnrecoverableError,
   uuidv7,
@@ -192,6 +195,103 @@ describe('consume loop', () => {
     // Without yielding, the whole backlog would be handled in microtasks before the timer.
     expect(handledWhenTimerFired).toBeGreaterThanOrEqual(0);
     expect(handledWhenTimerFired).toBeLessThan(total);
+    await bus.close();
+  });
+});
+
+/**
+ * A memory transport whose acks are held until `open()`: stands for a backend that confirms
+ * settles after a round trip (Redis, AMQP), so the test can watch what waits for that.
+ */
+function slowAckTransport(): { transport: Transport; acked: string[]; open: () => void } {
+  const inner = memoryTransport();
+  const acked: string[] = [];
+  let open!: () => void;
+  const gate = new Promise<void>((r) => {
+    open = r;
+  });
+  const held = (d: RawDelivery): RawDelivery => ({
+    message: d.message,
+    group: d.group,
+    attempt: d.attempt,
+    get settled() {
+      return d.settled;
+    },
+    ack: async () => {
+      await gate;
+      await d.ack();
+      acked.push(d.message.id);
+    },
+    nack: (o) => d.nack(o),
+    deadLetter: (r, o) => d.deadLetter(r, o),
+    extend: (ms) => d.extend(ms),
+  });
+  const transport: Transport = {
+    name: 'slow-ack',
+    capabilities: inner.capabilities,
+    deadLetters: inner.deadLetters,
+    connect: () => inner.connect(),
+    publish: (b) => inner.publish(b),
+    health: (deep) => inner.health(deep),
+    close: () => inner.close(),
+    async subscribe(pattern, options) {
+      const sub = await inner.subscribe(pattern, options);
+      const it = sub[Symbol.asyncIterator]();
+      const wrapped: Subscription = {
+        get closed() {
+          return sub.closed;
+        },
+        close: () => sub.close(),
+        [Symbol.asyncDispose]: () => sub.close(),
+        [Symbol.asyncIterator]: () => ({
+          next: async () => {
+            const r = await it.next();
+            return r.done ? r : { done: false, value: held(r.value) };
+          },
+        }),
+      };
+      return wrapped;
+    },
+  };
+  return { transport, acked, open };
+}
+
+describe('settles', () => {
+  it('free the handler slot once issued, and close waits until the transport confirmed them', async () => {
+    const { transport, acked, open } = slowAckTransport();
+    const bus = createBus({ transport });
+    const topic = 'settle.slow';
+    await (await bus.subscribe(topic, () => {}, { group: 'g' })).close();
+    await bus.publishBatch([
+      { topic, data: 1 },
+      { topic, data: 2 },
+    ]);
+    const seen: unknown[] = [];
+    let second!: () => void;
+    const bothRan = new Promise<void>((r) => {
+      second = r;
+    });
+    const sub = await bus.subscribe(
+      topic,
+      (d) => {
+        seen.push(d.data);
+        if (seen.length === 2) second();
+      },
+      { group: 'g', concurrency: 1, prefetch: 2 },
+    );
+    // With the slot held until the first ack is confirmed, the second handler would never run.
+    await bothRan;
+    expect(seen).toEqual([1, 2]);
+    expect(acked).toEqual([]);
+    let closed = false;
+    const closing = sub.close().then(() => {
+      closed = true;
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(closed).toBe(false);
+    open();
+    await closing;
+    expect(acked).toHaveLength(2);
     await bus.close();
   });
 });

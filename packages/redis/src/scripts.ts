@@ -29,20 +29,27 @@ local function owned(key, group, consumer, id, count)
   if type(p) ~= 'table' or p.err or p[1] == nil then return false end
   return p[1][2] == consumer and p[1][4] == count
 end
--- id -> { owner, delivery count } of the pending entries between the lowest and highest id of
--- \`leases\` (\`consumer id count …\`): one XPENDING for a whole batch of settles.
+-- id -> { owner, delivery count } of the pending entries that \`leases\` (\`consumer id count …\`)
+-- may name: per consumer, one XPENDING of that consumer's entries between its lowest and highest
+-- id, so a batch of settles costs one scan of its own leases, not of the whole group's.
 local function pending_of(key, group, leases)
-  local lo, hi, n = nil, nil, 0
-  for id in string.gmatch(leases, '%S+ (%S+) %S+') do
-    if lo == nil or compare(id, lo) < 0 then lo = id end
-    if hi == nil or compare(id, hi) > 0 then hi = id end
-    n = n + 1
+  local span = {}
+  for consumer, id in string.gmatch(leases, '(%S+) (%S+) %S+') do
+    local s = span[consumer]
+    if s == nil then
+      span[consumer] = { id, id }
+    else
+      if compare(id, s[1]) < 0 then s[1] = id end
+      if compare(id, s[2]) > 0 then s[2] = id end
+    end
   end
   local held = {}
-  if n == 0 then return held end
-  local p = redis.pcall('XPENDING', key, group, lo, hi, 1000000)
-  if type(p) ~= 'table' or p.err then return held end
-  for _, e in ipairs(p) do held[e[1]] = e end
+  for consumer, s in pairs(span) do
+    local p = redis.pcall('XPENDING', key, group, s[1], s[2], 1000000, consumer)
+    if type(p) == 'table' and not p.err then
+      for _, e in ipairs(p) do held[e[1]] = e end
+    end
+  end
   return held
 end
 local function ensure_retry(rkey, group)
@@ -69,14 +76,17 @@ end
  * Claims up to `room` deliveries for one consumer of a group, across the topics given.
  * KEYS: per topic 12 keys: its 10 priority streams (9 first), the group's retry stream and delayed set.
  * ARGV: group, consumer, room, minIdleMs (0: no reclaim), moveLimit, topic offset (which topic
- * goes first), then per topic the id the group starts at on its priority streams, then per topic
- * the XAUTOCLAIM cursor of each of its 11 streams.
+ * goes first), direct (1: leave the fast stream to the client, see below), then per topic the id
+ * the group starts at on its priority streams, then per topic the XAUTOCLAIM cursor of each of its
+ * 11 streams.
  * Order: due delayed entries move into the retry streams; entries idle past minIdleMs are
  * reclaimed (crashed consumers); then retry streams; then new entries, priority 9 to 0.
  * Returns { server now ms, next due time of a delayed entry or -1, the claimed entries packed into
  * one string (see frame), tails, fast }; tails (when nothing was claimed) are the newest entry id of
  * each key; fast is the key index of the one stream a single-topic subscription may read directly
- * for a while (0: none); cursors are the reclaim cursors to pass next time.
+ * for a while (0: none); with direct = 1 the script then reads nothing from that stream and the
+ * client reads it with a plain XREADGROUP (building a reply frame per entry in Lua costs the
+ * server far more than the read itself); cursors are the reclaim cursors to pass next time.
  */
 export const CLAIM = `${HELPERS}
 local group, consumer = ARGV[1], ARGV[2]
@@ -84,11 +94,12 @@ local room = tonumber(ARGV[3])
 local min_idle = tonumber(ARGV[4])
 local move_limit = tonumber(ARGV[5])
 local offset = tonumber(ARGV[6])
+local direct = ARGV[7] == '1'
 local ntopics = #KEYS / 12
--- ARGV[7 ..]: the start id of each topic, then the reclaim cursor of each topic's 11 streams.
-local function since_of(i) return ARGV[7 + i] end
+-- ARGV[8 ..]: the start id of each topic, then the reclaim cursor of each topic's 11 streams.
+local function since_of(i) return ARGV[8 + i] end
 local cursors = {}
-for i = 0, ntopics * 11 - 1 do cursors[i + 1] = ARGV[7 + ntopics + i] or '0-0' end
+for i = 0, ntopics * 11 - 1 do cursors[i + 1] = ARGV[8 + ntopics + i] or '0-0' end
 -- Topics in turn from \`offset\`, so a busy topic cannot starve the others of a pattern.
 local function topic_at(k) return (k + offset) % ntopics end
 local now = now_ms()
@@ -180,12 +191,6 @@ local retries_done = true
 for k = 0, ntopics - 1 do
   if not read_new(topic_at(k) * 12 + 11, '0') then retries_done = false end
 end
-for j = 1, 10 do
-  for k = 0, ntopics - 1 do
-    local i = topic_at(k)
-    read_new(i * 12 + j, since_of(i))
-  end
-end
 -- One topic whose messages all use one priority, no retries or delayed entries waiting: the
 -- client may read that stream directly (XREADGROUP) until its next full claim.
 local fast = 0
@@ -196,6 +201,17 @@ if ntopics == 1 and next_due < 0 and retries_done then
     end
   end
   if fast < 0 then fast = 0 end
+end
+if fast > 0 and direct then
+  -- Make sure the group exists on the stream the client is about to read.
+  redis.pcall('XGROUP', 'CREATE', KEYS[fast], group, since_of(0))
+else
+  for j = 1, 10 do
+    for k = 0, ntopics - 1 do
+      local i = topic_at(k)
+      read_new(i * 12 + j, since_of(i))
+    end
+  end
 end
 -- Nothing claimable: report each stream's newest id, so a blocking read from there misses nothing.
 local tails = {}

@@ -10,6 +10,8 @@ interface Payload {
 export interface AgentbusSubjectOptions {
   /** Handlers per consumer subscription. */
   readonly concurrency: number;
+  /** Deliveries each consumer leases ahead. */
+  readonly prefetch: number;
   /** Tells the runs of one process (and of one database file) apart. */
   readonly runId: string;
   readonly size: number;
@@ -34,7 +36,7 @@ export class AgentbusSubject implements BenchSubject {
     // Subscribing declares the group, so messages published before any consumer runs are kept.
     await (await bus.subscribe(topic, () => {}, { group })).close();
     const pad = this.#pad;
-    const { concurrency } = this.options;
+    const { concurrency, prefetch } = this.options;
     return {
       async publishBatch(count) {
         const data: Payload = { t: performance.now(), pad };
@@ -48,7 +50,7 @@ export class AgentbusSubject implements BenchSubject {
       async consume(consumers, onMessage): Promise<Consumers> {
         const subs: BusSubscription[] = [];
         for (let i = 0; i < consumers; i++) {
-          subs.push(await bus.subscribe<Payload>(topic, (d) => onMessage(d.data.t), { group, concurrency }));
+          subs.push(await bus.subscribe<Payload>(topic, (d) => onMessage(d.data.t), { group, concurrency, prefetch }));
         }
         return { stop: async () => void (await Promise.all(subs.map((s) => s.close()))) };
       },

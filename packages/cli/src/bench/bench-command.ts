@@ -13,6 +13,7 @@ interface BenchFlags {
   readonly codec: string;
   readonly consumers: number;
   readonly concurrency: number;
+  readonly prefetch?: number;
   readonly batch: number;
   readonly rate?: number;
   readonly warmup: number;
@@ -26,6 +27,11 @@ function addBenchOptions(command: Command): Command {
     .option('--codec <name>', 'bus codec: json or msgpack', BENCH_DEFAULTS.codec)
     .option('--consumers <n>', 'competing consumers in one group', positiveInt, BENCH_DEFAULTS.consumers)
     .option('--concurrency <n>', 'messages in flight per consumer', positiveInt, BENCH_DEFAULTS.concurrency)
+    .option(
+      '--prefetch <n>',
+      'deliveries each agentbus consumer leases ahead (default: the raw baseline read batch: concurrency, 500 on Redis)',
+      positiveInt,
+    )
     .option('--batch <n>', 'messages per publish batch', positiveInt, BENCH_DEFAULTS.batchSize)
     .option(
       '--rate <msg/s>',
@@ -50,6 +56,7 @@ async function benchAction(ctx: CliContext, transport: string, flags: BenchFlags
       codec: flags.codec,
       consumers: flags.consumers,
       concurrency: flags.concurrency,
+      prefetch: flags.prefetch,
       batchSize: flags.batch,
       rate: flags.rate,
       warmupMessages: flags.warmup,

@@ -15,8 +15,14 @@ export interface BenchOptions {
   readonly codec: string;
   /** Competing consumers in one group. */
   readonly consumers: number;
-  /** Messages each consumer handles at once (and leases ahead). */
+  /** Messages each consumer's handlers run at once. */
   readonly concurrency: number;
+  /**
+   * Deliveries each agentbus consumer leases ahead (`subscribe({ prefetch })`); default: the raw
+   * baseline's read batch, so both read alike (`concurrency` for memory and SQLite, whose raw
+   * loops take that many rows at a time; 500 for Redis, as its XREADGROUP COUNT).
+   */
+  readonly prefetch?: number | undefined;
   /** Messages per publish batch (one transport round / one transaction). */
   readonly batchSize: number;
   /** Publish batches in flight at once. */
@@ -53,6 +59,9 @@ export const BENCH_DEFAULTS = Object.freeze({
 /** Fills in defaults and validates once; throws ConfigError naming the field. */
 export function resolveBenchOptions(input: Partial<BenchOptions> = {}): BenchOptions {
   const o: BenchOptions = { ...BENCH_DEFAULTS, ...stripUndefined(input) };
+  if (o.prefetch !== undefined && (!Number.isSafeInteger(o.prefetch) || o.prefetch < 1)) {
+    throw new ConfigError(`must be a positive integer, got ${o.prefetch}`, { path: 'bench.prefetch' });
+  }
   for (const key of ['messages', 'consumers', 'concurrency', 'batchSize', 'inflightBatches'] as const) {
     if (!Number.isSafeInteger(o[key]) || o[key] < 1) {
       throw new ConfigError(`must be a positive integer, got ${o[key]}`, { path: `bench.${key}` });

@@ -14,6 +14,8 @@ export interface BenchReport {
   readonly codec: string;
   readonly consumers: number;
   readonly concurrency: number;
+  /** Deliveries each agentbus consumer leased ahead. */
+  readonly prefetch: number;
   readonly batch: number;
   readonly publish_per_s: number;
   readonly drain_per_s: number;
@@ -72,6 +74,7 @@ const round = (n: number, digits = 0) => {
  */
 export function benchReport(
   o: BenchOptions,
+  prefetch: number,
   bus: SubjectResult,
   raw: SubjectResult,
   redis?: RedisPeerResults,
@@ -83,6 +86,7 @@ export function benchReport(
     codec: o.codec,
     consumers: o.consumers,
     concurrency: o.concurrency,
+    prefetch,
     batch: o.batchSize,
     publish_per_s: round(bus.publishPerS),
     drain_per_s: round(bus.drainPerS),
@@ -163,7 +167,8 @@ export function benchTable(r: BenchReport, style: Style): string[] {
   if (b) notes.push('BullMQ: addBulk, Workers with concurrency 100, no-op jobs removed on completion');
   return [
     style.bold(`agentbus bench  ${r.transport}  vs ${r.raw}${b ? ' and BullMQ' : ''}`),
-    `${int(r.messages)} messages x ${int(r.size)} B (${r.codec}), ${r.consumers} consumers x ${r.concurrency} in flight, ` +
+    `${int(r.messages)} messages x ${int(r.size)} B (${r.codec}), ${r.consumers} consumers x ${r.concurrency} in flight ` +
+      `(prefetch ${int(r.prefetch)}), ` +
       `publish batches of ${r.batch}; latency at ${int(r.latency_rate_per_s)} msg/s offered (${int(r.latency_messages)} messages)`,
     ...notes,
     '',

@@ -9,6 +9,7 @@ import { type BenchReport, benchReport } from './bench-report.js';
 import type { BenchSubject } from './bench-subject.js';
 import { measureSubject, type SubjectResult } from './phases.js';
 import { RawMemorySubject } from './raw-memory-subject.js';
+import { RAW_REDIS_DEFAULTS } from './raw-redis-subject.js';
 import { RawSqliteSubject } from './raw-sqlite-subject.js';
 import { deleteKeysMatching, redactRedisUrl } from './redis-clients.js';
 import { measureRedisPeers } from './redis-peers.js';
@@ -123,7 +124,8 @@ async function measureBoth(
     backend.kind === 'redis' ? { redis: { keyPrefix: agentbusKeyPrefix(runId) } } : {},
   );
   const bus = createBus({ transport, source: 'bench', codec: codecByName(o.codec) });
-  const agentbus = new AgentbusSubject(bus, { concurrency: o.concurrency, runId, size: o.size });
+  const prefetch = o.prefetch ?? (backend.kind === 'redis' ? RAW_REDIS_DEFAULTS.readCount : o.concurrency);
+  const agentbus = new AgentbusSubject(bus, { concurrency: o.concurrency, prefetch, runId, size: o.size });
   subjects.push(agentbus);
   let busResult: SubjectResult;
   try {
@@ -142,7 +144,7 @@ async function measureBoth(
 
   if (backend.kind === 'redis') {
     const peers = await measureRedisPeers(o, backend.url, runId, busResult.latency.ratePerS, subjects, log, signal);
-    return benchReport(o, busResult, peers.rawByClient[peers.rawClient], peers);
+    return benchReport(o, prefetch, busResult, peers.rawByClient[peers.rawClient], peers);
   }
   const raw =
     backend.kind === 'memory'
@@ -151,7 +153,7 @@ async function measureBoth(
   subjects.push(raw);
   // Same offered rate as agentbus, so the latencies compare like for like.
   const rawResult = await measureSubject(raw, o, () => busResult.latency.ratePerS, log, signal);
-  return benchReport(o, busResult, rawResult);
+  return benchReport(o, prefetch, busResult, rawResult);
 }
 
 /** The Redis transport's `keyPrefix` for one run: none of its keys is shared with a real bus. */
