@@ -232,7 +232,7 @@ function slowAckTransport(): { transport: Transport; acked: string[]; open: () =
     deadLetters: inner.deadLetters,
     connect: () => inner.connect(),
     publish: (b) => inner.publish(b),
-    health: (deep) => inner.health(deep),
+    health: () => inner.health(),
     close: () => inner.close(),
     async subscribe(pattern, options) {
       const sub = await inner.subscribe(pattern, options);
