@@ -15,7 +15,7 @@ export interface ScriptCommands {
   agentbusBury(numKeys: number, ...args: (string | number)[]): Promise<string | null>;
   agentbusReplay(numKeys: number, ...args: (string | number)[]): Promise<number>;
   agentbusDeclare(numKeys: number, ...args: (string | number)[]): Promise<string>;
-  agentbusTrim(numKeys: number, ...args: (string | number)[]): Promise<number>;
+  agentbusTrim(numKeys: number, ...args: (string | number)[]): Promise<[number, string]>;
 }
 
 export type Client = (Redis | Cluster) & ScriptCommands;

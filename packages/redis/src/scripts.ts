@@ -378,13 +378,15 @@ return cur
  * then trims the entries below the oldest one some group still needs (its oldest pending entry,
  * or the first it has not been delivered), and never at or above ARGV[1] ms. Also forgets
  * consumers idle longer than ARGV[2] ms that hold nothing.
- * KEYS[1] stream. ARGV: bound ms, consumer idle ms, then group, start id pairs to attach.
- * Returns the number of entries trimmed.
+ * KEYS[1] stream. ARGV: bound ms, consumer idle ms, chunk, then group, start id pairs to attach.
+ * Trims at most one chunk of whole stream nodes (\`MINID ~ … LIMIT chunk\`): a large backlog is
+ * freed in steps, so Redis never blocks long. Returns { entries trimmed, the bound id }; the
+ * caller trims on below that bound (it stays safe: groups only move forward).
  */
 export const TRIM = `
 local key = KEYS[1]
-if redis.call('EXISTS', key) == 0 then return 0 end
-for j = 3, #ARGV, 2 do redis.pcall('XGROUP', 'CREATE', key, ARGV[j], ARGV[j + 1]) end
+if redis.call('EXISTS', key) == 0 then return { 0, '' } end
+for j = 4, #ARGV, 2 do redis.pcall('XGROUP', 'CREATE', key, ARGV[j], ARGV[j + 1]) end
 local function parse(id)
   local dash = string.find(id, '-', 1, true)
   return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
@@ -411,5 +413,6 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
     if ci.pending == 0 and ci.idle > idle_limit then redis.call('XGROUP', 'DELCONSUMER', key, info.name, ci.name) end
   end
 end
-return redis.call('XTRIM', key, 'MINID', string.format('%d-%d', bms, bseq))
+local bound = string.format('%d-%d', bms, bseq)
+return { redis.call('XTRIM', key, 'MINID', '~', bound, 'LIMIT', tonumber(ARGV[3])), bound }
 `;

@@ -78,6 +78,24 @@ describe.skipIf(skipReason)('Redis retention', () => {
     await slow.close();
   });
 
+  it('trims a large backlog in chunks, exactly to the oldest entry still needed', async () => {
+    const topic = 'ret.backlog';
+    const stream = t.keys.stream(topic, 4);
+    const sub = await t.subscribe(topic, { group: 'g', prefetch: 5000, ackTimeoutMs: 30_000 });
+    for (let i = 0; i < 5; i++) await t.publish(messages(topic, 1000));
+    const got = await take(sub, 5000);
+    // Everything acked but entry 3456: several chunks of whole nodes go, then the exact rest.
+    for (const [i, d] of got.entries()) if (i !== 3456) await d.ack();
+    expect(await t.trim()).toBe(3456);
+    expect(await redis.xlen(stream)).toBe(5000 - 3456);
+    const [[oldest]] = (await redis.xrange(stream, '-', '+', 'COUNT', 1)) as [[string, string[]]];
+    expect(oldest).toBe((await redis.xpending(stream, 'g', '-', '+', 1))[0]?.[0]);
+    await got[3456]?.ack();
+    expect(await t.trim()).toBe(5000 - 3456);
+    expect(await redis.xlen(stream)).toBe(0);
+    await sub.close();
+  });
+
   it('keeps the oldest pending entry of a group even when newer ones were acked', async () => {
     const topic = 'ret.holes';
     const stream = t.keys.stream(topic, 4);
