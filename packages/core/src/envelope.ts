@@ -60,8 +60,19 @@ export const MAX_PRIORITY = 9;
 
 const SEGMENT = /^[A-Za-z0-9_\-:@$]+$/;
 
+/** Topics found valid lately: most batches publish to a few topics, each checked twice (bus, transport). */
+const validTopics = new Set<string>();
+const VALID_TOPICS_CACHED = 1_000;
+
 /** Throws ValidationError unless `topic` is a concrete topic: dot-separated, no wildcards. */
 export function assertTopic(topic: string): void {
+  if (validTopics.has(topic)) return;
+  checkTopic(topic);
+  if (validTopics.size >= VALID_TOPICS_CACHED) validTopics.clear();
+  validTopics.add(topic);
+}
+
+function checkTopic(topic: string): void {
   if (typeof topic !== 'string' || topic.length === 0 || topic.length > 255) {
     throw new ValidationError(`invalid topic ${JSON.stringify(topic)}: 1–255 characters expected`);
   }
