@@ -1,3 +1,4 @@
+import { type AmqpTransportOptions, amqpTransport } from '@agentbus/amqp';
 import { ConfigError, type MemoryTransportOptions, memoryTransport, type Transport } from '@agentbus/core';
 import { type RedisTransportOptions, redisTransport } from '@agentbus/redis';
 import { type SqliteTransportOptions, sqliteTransport } from '@agentbus/sqlite';
@@ -12,12 +13,12 @@ export interface OpenTransportOptions {
   readonly sqlite?: Omit<SqliteTransportOptions, 'path'>;
   /** Everything but `url`, which is the URL itself. */
   readonly redis?: Omit<RedisTransportOptions, 'url'>;
+  /** Everything but `url`, which is the URL itself. */
+  readonly amqp?: Omit<AmqpTransportOptions, 'url'>;
 }
 
 /** Schemes whose transport packages have not landed yet, and the package each will need. */
 const PLANNED_SCHEMES = Object.freeze({
-  'amqp:': '@agentbus/amqp',
-  'amqps:': '@agentbus/amqp',
   'nats:': '@agentbus/nats',
 } as const);
 
@@ -28,13 +29,16 @@ export const SUPPORTED_TRANSPORT_URLS = Object.freeze([
   'sqlite::memory:',
   'redis://HOST:PORT[/DB]',
   'rediss://HOST:PORT[/DB]',
+  'amqp://USER:PASS@HOST:PORT[/VHOST]',
+  'amqps://USER:PASS@HOST:PORT[/VHOST]',
 ]);
 
 /** A parsed transport URL. */
 export type TransportUrl =
   | { readonly scheme: 'memory' }
   | { readonly scheme: 'sqlite'; readonly path: string }
-  | { readonly scheme: 'redis'; readonly url: string };
+  | { readonly scheme: 'redis'; readonly url: string }
+  | { readonly scheme: 'amqp'; readonly url: string };
 
 /**
  * Parses a transport URL without opening anything: `memory:`, `sqlite:PATH` (relative or
@@ -65,6 +69,16 @@ export function parseTransportUrl(url: string): TransportUrl {
     }
     return { scheme: 'redis', url };
   }
+  if (/^amqps?:\/\//i.test(url)) {
+    try {
+      new URL(url);
+    } catch {
+      throw new ConfigError(`'${url}' is not a valid URL; write amqp://USER:PASS@HOST:PORT[/VHOST]`, {
+        path: 'transport',
+      });
+    }
+    return { scheme: 'amqp', url };
+  }
   const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url)?.[0].toLowerCase();
   const pkg = scheme ? PLANNED_SCHEMES[scheme as keyof typeof PLANNED_SCHEMES] : undefined;
   if (pkg) {
@@ -74,20 +88,20 @@ export function parseTransportUrl(url: string): TransportUrl {
     );
   }
   throw new ConfigError(
-    `unsupported transport URL '${url}'; supported: ${SUPPORTED_TRANSPORT_URLS.join(', ')} ` +
-      `(amqp:// and nats:// are planned)`,
+    `unsupported transport URL '${url}'; supported: ${SUPPORTED_TRANSPORT_URLS.join(', ')} ` + `(nats:// is planned)`,
     { path: 'transport' },
   );
 }
 
 /**
  * Creates the transport a URL names: `memory:` → `memoryTransport()`, `sqlite:PATH` →
- * `sqliteTransport({ path })`, `redis://…` → `redisTransport({ url })`. The transport is not connected yet; it connects lazily or on
+ * `sqliteTransport({ path })`, `redis://…` → `redisTransport({ url })`, `amqp://…` → `amqpTransport({ url })`. The transport is not connected yet; it connects lazily or on
  * `connect()`. Throws ConfigError for unknown or not-yet-installed schemes.
  */
 export function openTransport(url: string, options: OpenTransportOptions = {}): Transport {
   const parsed = parseTransportUrl(url);
   if (parsed.scheme === 'memory') return memoryTransport(options.memory);
   if (parsed.scheme === 'redis') return redisTransport({ ...options.redis, url: parsed.url });
+  if (parsed.scheme === 'amqp') return amqpTransport({ ...options.amqp, url: parsed.url });
   return sqliteTransport({ ...options.sqlite, path: parsed.path });
 }
