@@ -1,3 +1,4 @@
+import { AmqpTransport } from '@agentbus/amqp';
 import { ConfigError, MemoryTransport } from '@agentbus/core';
 import { RedisTransport } from '@agentbus/redis';
 import { SqliteTransport } from '@agentbus/sqlite';
@@ -33,11 +34,31 @@ describe('openTransport', () => {
     await t.close();
   });
 
+  it('opens amqp:// and amqps:// URLs as the RabbitMQ transport, without connecting', async () => {
+    expect(parseTransportUrl('amqp://guest:guest@127.0.0.1:5672')).toEqual({
+      scheme: 'amqp',
+      url: 'amqp://guest:guest@127.0.0.1:5672',
+    });
+    expect(parseTransportUrl('amqps://user:pw@broker.example:5671/prod')).toEqual({
+      scheme: 'amqp',
+      url: 'amqps://user:pw@broker.example:5671/prod',
+    });
+    for (const url of ['amqp://guest:guest@127.0.0.1:1', 'amqps://guest:guest@127.0.0.1:1/vhost']) {
+      const t = openTransport(url, { amqp: { namespace: 'never-used', queueType: 'classic' } });
+      expect(t, url).toBeInstanceOf(AmqpTransport);
+      expect(t.name).toBe('amqp');
+      await t.close();
+    }
+  });
+
   it.each([
     ['redis://bad host', /is not a valid URL/],
-    ['amqp://localhost', /amqp: transport \(@agentbus\/amqp\) is not installed yet/],
+    ['amqp://bad host', /is not a valid URL; write amqp:\/\/USER:PASS@HOST:PORT\[\/VHOST\]/],
     ['nats://localhost:4222', /nats: transport \(@agentbus\/nats\) is not installed yet/],
-    ['kafka://x', /unsupported transport URL 'kafka:\/\/x'; supported: memory:, sqlite:PATH/],
+    [
+      'kafka://x',
+      /unsupported transport URL 'kafka:\/\/x'; supported: memory:, sqlite:PATH.*amqps:\/\/.*nats:\/\/ is planned/,
+    ],
     ['sqlite:', /has no database path/],
     ['', /a transport URL is required/],
   ])('refuses %j with a ConfigError on path transport', (url, message) => {

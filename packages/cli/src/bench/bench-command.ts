@@ -3,7 +3,7 @@ import { positiveInt, positiveNumber } from '../arguments.js';
 import { type CliContext, transportUrlOf } from '../context.js';
 import { baseProgram, transportOption } from '../program-base.js';
 import { runCli } from '../run-cli.js';
-import { BENCH_DEFAULTS } from './bench-options.js';
+import { BENCH_DEFAULTS, type BenchQueueType } from './bench-options.js';
 import { benchTable } from './bench-report.js';
 import { runBench } from './run-bench.js';
 
@@ -16,6 +16,7 @@ interface BenchFlags {
   readonly prefetch?: number;
   readonly batch: number;
   readonly rate?: number;
+  readonly queueType?: BenchQueueType;
   readonly warmup: number;
   readonly json?: boolean;
 }
@@ -29,7 +30,7 @@ function addBenchOptions(command: Command): Command {
     .option('--concurrency <n>', 'messages in flight per consumer', positiveInt, BENCH_DEFAULTS.concurrency)
     .option(
       '--prefetch <n>',
-      'deliveries each agentbus consumer leases ahead (default: the raw baseline read batch: concurrency, 500 on Redis)',
+      'deliveries each agentbus consumer leases ahead (default: the raw baseline read batch: concurrency, 500 on Redis and RabbitMQ)',
       positiveInt,
     )
     .option('--batch <n>', 'messages per publish batch', positiveInt, BENCH_DEFAULTS.batchSize)
@@ -38,6 +39,7 @@ function addBenchOptions(command: Command): Command {
       `latency phase offered rate (default ${BENCH_DEFAULTS.rateFraction} x end-to-end)`,
       positiveNumber,
     )
+    .option('--queue-type <type>', 'amqp:// only: RabbitMQ queue type of both sides, quorum (default) or classic')
     .option(
       '--warmup <n>',
       'unmeasured warm-up messages per system',
@@ -59,6 +61,7 @@ async function benchAction(ctx: CliContext, transport: string, flags: BenchFlags
       prefetch: flags.prefetch,
       batchSize: flags.batch,
       rate: flags.rate,
+      queueType: flags.queueType,
       warmupMessages: flags.warmup,
     },
     (text) => ctx.out.note(`bench: ${text}`),
@@ -76,7 +79,9 @@ export function registerBenchCommand(program: Command, ctx: CliContext): void {
   addBenchOptions(
     program
       .command('bench')
-      .description(`${DESCRIPTION} (sqlite runs on temp files; redis:// also measures node-redis, ioredis and BullMQ)`),
+      .description(
+        `${DESCRIPTION} (sqlite runs on temp files; redis:// also measures node-redis, ioredis and BullMQ; amqp:// raw amqplib)`,
+      ),
   ).action((flags: BenchFlags, command: Command) => benchAction(ctx, transportUrlOf(command), flags));
 }
 

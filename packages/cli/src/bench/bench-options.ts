@@ -4,7 +4,8 @@ import { ConfigError } from '@agentbus/core';
 export interface BenchOptions {
   /**
    * `memory:`, `sqlite:…` (SQLite always runs on fresh temp files, never the named one) or
-   * `redis://host:port[/db]` / `rediss://…` (on the named server, on keys of the run's own).
+   * `redis://host:port[/db]` / `rediss://…` (on the named server, on keys of the run's own) or
+   * `amqp://user:pass@host:port[/vhost]` / `amqps://…` (RabbitMQ, on queues of the run's own).
    */
   readonly transport: string;
   /** Messages per phase (publish, drain, end-to-end). */
@@ -20,9 +21,15 @@ export interface BenchOptions {
   /**
    * Deliveries each agentbus consumer leases ahead (`subscribe({ prefetch })`); default: the raw
    * baseline's read batch, so both read alike (`concurrency` for memory and SQLite, whose raw
-   * loops take that many rows at a time; 500 for Redis, as its XREADGROUP COUNT).
+   * loops take that many rows at a time; 500 for Redis, as its XREADGROUP COUNT; 500 for
+   * RabbitMQ, as the raw consumers' `basic.qos`).
    */
   readonly prefetch?: number | undefined;
+  /**
+   * amqp:// runs only: the queue type of agentbus's group queues and of the raw baseline's queues
+   * (default `quorum`, the transport's default).
+   */
+  readonly queueType?: BenchQueueType | undefined;
   /** Messages per publish batch (one transport round / one transaction). */
   readonly batchSize: number;
   /** Publish batches in flight at once. */
@@ -38,6 +45,9 @@ export interface BenchOptions {
   readonly phaseTimeoutMs: number;
   readonly rssSampleIntervalMs: number;
 }
+
+/** RabbitMQ queue types an amqp:// run can measure on. */
+export type BenchQueueType = 'quorum' | 'classic';
 
 /** Defaults of `agentbus bench` / `npm run bench`. */
 export const BENCH_DEFAULTS = Object.freeze({
@@ -77,6 +87,9 @@ export function resolveBenchOptions(input: Partial<BenchOptions> = {}): BenchOpt
   }
   if (o.codec !== 'json' && o.codec !== 'msgpack')
     throw new ConfigError(`must be json or msgpack, got ${o.codec}`, { path: 'bench.codec' });
+  if (o.queueType !== undefined && o.queueType !== 'quorum' && o.queueType !== 'classic') {
+    throw new ConfigError(`must be quorum or classic, got ${String(o.queueType)}`, { path: 'bench.queueType' });
+  }
   if (o.rate !== undefined && !(o.rate > 0))
     throw new ConfigError(`must be > 0, got ${o.rate}`, { path: 'bench.rate' });
   return o;

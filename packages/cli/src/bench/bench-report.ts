@@ -1,6 +1,7 @@
 import { renderTable, type Style } from '../output.js';
 import type { BenchOptions } from './bench-options.js';
 import type { SubjectResult } from './phases.js';
+import { RAW_AMQP_DEFAULTS } from './raw-amqp-subject.js';
 import type { RedisPeerResults } from './redis-peers.js';
 
 /**
@@ -27,7 +28,7 @@ export interface BenchReport {
   readonly p95_ms: number;
   readonly p99_ms: number;
   readonly peak_rss_mb: number;
-  /** What the raw baseline is: `raw array queue` or `raw better-sqlite3`. */
+  /** What the raw baseline is: `raw array queue`, `raw better-sqlite3`, `raw ioredis`, `raw amqplib`, … */
   readonly raw: string;
   readonly raw_publish_per_s: number;
   readonly raw_drain_per_s: number;
@@ -61,6 +62,11 @@ export interface BenchReport {
   readonly bullmq_peak_rss_mb?: number;
   /** `e2e_per_s / bullmq_e2e_per_s`. */
   readonly bullmq_ratio?: number;
+  // Only on amqp:// runs, whose raw baseline is amqplib on the same broker.
+  /** `quorum` or `classic`: the queue type of agentbus's group queues and of the raw queues. */
+  readonly queue_type?: string;
+  /** `basic.qos` of each raw amqplib consumer's channel. */
+  readonly raw_prefetch?: number;
 }
 
 const round = (n: number, digits = 0) => {
@@ -109,6 +115,7 @@ export function benchReport(
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     ...(redis && redisFields(bus, redis)),
+    ...(o.queueType !== undefined && { queue_type: o.queueType, raw_prefetch: RAW_AMQP_DEFAULTS.prefetch }),
   };
 }
 
@@ -165,6 +172,16 @@ export function benchTable(r: BenchReport, style: Style): string[] {
     );
   }
   if (b) notes.push('BullMQ: addBulk, Workers with concurrency 100, no-op jobs removed on completion');
+  if (r.queue_type !== undefined) {
+    notes.push(
+      `raw = ${r.raw} on ${r.queue_type} durable queues: persistent publishes to the default exchange on a ` +
+        `ConfirmChannel, each publish batch of ${r.batch} waiting for its own confirms (the same batches as ` +
+        `agentbus); consumers on channels of their own with prefetch ${r.raw_prefetch ?? RAW_AMQP_DEFAULTS.prefetch}, ` +
+        'one multiple ack per event-loop turn; publisher and consumers on connections of their own (TCP_NODELAY)',
+      `agentbus on ${r.queue_type} queues` +
+        (r.queue_type === 'classic' ? ' (with x-max-priority 9, so priorities are honoured)' : ''),
+    );
+  }
   return [
     style.bold(`agentbus bench  ${r.transport}  vs ${r.raw}${b ? ' and BullMQ' : ''}`),
     `${int(r.messages)} messages x ${int(r.size)} B (${r.codec}), ${r.consumers} consumers x ${r.concurrency} in flight ` +

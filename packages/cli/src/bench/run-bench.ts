@@ -1,13 +1,15 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { AMQP_TRANSPORT_DEFAULTS, AmqpNames } from '@agentbus/amqp';
 import { ConfigError, codecByName, createBus } from '@agentbus/core';
 import { openTransport, parseTransportUrl } from '../open-transport.js';
 import { AgentbusSubject } from './agentbus-subject.js';
 import { type BenchOptions, resolveBenchOptions } from './bench-options.js';
 import { type BenchReport, benchReport } from './bench-report.js';
-import type { BenchSubject } from './bench-subject.js';
+import type { BenchChannel, BenchSubject } from './bench-subject.js';
 import { measureSubject, type SubjectResult } from './phases.js';
+import { deleteAmqpEntities, RAW_AMQP_DEFAULTS, RawAmqpSubject, redactAmqpUrl } from './raw-amqp-subject.js';
 import { RawMemorySubject } from './raw-memory-subject.js';
 import { RAW_REDIS_DEFAULTS } from './raw-redis-subject.js';
 import { RawSqliteSubject } from './raw-sqlite-subject.js';
@@ -17,12 +19,14 @@ import { measureRedisPeers } from './redis-peers.js';
 type Backend =
   | { readonly kind: 'memory' }
   | { readonly kind: 'sqlite'; readonly inMemory: boolean; readonly ignoredPath?: string }
-  | { readonly kind: 'redis'; readonly url: string; readonly shown: string };
+  | { readonly kind: 'redis'; readonly url: string; readonly shown: string }
+  | { readonly kind: 'amqp'; readonly url: string; readonly shown: string };
 
 /** `sqlite:` alone is fine here: the benchmark picks its own files. */
 function backendOf(url: string): Backend {
   if (url === 'sqlite:') return { kind: 'sqlite', inMemory: false };
   if (/^rediss?:/i.test(url)) return redisBackend(url);
+  if (/^amqps?:/i.test(url)) return amqpBackend(url);
   const parsed = parseTransportUrl(url);
   if (parsed.scheme === 'memory') return { kind: 'memory' };
   if (parsed.scheme === 'sqlite') {
@@ -30,7 +34,7 @@ function backendOf(url: string): Backend {
       ? { kind: 'sqlite', inMemory: true }
       : { kind: 'sqlite', inMemory: false, ignoredPath: parsed.path };
   }
-  throw new ConfigError(`the benchmark supports memory:, sqlite: and redis:// so far, not ${url}`, {
+  throw new ConfigError(`the benchmark supports memory:, sqlite:, redis:// and amqp:// so far, not ${url}`, {
     path: 'transport',
   });
 }
@@ -53,10 +57,25 @@ function redisBackend(url: string): Backend {
   return { kind: 'redis', url, shown: redactRedisUrl(url) };
 }
 
+/** `amqp://[user:password@]host[:port][/vhost]` or `amqps://…`; the password never reaches a report. */
+function amqpBackend(url: string): Backend {
+  const usage = 'write amqp://user:pass@host:port[/vhost] or amqps://…';
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigError(`'${redactAmqpUrl(url)}' is not a valid AMQP URL; ${usage}`, { path: 'transport' });
+  }
+  if (parsed.hostname === '' || parsed.hash !== '') {
+    throw new ConfigError(`'${redactAmqpUrl(url)}' is not an AMQP URL; ${usage}`, { path: 'transport' });
+  }
+  return { kind: 'amqp', url, shown: redactAmqpUrl(url) };
+}
+
 /** What the report names: the backend actually measured, not a database file it never opened. */
 function reportedTransport(backend: Backend): string {
   if (backend.kind === 'memory') return 'memory:';
-  if (backend.kind === 'redis') return backend.shown;
+  if (backend.kind === 'redis' || backend.kind === 'amqp') return backend.shown;
   return backend.inMemory ? 'sqlite::memory:' : 'sqlite:';
 }
 
@@ -65,7 +84,9 @@ function reportedTransport(backend: Backend): string {
  * after the other in this process, and reports them side by side. SQLite runs on fresh files
  * in a temp directory that is removed afterwards; the database the URL names is never opened.
  * Redis runs on the named server, on keys of its own that are deleted afterwards, and also
- * measures both raw clients (ioredis, node-redis; the faster is `raw`) and BullMQ.
+ * measures both raw clients (ioredis, node-redis; the faster is `raw`) and BullMQ. RabbitMQ runs
+ * on the named broker, agentbus under a namespace of the run's own and raw amqplib on queues of
+ * its own, both of `queueType` (default quorum), all deleted afterwards.
  */
 export async function runBench(
   input: Partial<BenchOptions> = {},
@@ -74,12 +95,19 @@ export async function runBench(
 ): Promise<BenchReport> {
   const given = resolveBenchOptions(input);
   const backend = backendOf(given.transport);
-  const o = { ...given, transport: reportedTransport(backend) };
+  if (backend.kind !== 'amqp' && given.queueType !== undefined) {
+    throw new ConfigError('is for amqp:// runs only', { path: 'bench.queueType' });
+  }
+  const o: BenchOptions = {
+    ...given,
+    transport: reportedTransport(backend),
+    ...(backend.kind === 'amqp' && { queueType: given.queueType ?? AMQP_TRANSPORT_DEFAULTS.queueType }),
+  };
   const subjects: BenchSubject[] = [];
   let dir: string | undefined;
   let report: BenchReport;
   try {
-    let busUrl = backend.kind === 'redis' ? backend.url : 'memory:';
+    let busUrl = backend.kind === 'redis' || backend.kind === 'amqp' ? backend.url : 'memory:';
     let rawPath = ':memory:';
     if (backend.kind === 'sqlite') {
       if (backend.inMemory) busUrl = 'sqlite::memory:';
@@ -114,37 +142,64 @@ async function measureBoth(
   signal: AbortSignal | undefined,
 ): Promise<BenchReport> {
   // Random too on a shared server: two runs may start in the same millisecond there.
-  const runId =
-    backend.kind === 'redis'
-      ? `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
-      : Date.now().toString(36);
-  // On Redis agentbus keeps its keys (registries included) under a prefix of the run's own.
+  const shared = backend.kind === 'redis' || backend.kind === 'amqp';
+  const runId = shared
+    ? `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
+    : Date.now().toString(36);
+  // On Redis agentbus keeps its keys (registries included) under a prefix of the run's own; on
+  // RabbitMQ its exchange and queues under a namespace of the run's own.
   const transport = openTransport(
     busUrl,
-    backend.kind === 'redis' ? { redis: { keyPrefix: agentbusKeyPrefix(runId) } } : {},
+    backend.kind === 'redis'
+      ? { redis: { keyPrefix: agentbusKeyPrefix(runId) } }
+      : backend.kind === 'amqp'
+        ? { amqp: { namespace: agentbusNamespace(runId), queueType: o.queueType } }
+        : {},
   );
   const bus = createBus({ transport, source: 'bench', codec: codecByName(o.codec) });
-  const prefetch = o.prefetch ?? (backend.kind === 'redis' ? RAW_REDIS_DEFAULTS.readCount : o.concurrency);
-  const agentbus = new AgentbusSubject(bus, { concurrency: o.concurrency, prefetch, runId, size: o.size });
+  const prefetch =
+    o.prefetch ??
+    (backend.kind === 'redis'
+      ? RAW_REDIS_DEFAULTS.readCount
+      : backend.kind === 'amqp'
+        ? RAW_AMQP_DEFAULTS.prefetch
+        : o.concurrency);
+  const channels: string[] = [];
+  const agentbus = recordingChannels(
+    new AgentbusSubject(bus, { concurrency: o.concurrency, prefetch, runId, size: o.size }),
+    channels,
+  );
   subjects.push(agentbus);
+  /** Deletes what the agentbus run left on a shared server; never throws (it logs). */
+  const cleanUp = async () => {
+    if (backend.kind === 'redis') await removeAgentbusKeys(backend.url, runId, log);
+    if (backend.kind === 'amqp') await removeAgentbusAmqp(backend.url, runId, channels, log);
+  };
   let busResult: SubjectResult;
   try {
     busResult = await measureSubject(agentbus, o, (e2e) => o.rate ?? e2e * o.rateFraction, log, signal);
   } catch (err) {
-    if (backend.kind === 'redis') {
-      // The caller closes it again and reports `err`; its keys need it closed first.
+    if (shared) {
+      // The caller closes it again and reports `err`; its keys and queues need it closed first.
       await agentbus.close().catch(() => {});
-      await removeAgentbusKeys(backend.url, runId, log);
+      await cleanUp();
     }
     throw err;
   }
   // Closed before the raw run starts, so its timers and statements do not run beside it.
   await agentbus.close();
-  if (backend.kind === 'redis') await removeAgentbusKeys(backend.url, runId, log);
+  await cleanUp();
 
   if (backend.kind === 'redis') {
     const peers = await measureRedisPeers(o, backend.url, runId, busResult.latency.ratePerS, subjects, log, signal);
     return benchReport(o, prefetch, busResult, peers.rawByClient[peers.rawClient], peers);
+  }
+  if (backend.kind === 'amqp') {
+    const queueType = o.queueType ?? AMQP_TRANSPORT_DEFAULTS.queueType;
+    const raw = await RawAmqpSubject.open(backend.url, { runId, size: o.size, queueType });
+    subjects.push(raw);
+    const rawResult = await measureSubject(raw, o, () => busResult.latency.ratePerS, log, signal);
+    return benchReport(o, prefetch, busResult, rawResult);
   }
   const raw =
     backend.kind === 'memory'
@@ -158,6 +213,61 @@ async function measureBoth(
 
 /** The Redis transport's `keyPrefix` for one run: none of its keys is shared with a real bus. */
 const agentbusKeyPrefix = (runId: string) => `bench:agentbus:${runId}`;
+
+/** The AMQP transport's `namespace` for one run: none of its exchanges or queues is shared with a real bus. */
+export const agentbusNamespace = (runId: string) => `bench.${runId}`;
+
+/**
+ * The consumer group of a channel of {@link AgentbusSubject}, which names it so: its group queue
+ * on RabbitMQ is `<namespace>.q.<group>`.
+ */
+const agentbusGroup = (runId: string, channel: string) => `bench-${runId}-${channel}`;
+
+/** `subject`, recording in `names` the name of every channel it is asked for. */
+function recordingChannels(subject: BenchSubject, names: string[]): BenchSubject {
+  return {
+    label: subject.label,
+    channel(name: string): Promise<BenchChannel> {
+      names.push(name);
+      return subject.channel(name);
+    },
+    close: () => subject.close(),
+  };
+}
+
+/**
+ * The AMQP transport keeps its exchange and queues on the broker after the bus closes: the topic
+ * exchange `<namespace>`, per group its queue, dead-letter exchange and queue and the retry
+ * queues of the ladder (those that exist), and the group registry `<namespace>.groups`. Deletes
+ * them all. Never throws: a failed cleanup must not hide the outcome of the run, so it is logged.
+ */
+export async function removeAgentbusAmqp(
+  url: string,
+  runId: string,
+  channels: readonly string[],
+  log: (text: string) => void,
+): Promise<void> {
+  const names = new AmqpNames(agentbusNamespace(runId));
+  const groups = [...new Set(channels)].map((c) => agentbusGroup(runId, c));
+  const queues = groups.flatMap((g) => [
+    names.queue(g),
+    names.deadLetterQueue(g),
+    ...AMQP_TRANSPORT_DEFAULTS.retryLadderMs.map((ms) => names.retry(g, ms)),
+  ]);
+  queues.push(names.registry);
+  const exchanges = [names.exchange, ...groups.map((g) => names.deadLetterExchange(g))];
+  try {
+    const deleted = await deleteAmqpEntities(url, queues, exchanges);
+    log(
+      `agentbus: deleted ${deleted.queues.length} queues and ${deleted.exchanges.length} exchanges ` +
+        `of run ${runId} (namespace ${names.namespace})`,
+    );
+  } catch (err) {
+    log(
+      `agentbus: could not delete the RabbitMQ queues of run ${runId} (namespace ${names.namespace}): ${String(err)}`,
+    );
+  }
+}
 
 /**
  * The transport keeps streams, groups and registries on the server after the bus closes; they
