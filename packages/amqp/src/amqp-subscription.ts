@@ -12,6 +12,7 @@ import {
   type Subscription,
 } from '@agentbus/core';
 import type { Channel, ConsumeMessage, Options } from 'amqplib';
+import { Acker } from './acker.js';
 import { copyOptions, H, numberHeader, stringHeader, userHeaders } from './headers.js';
 import type { AmqpNames } from './names.js';
 import type { AmqpQueueType } from './options.js';
@@ -34,6 +35,7 @@ export interface SubscriptionContext {
 /** A consumer channel; settles of deliveries that came on it only act while it lives. */
 interface LiveChannel {
   readonly ch: Channel;
+  readonly acker: Acker;
   alive: boolean;
   tag?: string;
 }
@@ -82,7 +84,7 @@ export class AmqpSubscription implements Subscription<ManagedDelivery> {
   async start(): Promise<void> {
     if (this.#closed || this.consuming) return;
     const ch = await this.#ctx.createChannel();
-    const live: LiveChannel = { ch, alive: true };
+    const live: LiveChannel = { ch, alive: true, acker: new Acker(ch, () => live.alive) };
     ch.on('error', () => {}); // the close that follows is what counts
     ch.on('close', () => this.#lost(live));
     try {
@@ -229,6 +231,7 @@ export class AmqpSubscription implements Subscription<ManagedDelivery> {
     this.#waiter = undefined;
     w?.();
     const live = this.#channel;
+    live?.acker.flush();
     if (live?.alive && live.tag) await live.ch.cancel(live.tag).catch(() => {});
     // Put back what this consumer holds, as copies with the right attempt (the broker's own
     // requeue would count a return even for a delivery the consumer never saw).
@@ -243,6 +246,7 @@ export class AmqpSubscription implements Subscription<ManagedDelivery> {
       releases.push((d.lease as AmqpLease).requeue(d.attempt));
     }
     await Promise.allSettled([...releases, ...this.#pending]);
+    live?.acker.flush();
     this.#channel = undefined;
     if (live?.alive) {
       live.alive = false;
@@ -269,12 +273,8 @@ export class AmqpLease implements LeaseOps {
   ) {}
 
   ack(): void {
-    if (!this.live.alive) return; // the channel is gone: the broker redelivers it
-    try {
-      this.live.ch.ack(this.msg);
-    } catch {
-      // closed meanwhile: same as above
-    }
+    // Gone with its channel: the broker redelivers it. Otherwise batched per event-loop turn.
+    if (this.live.alive) this.live.acker.ack(this.msg.fields.deliveryTag);
   }
 
   nack({ delayMs = 0 }: NackOptions): Promise<void> {
@@ -323,6 +323,7 @@ export class AmqpLease implements LeaseOps {
       if (this.live.alive) {
         try {
           this.live.ch.nack(this.msg, false, true);
+          this.live.acker.settledElsewhere(this.msg.fields.deliveryTag);
         } catch {
           // channel gone: the broker redelivers it
         }

@@ -102,7 +102,7 @@ export class AmqpTransport implements Transport {
     this.capabilities = Object.freeze({
       persistent: true,
       crossProcess: true,
-      priority: this.#options.queueType === 'classic',
+      priority: this.#options.queueType === 'classic' && this.#options.maxPriority > 0,
       delayedDelivery: true,
       ttl: true,
       wildcards: true,
@@ -154,6 +154,9 @@ export class AmqpTransport implements Transport {
     let model: RecoveringModel;
     try {
       model = (await amqp.connect(url.toString(), {
+        // Small frames (acks, single publishes) go out at once: Nagle would hold them back for
+        // tens of ms at low load.
+        noDelay: true,
         recovery: {
           initialDelay: o.reconnect.initialMs,
           maxDelay: o.reconnect.maxMs,
@@ -307,7 +310,7 @@ export class AmqpTransport implements Transport {
         'x-dead-letter-exchange': n.deadLetterExchange(group),
       };
       if (this.#options.queueType === 'classic') {
-        args['x-max-priority'] = MAX_PRIORITY;
+        if (this.#options.maxPriority > 0) args['x-max-priority'] = this.#options.maxPriority;
         if (this.#options.maxQueueLength !== undefined) args['x-overflow'] = 'reject-publish';
       }
       if (this.#options.maxQueueLength !== undefined) args['x-max-length'] = this.#options.maxQueueLength;

@@ -16,6 +16,12 @@ export interface AmqpTransportOptions {
    * `classic`: durable classic queues with `x-max-priority` 9, so priorities are honoured.
    */
   readonly queueType?: AmqpQueueType;
+  /**
+   * Classic queues only: `x-max-priority` of the group queues (default 9, the bus's highest
+   * priority, so all ten levels are distinct). `0` declares plain classic queues without
+   * priorities, which RabbitMQ serves about twice as fast.
+   */
+  readonly maxPriority?: number;
   /** AMQP heartbeat in seconds: a dead broker or peer is noticed within about twice this. */
   readonly heartbeatS?: number;
   /** Reconnect backoff: first delay and cap (ms); the delay doubles with jitter. */
@@ -40,6 +46,7 @@ export const AMQP_TRANSPORT_DEFAULTS = Object.freeze({
   url: 'amqp://guest:guest@127.0.0.1:5672',
   namespace: 'agentbus',
   queueType: 'quorum' as AmqpQueueType,
+  maxPriority: 9,
   heartbeatS: 5,
   reconnect: Object.freeze({ initialMs: 100, maxMs: 5_000 }),
   retryLadderMs: Object.freeze([
@@ -52,6 +59,7 @@ export interface ResolvedAmqpOptions {
   readonly url: string;
   readonly namespace: string;
   readonly queueType: AmqpQueueType;
+  readonly maxPriority: number;
   readonly heartbeatS: number;
   readonly reconnect: { readonly initialMs: number; readonly maxMs: number };
   readonly retryLadderMs: readonly number[];
@@ -64,6 +72,7 @@ const KNOWN = new Set([
   'url',
   'namespace',
   'queueType',
+  'maxPriority',
   'heartbeatS',
   'reconnect',
   'retryLadderMs',
@@ -107,6 +116,10 @@ export function resolveAmqpOptions(options: AmqpTransportOptions = {}): Resolved
   if (queueType !== 'quorum' && queueType !== 'classic') {
     throw new ConfigError(`must be quorum or classic, got ${JSON.stringify(queueType)}`, { path: 'queueType' });
   }
+  const maxPriority = options.maxPriority ?? d.maxPriority;
+  if (!Number.isInteger(maxPriority) || maxPriority < 0 || maxPriority > 9) {
+    throw new ConfigError(`must be an integer 0–9, got ${String(maxPriority)}`, { path: 'maxPriority' });
+  }
   const ladder = options.retryLadderMs ?? d.retryLadderMs;
   if (!Array.isArray(ladder) || ladder.length === 0) {
     throw new ConfigError('must be a non-empty array of delays in ms', { path: 'retryLadderMs' });
@@ -123,6 +136,7 @@ export function resolveAmqpOptions(options: AmqpTransportOptions = {}): Resolved
     url,
     namespace,
     queueType,
+    maxPriority,
     heartbeatS: positiveInt(options.heartbeatS ?? d.heartbeatS, 'heartbeatS'),
     reconnect: {
       initialMs: positive(options.reconnect?.initialMs ?? d.reconnect.initialMs, 'reconnect.initialMs'),
