@@ -72,9 +72,8 @@ describe.skipIf(skipReason)('RabbitMQ transport', () => {
     await new Promise((res) => setTimeout(res, 50));
     // Cut the connection under the consumer (no release on close): the broker gives back exactly
     // what was not acked, and the subscription, reconnected by itself, gets it again.
-    const live = (d(2).lease as unknown as { live: { ch: { connection: { stream: { destroy(e: Error): void } } } } })
-      .live;
-    live.ch.connection.stream.destroy(new Error('network cut'));
+    type Held = { lease: { live: { ch: { connection: { stream: { destroy(e: Error): void } } } } } };
+    (d(2) as unknown as Held).lease.live.ch.connection.stream.destroy(new Error('network cut'));
     const back = await r.expect(15_000);
     expect(back.message.id).toBe(sent[2]?.id);
     expect(back.attempt).toBe(2);
