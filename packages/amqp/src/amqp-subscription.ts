@@ -317,8 +317,15 @@ export class AmqpLease implements LeaseOps {
    */
   async #move(queue: string, extra: Readonly<Record<string, string | undefined>>): Promise<void> {
     if (!this.live.alive) return;
+    const h = this.msg.properties.headers as Record<string, unknown> | undefined;
+    // A copy goes straight to a queue, so its routing key is no longer the topic: it carries it.
+    const topic = stringHeader(h, H.topic) ?? this.msg.fields.routingKey;
     try {
-      await this.ctx.sendToQueue(queue, this.msg.content, copyOptions(this.msg.properties, extra));
+      await this.ctx.sendToQueue(
+        queue,
+        this.msg.content,
+        copyOptions(this.msg.properties, { [H.topic]: topic, ...extra }),
+      );
     } catch (err) {
       if (this.live.alive) {
         try {

@@ -31,7 +31,8 @@ function isBrokerHeader(name: string): boolean {
 
 /** The publish properties of a first publish. */
 export function publishOptions(m: TransportMessage, nowMs: number): Options.Publish {
-  const headers: Record<string, string> = { ...m.headers, [H.topic]: m.topic, [H.publishedAt]: String(nowMs) };
+  // The topic is the routing key; copies that go straight to a queue carry it as H.topic.
+  const headers: Record<string, string> = { ...m.headers, [H.publishedAt]: String(nowMs) };
   if (m.expiresAtMs !== undefined) headers[H.expiresAt] = String(m.expiresAtMs);
   return { persistent: true, messageId: m.id, priority: m.priority, headers };
 }

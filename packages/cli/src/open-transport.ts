@@ -88,7 +88,7 @@ export function parseTransportUrl(url: string): TransportUrl {
     );
   }
   throw new ConfigError(
-    `unsupported transport URL '${url}'; supported: ${SUPPORTED_TRANSPORT_URLS.join(', ')} ` + `(nats:// is planned)`,
+    `unsupported transport URL '${url}'; supported: ${SUPPORTED_TRANSPORT_URLS.join(', ')} (nats:// is planned)`,
     { path: 'transport' },
   );
 }

@@ -196,6 +196,7 @@ describe.skipIf(skip !== undefined)('the amqp:// benchmark on a real RabbitMQ', 
         await subject.close();
       }
       expect(await existing('queue', raw.queues)).toEqual([]);
+      expect(await existing('exchange', [raw.exchange])).toEqual([]);
       await subject.close(); // idempotent
     },
   );

@@ -174,7 +174,7 @@ export function benchTable(r: BenchReport, style: Style): string[] {
   if (b) notes.push('BullMQ: addBulk, Workers with concurrency 100, no-op jobs removed on completion');
   if (r.queue_type !== undefined) {
     notes.push(
-      `raw = ${r.raw} on ${r.queue_type} durable queues: persistent publishes to the default exchange on a ` +
+      `raw = ${r.raw} on ${r.queue_type} durable queues${r.queue_type === 'classic' ? ' (x-max-priority 9, as agentbus declares)' : ''}: persistent publishes through a topic exchange of its own (as agentbus routes) on a ` +
         `ConfirmChannel, each publish batch of ${r.batch} waiting for its own confirms (the same batches as ` +
         `agentbus); consumers on channels of their own with prefetch ${r.raw_prefetch ?? RAW_AMQP_DEFAULTS.prefetch}, ` +
         'one multiple ack per event-loop turn; publisher and consumers on connections of their own (TCP_NODELAY)',
