@@ -1,5 +1,6 @@
 import { type AmqpTransportOptions, amqpTransport } from '@agentbus/amqp';
 import { ConfigError, type MemoryTransportOptions, memoryTransport, type Transport } from '@agentbus/core';
+import { type NatsTransportOptions, natsTransport } from '@agentbus/nats';
 import { type RedisTransportOptions, redisTransport } from '@agentbus/redis';
 import { type SqliteTransportOptions, sqliteTransport } from '@agentbus/sqlite';
 
@@ -15,12 +16,9 @@ export interface OpenTransportOptions {
   readonly redis?: Omit<RedisTransportOptions, 'url'>;
   /** Everything but `url`, which is the URL itself. */
   readonly amqp?: Omit<AmqpTransportOptions, 'url'>;
+  /** Everything but `url`, which is the URL itself. */
+  readonly nats?: Omit<NatsTransportOptions, 'url'>;
 }
-
-/** Schemes whose transport packages have not landed yet, and the package each will need. */
-const PLANNED_SCHEMES = Object.freeze({
-  'nats:': '@agentbus/nats',
-} as const);
 
 /** The URL forms `openTransport` understands, for error messages and help text. */
 export const SUPPORTED_TRANSPORT_URLS = Object.freeze([
@@ -31,6 +29,7 @@ export const SUPPORTED_TRANSPORT_URLS = Object.freeze([
   'rediss://HOST:PORT[/DB]',
   'amqp://USER:PASS@HOST:PORT[/VHOST]',
   'amqps://USER:PASS@HOST:PORT[/VHOST]',
+  'nats://HOST:PORT[,nats://HOST:PORT…]',
 ]);
 
 /** A parsed transport URL. */
@@ -38,7 +37,8 @@ export type TransportUrl =
   | { readonly scheme: 'memory' }
   | { readonly scheme: 'sqlite'; readonly path: string }
   | { readonly scheme: 'redis'; readonly url: string }
-  | { readonly scheme: 'amqp'; readonly url: string };
+  | { readonly scheme: 'amqp'; readonly url: string }
+  | { readonly scheme: 'nats'; readonly url: string };
 
 /**
  * Parses a transport URL without opening anything: `memory:`, `sqlite:PATH` (relative or
@@ -79,18 +79,10 @@ export function parseTransportUrl(url: string): TransportUrl {
     }
     return { scheme: 'amqp', url };
   }
-  const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url)?.[0].toLowerCase();
-  const pkg = scheme ? PLANNED_SCHEMES[scheme as keyof typeof PLANNED_SCHEMES] : undefined;
-  if (pkg) {
-    throw new ConfigError(
-      `the ${scheme} transport (${pkg}) is not installed yet; supported now: ${SUPPORTED_TRANSPORT_URLS.join(', ')}`,
-      { path: 'transport' },
-    );
-  }
-  throw new ConfigError(
-    `unsupported transport URL '${url}'; supported: ${SUPPORTED_TRANSPORT_URLS.join(', ')} (nats:// is planned)`,
-    { path: 'transport' },
-  );
+  if (/^(nats|tls):\/\//i.test(url)) return { scheme: 'nats', url };
+  throw new ConfigError(`unsupported transport URL '${url}'; supported: ${SUPPORTED_TRANSPORT_URLS.join(', ')}`, {
+    path: 'transport',
+  });
 }
 
 /**
@@ -103,5 +95,6 @@ export function openTransport(url: string, options: OpenTransportOptions = {}): 
   if (parsed.scheme === 'memory') return memoryTransport(options.memory);
   if (parsed.scheme === 'redis') return redisTransport({ ...options.redis, url: parsed.url });
   if (parsed.scheme === 'amqp') return amqpTransport({ ...options.amqp, url: parsed.url });
+  if (parsed.scheme === 'nats') return natsTransport({ ...options.nats, url: parsed.url });
   return sqliteTransport({ ...options.sqlite, path: parsed.path });
 }

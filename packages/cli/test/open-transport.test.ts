@@ -1,5 +1,6 @@
 import { AmqpTransport } from '@agentbus/amqp';
 import { ConfigError, MemoryTransport } from '@agentbus/core';
+import { NatsTransport } from '@agentbus/nats';
 import { RedisTransport } from '@agentbus/redis';
 import { SqliteTransport } from '@agentbus/sqlite';
 import { describe, expect, it } from 'vitest';
@@ -51,13 +52,20 @@ describe('openTransport', () => {
     }
   });
 
+  it('opens nats:// as the NATS JetStream transport', async () => {
+    expect(parseTransportUrl('nats://127.0.0.1:4222')).toEqual({ scheme: 'nats', url: 'nats://127.0.0.1:4222' });
+    const t = openTransport('nats://127.0.0.1:1', { nats: { namespace: 'never_used' } });
+    expect(t).toBeInstanceOf(NatsTransport);
+    expect(t.name).toBe('nats');
+    await t.close();
+  });
+
   it.each([
     ['redis://bad host', /is not a valid URL/],
     ['amqp://bad host', /is not a valid URL; write amqp:\/\/USER:PASS@HOST:PORT\[\/VHOST\]/],
-    ['nats://localhost:4222', /nats: transport \(@agentbus\/nats\) is not installed yet/],
     [
       'kafka://x',
-      /unsupported transport URL 'kafka:\/\/x'; supported: memory:, sqlite:PATH.*amqps:\/\/.*nats:\/\/ is planned/,
+      /unsupported transport URL 'kafka:\/\/x'; supported: memory:, sqlite:PATH.*amqps:\/\/.*nats:\/\/HOST:PORT/,
     ],
     ['sqlite:', /has no database path/],
     ['', /a transport URL is required/],

@@ -288,6 +288,7 @@ export class Bus {
       group: settings.group,
       prefetch,
       ackTimeoutMs: settings.ackTimeoutMs,
+      maxAttempts: settings.maxAttempts,
     });
     if (this.#closing) {
       // The bus closed while the transport was subscribing: give the subscription back.

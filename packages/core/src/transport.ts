@@ -61,6 +61,12 @@ export interface TransportSubscribeOptions {
   readonly prefetch: number;
   /** An unsettled delivery whose lease is not extended within this time is redelivered. */
   readonly ackTimeoutMs: number;
+  /**
+   * The bus dead-letters a delivery whose attempt exceeds this. A backend that can stop
+   * redelivering by itself (JetStream max deliveries) must keep delivering at least once more
+   * than this, so that the bus sees that attempt. Absent: unlimited.
+   */
+  readonly maxAttempts?: number;
 }
 
 /** An async iterable of deliveries with idempotent close. */

@@ -1,0 +1,66 @@
+import { createHash } from 'node:crypto';
+
+/** A group as one subject token / consumer name: itself when it is one already, else a digest. */
+export function groupToken(group: string): string {
+  return /^[A-Za-z0-9_-]{1,64}$/.test(group)
+    ? group
+    : `g${createHash('sha256').update(group).digest('hex').slice(0, 32)}`;
+}
+
+/**
+ * Names under one namespace `<ns>`: the stream `AB_<ns>` holds subjects `<ns>.t.<topic>`; the
+ * dead-letter stream `AB_<ns>_DLQ` holds `<ns>.dlq.<group token>.<topic>`; a group is the durable
+ * pull consumer named by its token on the first stream.
+ */
+export class NatsNames {
+  constructor(readonly namespace: string) {}
+
+  get stream(): string {
+    return `AB_${this.namespace}`;
+  }
+
+  get deadLetterStream(): string {
+    return `AB_${this.namespace}_DLQ`;
+  }
+
+  /** The subject of a topic (or pattern: `*` and `>` are NATS wildcards too). */
+  subject(topicOrPattern: string): string {
+    return `${this.namespace}.t.${topicOrPattern}`;
+  }
+
+  /** The topic of a stored subject. */
+  topicOf(subject: string): string {
+    return subject.slice(this.namespace.length + 3);
+  }
+
+  deadLetterSubject(group: string, topic: string): string {
+    return `${this.namespace}.dlq.${groupToken(group)}.${topic}`;
+  }
+
+  /** All dead letters, or one group's. */
+  deadLetterFilter(group?: string): string {
+    return group === undefined ? `${this.namespace}.dlq.>` : `${this.namespace}.dlq.${groupToken(group)}.>`;
+  }
+
+  consumer(group: string): string {
+    return groupToken(group);
+  }
+}
+
+/** Headers the transport keeps (prefix `x-ab-`, reserved). User headers travel as one JSON header. */
+export const H = Object.freeze({
+  id: 'x-ab-id',
+  headers: 'x-ab-h',
+  priority: 'x-ab-priority',
+  expiresAt: 'x-ab-expires-at',
+  attempts: 'x-ab-attempts',
+  /** Set on a replay: only that group takes it; the others ack it unseen. */
+  onlyGroup: 'x-ab-only-group',
+  topic: 'x-ab-topic',
+  publishedAt: 'x-ab-published-at',
+  dlReason: 'x-ab-dl-reason',
+  dlError: 'x-ab-dl-error',
+  dlAttempts: 'x-ab-dl-attempts',
+  dlAt: 'x-ab-dl-at',
+  dlGroup: 'x-ab-dl-group',
+});

@@ -1,0 +1,389 @@
+import {
+  type Clock,
+  ClosedError,
+  type DeadLetterOptions,
+  Fifo,
+  type InboundMessage,
+  type LeaseOps,
+  MAX_PRIORITY,
+  ManagedDelivery,
+  type NackOptions,
+  type Subscription,
+} from '@agentbus/core';
+import type { Msg, MsgHdrs, NatsConnection, Subscription as NatsSub } from '@nats-io/transport-node';
+import { H, type NatsNames } from './names.js';
+
+/** What a subscription needs of its transport. */
+export interface SubscriptionContext {
+  readonly names: NatsNames;
+  readonly clock: Clock;
+  connection(): NatsConnection;
+  /** Stores a dead letter; resolves once JetStream acknowledged it. */
+  deadLetter(group: string, msg: Msg, topic: string, fields: Record<string, string>): Promise<void>;
+}
+
+/**
+ * How long one pull request waits at the server before it expires (an idle subscription asks
+ * again). Short, because a request whose subscription went away still waits at the server until
+ * then, and nats-server 2.9 rolls a message's delivery count back by one when it meets such a
+ * request: close waits this long before it hands its messages back.
+ */
+const PULL_EXPIRES_MS = 1_000;
+
+/** The fields of a JetStream ack subject (`$JS.ACK.…`): v1 or v2 (domain, account hash) layout. */
+function ackInfo(reply: string): { delivered: number; timestampMs: number } | undefined {
+  const t = reply.split('.');
+  if (t[0] !== '$JS' || t[1] !== 'ACK') return undefined;
+  const base = t.length >= 12 ? 6 : 4; // v2: $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>…
+  const delivered = Number(t[base]);
+  const tsNs = t[base + 3];
+  return {
+    delivered: Number.isFinite(delivered) ? delivered : 1,
+    timestampMs: tsNs ? Number(BigInt(tsNs) / 1_000_000n) : 0,
+  };
+}
+
+function header(h: MsgHdrs | undefined, name: string): string | undefined {
+  if (!h?.has(name)) return undefined;
+  return h.get(name);
+}
+
+function numberHeader(h: MsgHdrs | undefined, name: string): number | undefined {
+  const v = header(h, name);
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+/** The user's headers (carried as one JSON header, so any key and value survives). */
+function userHeaders(h: MsgHdrs | undefined): Record<string, string> {
+  const json = header(h, H.headers);
+  if (!json) return {};
+  try {
+    const v = JSON.parse(json) as unknown;
+    return v !== null && typeof v === 'object' ? (v as Record<string, string>) : {};
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * One subscription: pulls from the group's durable consumer with its own pull requests, so that
+ * it never holds more than `prefetch` unsettled messages (requested credits included). An idle
+ * subscription keeps one request waiting at the server, so a new message arrives at once.
+ * JetStream keeps the lease (ack wait) and redelivers what is not acked in time; this side mirrors
+ * it, so that a settle after the lease ran out does nothing, and renews the leases of messages
+ * buffered but not yet handed out.
+ */
+export class NatsSubscription implements Subscription<ManagedDelivery> {
+  readonly #ctx: SubscriptionContext;
+  readonly #buffer = new Fifo<ManagedDelivery>();
+  readonly #handedOut = new Set<ManagedDelivery>();
+  readonly #pending = new Set<Promise<void>>();
+  readonly #timer: NodeJS.Timeout;
+  readonly #inbox: string;
+  #sub: NatsSub | undefined;
+  /** Messages asked for and not yet received. */
+  #credits = 0;
+  /** Received and not settled (buffered or handed out). */
+  #held = 0;
+  #waiter: (() => void) | undefined;
+  /** When the last pull request sent expires at the server. */
+  #requestsEndAt = 0;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(
+    ctx: SubscriptionContext,
+    readonly group: string,
+    readonly consumer: string,
+    readonly prefetch: number,
+    readonly ackTimeoutMs: number,
+  ) {
+    this.#ctx = ctx;
+    const nc = ctx.connection();
+    this.#inbox = `_INBOX.ab.${nc.info?.client_id ?? 0}.${Math.random().toString(36).slice(2)}`;
+    this.#sub = nc.subscribe(this.#inbox, { callback: (err, msg) => this.#onMessage(err, msg) });
+    this.#timer = setInterval(() => this.#tick(), Math.max(10, Math.floor(ackTimeoutMs / 4)));
+    this.#timer.unref();
+    this.#pump();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** After a reconnect: the server forgot our pull requests. */
+  resume(): void {
+    this.#credits = 0;
+    this.#pump();
+  }
+
+  /** Asks for as many messages as there is room for (in batches of at least half the room). */
+  #pump(): void {
+    if (this.#closed) return;
+    const free = this.prefetch - this.#held - this.#credits;
+    if (free <= 0) return;
+    if (this.#credits > 0 && free < Math.ceil(this.prefetch / 2)) return;
+    const req = JSON.stringify({ batch: free, expires: PULL_EXPIRES_MS * 1_000_000 });
+    try {
+      this.#ctx
+        .connection()
+        .publish(`$JS.API.CONSUMER.MSG.NEXT.${this.#ctx.names.stream}.${this.consumer}`, req, { reply: this.#inbox });
+      this.#credits += free;
+      this.#requestsEndAt = Date.now() + PULL_EXPIRES_MS;
+    } catch {
+      // disconnected: resume() asks again after the reconnect
+    }
+  }
+
+  #onMessage(err: Error | null, msg: Msg): void {
+    if (err || this.#closed) return;
+    const code = msg.headers?.code ?? 0;
+    if (code !== 0 && !msg.reply) {
+      // A status: 100 heartbeat; 404/408 the request ended (no messages / expired) with this many
+      // left unfilled; 409 the server cut it short (max waiting, consumer deleted …).
+      if (code >= 400) {
+        const left = numberHeader(msg.headers, 'Nats-Pending-Messages');
+        this.#credits = left === undefined ? 0 : Math.max(0, this.#credits - left);
+        if (code === 409) setTimeout(() => this.#pump(), 250).unref();
+        else this.#pump();
+      }
+      return;
+    }
+    if (!msg.reply) return;
+    this.#credits = Math.max(0, this.#credits - 1);
+    this.#held++;
+    const d = this.#delivery(msg);
+    if (d === undefined) return;
+    const exp = d.message.expiresAtMs;
+    if (exp !== undefined && exp <= this.#ctx.clock.now()) {
+      this.#track(d.deadLetter('expired', { error: `expired at ${new Date(exp).toISOString()}` }));
+      return;
+    }
+    this.#buffer.push(d);
+    const w = this.#waiter;
+    this.#waiter = undefined;
+    w?.();
+  }
+
+  #delivery(msg: Msg): ManagedDelivery | undefined {
+    const h = msg.headers;
+    const only = header(h, H.onlyGroup);
+    const info = ackInfo(msg.reply as string);
+    const lease = new NatsLease(this.#ctx, this, msg, this.#ctx.names.topicOf(msg.subject));
+    if (only !== undefined && only !== this.group) {
+      // A replay meant for another group: not ours to see.
+      lease.ack();
+      return undefined;
+    }
+    const attempt = (numberHeader(h, H.attempts) ?? 0) + (info?.delivered ?? 1);
+    lease.attempt = attempt;
+    const p = numberHeader(h, H.priority);
+    const message: InboundMessage = {
+      id: header(h, H.id) ?? header(h, 'Nats-Msg-Id') ?? '',
+      topic: lease.topic,
+      body: msg.data,
+      headers: userHeaders(h),
+      priority: p === undefined ? 4 : Math.max(0, Math.min(MAX_PRIORITY, Math.trunc(p))),
+      expiresAtMs: numberHeader(h, H.expiresAt),
+      publishedAtMs: numberHeader(h, H.publishedAt) ?? info?.timestampMs ?? this.#ctx.clock.now(),
+    };
+    lease.deadline = this.#ctx.clock.now() + this.ackTimeoutMs;
+    const d = new ManagedDelivery(message, this.group, attempt, lease);
+    d.onSettled = (x) => {
+      this.#handedOut.delete(x);
+      this.#held = Math.max(0, this.#held - 1);
+      this.#pump();
+    };
+    return d;
+  }
+
+  /** Renews buffered leases; lets handed-out leases that ran out go (JetStream redelivers them). */
+  #tick(): void {
+    const now = this.#ctx.clock.now();
+    for (const d of this.#buffer) {
+      if (!d.settled) (d.lease as NatsLease).extend(this.ackTimeoutMs);
+    }
+    for (const d of [...this.#handedOut]) {
+      if ((d.lease as NatsLease).deadline <= now) d.abandon();
+    }
+  }
+
+  #track(p: Promise<void>): Promise<void> {
+    const tracked = p.catch(() => {});
+    this.#pending.add(tracked);
+    void tracked.then(() => this.#pending.delete(tracked));
+    return p;
+  }
+
+  track(p: Promise<void>): Promise<void> {
+    return this.#track(p);
+  }
+
+  poll(): ManagedDelivery | undefined {
+    if (this.#closed) return undefined;
+    for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) {
+      if (d.settled) continue;
+      const lease = d.lease as NatsLease;
+      lease.deadline = this.#ctx.clock.now() + this.ackTimeoutMs;
+      this.#handedOut.add(d);
+      return d;
+    }
+    return undefined;
+  }
+
+  async next(): Promise<IteratorResult<ManagedDelivery>> {
+    for (;;) {
+      if (this.#closed) return { done: true, value: undefined };
+      const d = this.poll();
+      if (d) return { done: false, value: d };
+      if (this.#waiter) throw new ClosedError('a subscription has one reader at a time');
+      await new Promise<void>((resolve) => {
+        this.#waiter = resolve;
+      });
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<ManagedDelivery> {
+    return {
+      next: () => this.next(),
+      return: async () => {
+        await this.close();
+        return { done: true, value: undefined };
+      },
+    };
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#doClose();
+    return this.#closing;
+  }
+
+  async #doClose(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    const w = this.#waiter;
+    this.#waiter = undefined;
+    w?.();
+    // Stop our pull requests first (no interest left on the inbox), so that what goes back is not
+    // delivered to a request of ours that nobody reads any more.
+    this.#sub?.unsubscribe();
+    this.#sub = undefined;
+    try {
+      await this.#ctx.connection().flush();
+    } catch {
+      // disconnected
+    }
+    // Taken back from the consumer now (its settles do nothing from here on)...
+    const held: NatsLease[] = [];
+    for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) {
+      if (d.settled) continue;
+      d.abandon();
+      held.push(d.lease as NatsLease);
+    }
+    const now = this.#ctx.clock.now();
+    for (const d of [...this.#handedOut]) {
+      d.abandon();
+      // One whose lease ran out may be with another consumer already: not ours to give back.
+      if ((d.lease as NatsLease).deadline > now) held.push(d.lease as NatsLease);
+    }
+    // ...kept while our last pull request may still wait at the server...
+    const wait = this.#requestsEndAt + 50 - Date.now();
+    if (wait > 0 && held.length > 0) {
+      const keep = setInterval(() => {
+        for (const l of held) l.renewForClose();
+      }, 100);
+      for (const l of held) l.renewForClose();
+      await new Promise((r) => setTimeout(r, wait));
+      clearInterval(keep);
+    }
+    // ...then back to the group (JetStream counts a delivery for each, seen or not).
+    for (const l of held) l.nakForClose();
+    await Promise.allSettled([...this.#pending]);
+    try {
+      await this.#ctx.connection().flush();
+    } catch {
+      // disconnected: the server redelivers after the ack wait
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** One delivery's lease: acks go to its reply subject while the lease is held. */
+export class NatsLease implements LeaseOps {
+  /** When the lease runs out here (JetStream's ack wait, renewed by extend). */
+  deadline = Number.POSITIVE_INFINITY;
+  /** The delivery's attempt (recorded with a dead letter). */
+  attempt = 1;
+
+  constructor(
+    private readonly ctx: SubscriptionContext,
+    private readonly sub: NatsSubscription,
+    private readonly msg: Msg,
+    readonly topic: string,
+  ) {}
+
+  #send(payload: string): void {
+    if (this.ctx.clock.now() > this.deadline) return; // lost: JetStream redelivers (or did) elsewhere
+    try {
+      this.ctx.connection().publish(this.msg.reply as string, payload);
+    } catch {
+      // disconnected: the server redelivers after the ack wait
+    }
+  }
+
+  ack(): void {
+    this.#send('+ACK');
+  }
+
+  nack({ delayMs = 0 }: NackOptions): void {
+    this.nak(delayMs);
+  }
+
+  nak(delayMs: number): void {
+    this.#send(delayMs > 0 ? `-NAK ${JSON.stringify({ delay: Math.ceil(delayMs) * 1_000_000 })}` : '-NAK');
+  }
+
+  deadLetter(reason: string, { error }: DeadLetterOptions): Promise<void> {
+    return this.sub.track(
+      (async () => {
+        if (this.ctx.clock.now() > this.deadline) return;
+        await this.ctx.deadLetter(this.sub.group, this.msg, this.topic, {
+          [H.dlReason]: reason,
+          [H.dlError]: error ?? '',
+          [H.dlAt]: String(this.ctx.clock.now()),
+          [H.dlAttempts]: String(this.attempt),
+          [H.dlGroup]: this.sub.group,
+        });
+        this.ack();
+      })(),
+    );
+  }
+
+  /** Renewal while the subscription closes (the delivery is already taken back from its consumer). */
+  renewForClose(): void {
+    this.#publish('+WPI');
+  }
+
+  nakForClose(): void {
+    this.#publish('-NAK');
+  }
+
+  #publish(payload: string): void {
+    try {
+      this.ctx.connection().publish(this.msg.reply as string, payload);
+    } catch {
+      // disconnected: the server redelivers after the ack wait
+    }
+  }
+
+  extend(ms: number): void {
+    if (this.ctx.clock.now() > this.deadline) return;
+    this.deadline = this.ctx.clock.now() + ms;
+    this.#send('+WPI');
+  }
+}

@@ -1,0 +1,393 @@
+import {
+  assertPattern,
+  assertTopic,
+  type BusError,
+  ClosedError,
+  ConfigError,
+  ConnectionError,
+  type HealthReport,
+  MAX_PRIORITY,
+  type ManagedDelivery,
+  type Subscription,
+  TimeoutError,
+  type Transport,
+  type TransportCapabilities,
+  type TransportMessage,
+  type TransportSubscribeOptions,
+  ValidationError,
+} from '@agentbus/core';
+import {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  jetstream,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+} from '@nats-io/jetstream';
+import { connect, headers, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
+import { H, NatsNames } from './names.js';
+import { NatsDeadLetterStore } from './nats-dead-letter-store.js';
+import { NatsSubscription } from './nats-subscription.js';
+import { type NatsTransportOptions, type ResolvedNatsOptions, resolveNatsOptions } from './options.js';
+
+const CAPABILITIES: TransportCapabilities = Object.freeze({
+  persistent: true,
+  crossProcess: true,
+  // JetStream delivers in stream order; there is no priority to read by (see the README).
+  priority: false,
+  delayedDelivery: true,
+  ttl: true,
+  wildcards: true,
+  deadLetterReplay: true,
+});
+
+const nanos = (ms: number) => Math.round(ms * 1_000_000);
+
+/** Maps a client failure to a BusError: lost connections and timeouts are retryable. */
+function toBusError(err: unknown, operation: string): BusError {
+  if (err instanceof Error && 'code' in err && typeof (err as { retryable?: unknown }).retryable === 'boolean') {
+    return err as BusError;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  const name = err instanceof Error ? err.name : '';
+  if (/timeout/i.test(name) || /timeout/i.test(message)) {
+    return new TimeoutError(`nats ${operation} timed out: ${message}`, { cause: err });
+  }
+  return new ConnectionError(`nats ${operation} failed: ${message}`, { cause: err });
+}
+
+/**
+ * NATS JetStream: one file-backed stream per namespace (interest retention: a message is kept
+ * until every group bound to its topic acked it), a durable pull consumer per group (filter =
+ * the group's pattern), NAK with delay for retries, a dead-letter stream. See the README's NATS
+ * section.
+ */
+export class NatsTransport implements Transport {
+  readonly name = 'nats';
+  readonly capabilities = CAPABILITIES;
+  readonly names: NatsNames;
+  readonly deadLetters: NatsDeadLetterStore;
+  readonly #options: ResolvedNatsOptions;
+  readonly #subs = new Set<NatsSubscription>();
+  #nc: NatsConnection | undefined;
+  #js: JetStreamClient | undefined;
+  #jsm: JetStreamManager | undefined;
+  #connecting: Promise<NatsConnection> | undefined;
+  #streams: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: NatsTransportOptions = {}) {
+    this.#options = resolveNatsOptions(options);
+    this.names = new NatsNames(this.#options.namespace);
+    this.deadLetters = new NatsDeadLetterStore({
+      names: this.names,
+      manager: async () => {
+        await this.#ready();
+        return this.#jsm as JetStreamManager;
+      },
+      replay: async (topic, body, hdrs, msgId) => {
+        await this.#ready();
+        const h = headers();
+        for (const [k, v] of Object.entries(hdrs)) h.set(k, v);
+        await (this.#js as JetStreamClient).publish(this.names.subject(topic), body, {
+          msgID: msgId,
+          headers: h,
+          timeout: this.#options.publishTimeoutMs,
+        });
+      },
+    });
+  }
+
+  get closed(): boolean {
+    return this.#closing !== undefined;
+  }
+
+  async connect(): Promise<void> {
+    await this.#ready();
+  }
+
+  #connection(): Promise<NatsConnection> {
+    if (this.#closing) return Promise.reject(new ClosedError('transport is closed'));
+    if (this.#nc) return Promise.resolve(this.#nc);
+    this.#connecting ??= (async () => {
+      const o = this.#options;
+      let nc: NatsConnection;
+      try {
+        nc = await connect({
+          servers: o.servers,
+          name: `agentbus:${o.namespace}`,
+          reconnect: true,
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: o.reconnect.waitMs,
+          reconnectJitter: o.reconnect.jitterMs,
+          waitOnFirstConnect: false,
+        });
+      } catch (err) {
+        throw toBusError(err, 'connect');
+      } finally {
+        this.#connecting = undefined;
+      }
+      if (this.#closing) {
+        await nc.close().catch(() => {});
+        throw new ClosedError('transport is closed');
+      }
+      this.#nc = nc;
+      this.#js = jetstream(nc, { timeout: o.publishTimeoutMs });
+      this.#jsm = await jetstreamManager(nc, { timeout: o.publishTimeoutMs }).catch((err: unknown) => {
+        throw toBusError(err, 'connect');
+      });
+      void this.#watch(nc);
+      return nc;
+    })();
+    return this.#connecting;
+  }
+
+  /** After a reconnect the server has forgotten the subscriptions' pull requests: ask again. */
+  async #watch(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (s.type === 'reconnect') for (const sub of this.#subs) sub.resume();
+    }
+  }
+
+  /** Connected, with both streams declared. */
+  async #ready(): Promise<void> {
+    await this.#connection();
+    this.#streams ??= this.#declareStreams().catch((err: unknown) => {
+      this.#streams = undefined;
+      throw err;
+    });
+    await this.#streams;
+  }
+
+  async #declareStreams(): Promise<void> {
+    const jsm = this.#jsm as JetStreamManager;
+    const o = this.#options;
+    const storage = o.storage === 'file' ? StorageType.File : StorageType.Memory;
+    const want = [
+      {
+        name: this.names.stream,
+        subjects: [this.names.subject('>')],
+        retention: RetentionPolicy.Interest,
+        storage,
+        num_replicas: o.replicas,
+        duplicate_window: nanos(o.duplicateWindowMs),
+        discard: DiscardPolicy.Old,
+        allow_direct: true,
+      },
+      {
+        name: this.names.deadLetterStream,
+        subjects: [this.names.deadLetterFilter()],
+        retention: RetentionPolicy.Limits,
+        storage,
+        num_replicas: o.replicas,
+        allow_direct: true,
+      },
+    ];
+    for (const cfg of want) {
+      try {
+        await jsm.streams.info(cfg.name);
+      } catch {
+        try {
+          await jsm.streams.add(cfg);
+        } catch (err) {
+          // Another process created it meanwhile: fine if it is there now.
+          await jsm.streams.info(cfg.name).catch(() => {
+            throw new ConfigError(`cannot create stream ${cfg.name}: ${(err as Error).message}`, { cause: err });
+          });
+        }
+      }
+    }
+  }
+
+  async publish(batch: readonly TransportMessage[]): Promise<void> {
+    for (const m of batch) {
+      assertTopic(m.topic);
+      if (!Number.isInteger(m.priority) || m.priority < 0 || m.priority > MAX_PRIORITY) {
+        throw new ValidationError(`invalid priority ${m.priority}: an integer 0–9 expected`);
+      }
+    }
+    if (this.#closing) throw new ClosedError('transport is closed');
+    if (batch.length === 0) return;
+    await this.#ready();
+    const js = this.#js as JetStreamClient;
+    const now = String(this.#options.clock.now());
+    try {
+      // All in flight at once; each resolves on JetStream's ack (stored; a retried publish with the
+      // same id inside the duplicate window is stored once).
+      await Promise.all(
+        batch.map((m) => {
+          const h = headers();
+          h.set(H.id, m.id);
+          h.set(H.headers, JSON.stringify(m.headers));
+          h.set(H.priority, String(m.priority));
+          h.set(H.publishedAt, now);
+          if (m.expiresAtMs !== undefined) h.set(H.expiresAt, String(m.expiresAtMs));
+          return js.publish(this.names.subject(m.topic), m.body, {
+            msgID: m.id,
+            headers: h,
+            timeout: this.#options.publishTimeoutMs,
+          });
+        }),
+      );
+    } catch (err) {
+      throw toBusError(err, 'publish');
+    }
+  }
+
+  /** Stores a dead letter (the original's headers, the topic and the record's fields). */
+  async #deadLetter(group: string, msg: Msg, topic: string, fields: Record<string, string>): Promise<void> {
+    const h: MsgHdrs = headers();
+    for (const name of [H.id, H.headers, H.priority, H.expiresAt, H.publishedAt]) {
+      if (msg.headers?.has(name)) h.set(name, msg.headers.get(name));
+    }
+    if (!h.has(H.id) && msg.headers?.has('Nats-Msg-Id')) h.set(H.id, msg.headers.get('Nats-Msg-Id'));
+    h.set(H.topic, topic);
+    for (const [k, v] of Object.entries(fields)) h.set(k, v);
+    try {
+      await (this.#js as JetStreamClient).publish(this.names.deadLetterSubject(group, topic), msg.data, {
+        headers: h,
+        timeout: this.#options.publishTimeoutMs,
+      });
+    } catch (err) {
+      throw toBusError(err, 'dead-letter');
+    }
+  }
+
+  async subscribe(pattern: string, options: TransportSubscribeOptions): Promise<Subscription<ManagedDelivery>> {
+    if (this.#closing) throw new ClosedError('transport is closed');
+    assertPattern(pattern);
+    if (typeof options?.group !== 'string' || options.group === '') {
+      throw new ConfigError('must be a non-empty string', { path: 'subscribe.group' });
+    }
+    if (!Number.isInteger(options.prefetch) || options.prefetch < 1) {
+      throw new ConfigError(`must be a positive integer, got ${options.prefetch}`, { path: 'subscribe.prefetch' });
+    }
+    if (!(options.ackTimeoutMs > 0)) {
+      throw new ConfigError(`must be > 0, got ${options.ackTimeoutMs}`, { path: 'subscribe.ackTimeoutMs' });
+    }
+    await this.#ready();
+    const consumer = this.names.consumer(options.group);
+    await this.#declareConsumer(consumer, options.group, pattern, options);
+    const sub = new NatsSubscription(
+      {
+        names: this.names,
+        clock: this.#options.clock,
+        connection: () => {
+          if (!this.#nc) throw new ConnectionError('not connected');
+          return this.#nc;
+        },
+        deadLetter: (g, msg, topic, fields) => this.#deadLetter(g, msg, topic, fields),
+      },
+      options.group,
+      consumer,
+      options.prefetch,
+      options.ackTimeoutMs,
+    );
+    this.#subs.add(sub);
+    const close = sub.close.bind(sub);
+    sub.close = () => {
+      this.#subs.delete(sub);
+      return close();
+    };
+    return sub;
+  }
+
+  /**
+   * The group's durable pull consumer: created at the first subscribe (deliver new: the group
+   * receives what is published from then on), its filter the pattern. A group has one pattern on
+   * NATS 2.9 (one filter subject per consumer).
+   */
+  async #declareConsumer(
+    name: string,
+    group: string,
+    pattern: string,
+    options: TransportSubscribeOptions,
+  ): Promise<void> {
+    const jsm = this.#jsm as JetStreamManager;
+    const filter = this.names.subject(pattern);
+    try {
+      const info = await jsm.consumers.info(this.names.stream, name);
+      if (info.config.filter_subject && info.config.filter_subject !== filter) {
+        throw new ConfigError(
+          `group ${group} is bound to ${this.names.topicOf(info.config.filter_subject)}; on NATS a group has one pattern`,
+          { path: 'subscribe.group' },
+        );
+      }
+      return;
+    } catch (err) {
+      if (err instanceof ConfigError) throw err;
+    }
+    try {
+      await jsm.consumers.add(this.names.stream, {
+        durable_name: name,
+        description: group,
+        filter_subject: filter,
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: nanos(options.ackTimeoutMs),
+        deliver_policy: DeliverPolicy.New,
+        // One delivery more than the bus allows, so that it sees the attempt past maxAttempts and
+        // dead-letters it (JetStream itself would only stop delivering).
+        max_deliver: options.maxAttempts === undefined ? -1 : options.maxAttempts + 1,
+        max_ack_pending: -1,
+        max_waiting: 4096,
+      });
+    } catch (err) {
+      // Created by another subscriber meanwhile: fine if it is there now.
+      await jsm.consumers.info(this.names.stream, name).catch(() => {
+        throw toBusError(err, 'subscribe');
+      });
+    }
+  }
+
+  async health(deep = false): Promise<HealthReport> {
+    const details: Record<string, unknown> = {
+      connected: this.#nc !== undefined && !this.#nc.isClosed(),
+      server: this.#nc?.getServer(),
+      subscriptions: this.#subs.size,
+    };
+    if (this.#closing) return { status: 'fail', transport: this.name, details, error: 'transport is closed' };
+    if (!deep) return { status: this.#nc ? 'pass' : 'warn', transport: this.name, details };
+    const t0 = performance.now();
+    try {
+      await this.#ready();
+      const nc = this.#nc as NatsConnection;
+      // A round trip to the server, then one through JetStream (the stream's state).
+      details.rttMs = await nc.rtt();
+      const info = await (this.#jsm as JetStreamManager).streams.info(this.names.stream);
+      details.messages = info.state.messages;
+      details.consumers = info.state.consumer_count;
+      return { status: 'pass', transport: this.name, latencyMs: performance.now() - t0, details };
+    } catch (err) {
+      return {
+        status: 'fail',
+        transport: this.name,
+        latencyMs: performance.now() - t0,
+        details,
+        error: (err as Error).message,
+      };
+    }
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await Promise.allSettled([...this.#subs].map((s) => s.close()));
+      await this.#connecting?.catch(() => {});
+      const nc = this.#nc;
+      this.#nc = undefined;
+      if (nc) await nc.drain().catch(() => nc.close());
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** Creates a NATS JetStream transport (not connected yet: it connects on first use or `connect()`). */
+export function natsTransport(options: NatsTransportOptions = {}): NatsTransport {
+  return new NatsTransport(options);
+}
