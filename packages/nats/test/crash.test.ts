@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
-import { natsTransport } from '@agentbus/nats';
 import { crashSoak, serverSkipReason } from '@agentbus/conformance';
+import { natsTransport } from '@agentbus/nats';
 import { afterAll, expect, it } from 'vitest';
 import { deleteNamespace, NATS_URL, testNamespace } from './helpers.js';
 

@@ -2,6 +2,7 @@ import { renderTable, type Style } from '../output.js';
 import type { BenchOptions } from './bench-options.js';
 import type { SubjectResult } from './phases.js';
 import { RAW_AMQP_DEFAULTS } from './raw-amqp-subject.js';
+import type { RawNatsRetention } from './raw-nats-subject.js';
 import type { RedisPeerResults } from './redis-peers.js';
 
 /**
@@ -28,7 +29,7 @@ export interface BenchReport {
   readonly p95_ms: number;
   readonly p99_ms: number;
   readonly peak_rss_mb: number;
-  /** What the raw baseline is: `raw array queue`, `raw better-sqlite3`, `raw ioredis`, `raw amqplib`, … */
+  /** What the raw baseline is: `raw array queue`, `raw better-sqlite3`, `raw ioredis`, `raw amqplib`, `raw nats.js`, … */
   readonly raw: string;
   readonly raw_publish_per_s: number;
   readonly raw_drain_per_s: number;
@@ -65,8 +66,23 @@ export interface BenchReport {
   // Only on amqp:// runs, whose raw baseline is amqplib on the same broker.
   /** `quorum` or `classic`: the queue type of agentbus's group queues and of the raw queues. */
   readonly queue_type?: string;
-  /** `basic.qos` of each raw amqplib consumer's channel. */
+  /**
+   * `basic.qos` of each raw amqplib consumer's channel; on nats:// runs the `max_messages` each
+   * raw `consume()` pulls ahead.
+   */
   readonly raw_prefetch?: number;
+  // Only on nats:// runs, whose raw baseline is nats.js JetStream on the same server.
+  /** `interest` or `limits`: the retention of the raw baseline's file stream. */
+  readonly raw_retention?: string;
+  /** The raw baseline's `js.publish` requests in flight at most (each waits for its PubAck). */
+  readonly raw_publish_window?: number;
+}
+
+/** How the raw JetStream baseline of a nats:// run was set up. */
+export interface RawNatsSetup {
+  readonly retention: RawNatsRetention;
+  readonly publishWindow: number;
+  readonly maxMessages: number;
 }
 
 const round = (n: number, digits = 0) => {
@@ -76,7 +92,8 @@ const round = (n: number, digits = 0) => {
 
 /**
  * Builds the report from the measured subjects; `redis` (redis:// runs) adds both raw clients
- * and BullMQ, and then `raw` must be the result of `redis.rawClient`.
+ * and BullMQ, and then `raw` must be the result of `redis.rawClient`; `nats` (nats:// runs) says
+ * how the raw JetStream baseline was set up.
  */
 export function benchReport(
   o: BenchOptions,
@@ -84,6 +101,7 @@ export function benchReport(
   bus: SubjectResult,
   raw: SubjectResult,
   redis?: RedisPeerResults,
+  nats?: RawNatsSetup,
 ): BenchReport {
   return {
     transport: o.transport,
@@ -116,6 +134,11 @@ export function benchReport(
     platform: `${process.platform}-${process.arch}`,
     ...(redis && redisFields(bus, redis)),
     ...(o.queueType !== undefined && { queue_type: o.queueType, raw_prefetch: RAW_AMQP_DEFAULTS.prefetch }),
+    ...(nats && {
+      raw_prefetch: nats.maxMessages,
+      raw_retention: nats.retention,
+      raw_publish_window: nats.publishWindow,
+    }),
   };
 }
 
@@ -180,6 +203,14 @@ export function benchTable(r: BenchReport, style: Style): string[] {
         'one multiple ack per event-loop turn; publisher and consumers on connections of their own (TCP_NODELAY)',
       `agentbus on ${r.queue_type} queues` +
         (r.queue_type === 'classic' ? ' (with x-max-priority 9, so priorities are honoured)' : ''),
+    );
+  }
+  if (r.raw_publish_window !== undefined) {
+    notes.push(
+      `raw = ${r.raw} JetStream on a file stream of its own (${r.raw_retention ?? 'interest'} retention, one replica), ` +
+        `one durable pull consumer per phase (explicit acks): js.publish with at most ${r.raw_publish_window} ` +
+        `publishes in flight, each waiting for its PubAck; consumers consume() with a callback, max_messages ` +
+        `${r.raw_prefetch ?? ''}, msg.ack() per message; publisher and consumers on connections of their own`,
     );
   }
   return [

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AMQP_TRANSPORT_DEFAULTS, AmqpNames } from '@agentbus/amqp';
 import { ConfigError, codecByName, createBus } from '@agentbus/core';
+import { NatsNames } from '@agentbus/nats';
 import { openTransport, parseTransportUrl } from '../open-transport.js';
 import { AgentbusSubject } from './agentbus-subject.js';
 import { type BenchOptions, resolveBenchOptions } from './bench-options.js';
@@ -11,6 +12,7 @@ import type { BenchChannel, BenchSubject } from './bench-subject.js';
 import { measureSubject, type SubjectResult } from './phases.js';
 import { deleteAmqpEntities, RAW_AMQP_DEFAULTS, RawAmqpSubject, redactAmqpUrl } from './raw-amqp-subject.js';
 import { RawMemorySubject } from './raw-memory-subject.js';
+import { deleteNatsStreams, RAW_NATS_DEFAULTS, RawNatsSubject, redactNatsUrl } from './raw-nats-subject.js';
 import { RAW_REDIS_DEFAULTS } from './raw-redis-subject.js';
 import { RawSqliteSubject } from './raw-sqlite-subject.js';
 import { deleteKeysMatching, redactRedisUrl } from './redis-clients.js';
@@ -20,13 +22,15 @@ type Backend =
   | { readonly kind: 'memory' }
   | { readonly kind: 'sqlite'; readonly inMemory: boolean; readonly ignoredPath?: string }
   | { readonly kind: 'redis'; readonly url: string; readonly shown: string }
-  | { readonly kind: 'amqp'; readonly url: string; readonly shown: string };
+  | { readonly kind: 'amqp'; readonly url: string; readonly shown: string }
+  | { readonly kind: 'nats'; readonly url: string; readonly shown: string };
 
 /** `sqlite:` alone is fine here: the benchmark picks its own files. */
 function backendOf(url: string): Backend {
   if (url === 'sqlite:') return { kind: 'sqlite', inMemory: false };
   if (/^rediss?:/i.test(url)) return redisBackend(url);
   if (/^amqps?:/i.test(url)) return amqpBackend(url);
+  if (/^nats:/i.test(url)) return natsBackend(url);
   const parsed = parseTransportUrl(url);
   if (parsed.scheme === 'memory') return { kind: 'memory' };
   if (parsed.scheme === 'sqlite') {
@@ -34,7 +38,7 @@ function backendOf(url: string): Backend {
       ? { kind: 'sqlite', inMemory: true }
       : { kind: 'sqlite', inMemory: false, ignoredPath: parsed.path };
   }
-  throw new ConfigError(`the benchmark supports memory:, sqlite:, redis:// and amqp:// so far, not ${url}`, {
+  throw new ConfigError(`the benchmark supports memory:, sqlite:, redis://, amqp:// and nats:// so far, not ${url}`, {
     path: 'transport',
   });
 }
@@ -72,10 +76,25 @@ function amqpBackend(url: string): Backend {
   return { kind: 'amqp', url, shown: redactAmqpUrl(url) };
 }
 
+/** `nats://[user:password@]host[:port]`; the password (or token) never reaches a report. */
+function natsBackend(url: string): Backend {
+  const usage = 'write nats://host:port or nats://user:pass@host:port';
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigError(`'${redactNatsUrl(url)}' is not a valid NATS URL; ${usage}`, { path: 'transport' });
+  }
+  if (parsed.hostname === '' || !/^\/?$/.test(parsed.pathname) || parsed.search !== '' || parsed.hash !== '') {
+    throw new ConfigError(`'${redactNatsUrl(url)}' is not a NATS URL; ${usage}`, { path: 'transport' });
+  }
+  return { kind: 'nats', url, shown: redactNatsUrl(url) };
+}
+
 /** What the report names: the backend actually measured, not a database file it never opened. */
 function reportedTransport(backend: Backend): string {
   if (backend.kind === 'memory') return 'memory:';
-  if (backend.kind === 'redis' || backend.kind === 'amqp') return backend.shown;
+  if (backend.kind === 'redis' || backend.kind === 'amqp' || backend.kind === 'nats') return backend.shown;
   return backend.inMemory ? 'sqlite::memory:' : 'sqlite:';
 }
 
@@ -86,7 +105,9 @@ function reportedTransport(backend: Backend): string {
  * Redis runs on the named server, on keys of its own that are deleted afterwards, and also
  * measures both raw clients (ioredis, node-redis; the faster is `raw`) and BullMQ. RabbitMQ runs
  * on the named broker, agentbus under a namespace of the run's own and raw amqplib on queues of
- * its own, both of `queueType` (default quorum), all deleted afterwards.
+ * its own, both of `queueType` (default quorum), all deleted afterwards. NATS runs on the named
+ * server, agentbus under a namespace of the run's own and raw nats.js on a file stream of its
+ * own (`BENCH_RAW_<runId>`), all streams deleted afterwards.
  */
 export async function runBench(
   input: Partial<BenchOptions> = {},
@@ -107,7 +128,7 @@ export async function runBench(
   let dir: string | undefined;
   let report: BenchReport;
   try {
-    let busUrl = backend.kind === 'redis' || backend.kind === 'amqp' ? backend.url : 'memory:';
+    let busUrl = backend.kind === 'redis' || backend.kind === 'amqp' || backend.kind === 'nats' ? backend.url : 'memory:';
     let rawPath = ':memory:';
     if (backend.kind === 'sqlite') {
       if (backend.inMemory) busUrl = 'sqlite::memory:';
@@ -142,19 +163,21 @@ async function measureBoth(
   signal: AbortSignal | undefined,
 ): Promise<BenchReport> {
   // Random too on a shared server: two runs may start in the same millisecond there.
-  const shared = backend.kind === 'redis' || backend.kind === 'amqp';
+  const shared = backend.kind === 'redis' || backend.kind === 'amqp' || backend.kind === 'nats';
   const runId = shared
     ? `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
     : Date.now().toString(36);
   // On Redis agentbus keeps its keys (registries included) under a prefix of the run's own; on
-  // RabbitMQ its exchange and queues under a namespace of the run's own.
+  // RabbitMQ its exchange and queues, on NATS its streams, under a namespace of the run's own.
   const transport = openTransport(
     busUrl,
     backend.kind === 'redis'
       ? { redis: { keyPrefix: agentbusKeyPrefix(runId) } }
       : backend.kind === 'amqp'
         ? { amqp: { namespace: agentbusNamespace(runId), queueType: o.queueType } }
-        : {},
+        : backend.kind === 'nats'
+          ? { nats: { namespace: agentbusNatsNamespace(runId) } }
+          : {},
   );
   const bus = createBus({ transport, source: 'bench', codec: codecByName(o.codec) });
   const prefetch =
@@ -163,7 +186,9 @@ async function measureBoth(
       ? RAW_REDIS_DEFAULTS.readCount
       : backend.kind === 'amqp'
         ? RAW_AMQP_DEFAULTS.prefetch
-        : o.concurrency);
+        : backend.kind === 'nats'
+          ? RAW_NATS_DEFAULTS.maxMessages
+          : o.concurrency);
   const channels: string[] = [];
   const agentbus = recordingChannels(
     new AgentbusSubject(bus, { concurrency: o.concurrency, prefetch, runId, size: o.size }),
@@ -174,6 +199,7 @@ async function measureBoth(
   const cleanUp = async () => {
     if (backend.kind === 'redis') await removeAgentbusKeys(backend.url, runId, log);
     if (backend.kind === 'amqp') await removeAgentbusAmqp(backend.url, runId, channels, log);
+    if (backend.kind === 'nats') await removeAgentbusNats(backend.url, runId, log);
   };
   let busResult: SubjectResult;
   try {
@@ -201,6 +227,16 @@ async function measureBoth(
     const rawResult = await measureSubject(raw, o, () => busResult.latency.ratePerS, log, signal);
     return benchReport(o, prefetch, busResult, rawResult);
   }
+  if (backend.kind === 'nats') {
+    const raw = await RawNatsSubject.open(backend.url, { runId, size: o.size });
+    subjects.push(raw);
+    const rawResult = await measureSubject(raw, o, () => busResult.latency.ratePerS, log, signal);
+    return benchReport(o, prefetch, busResult, rawResult, undefined, {
+      retention: RAW_NATS_DEFAULTS.retention,
+      publishWindow: RAW_NATS_DEFAULTS.publishWindow,
+      maxMessages: RAW_NATS_DEFAULTS.maxMessages,
+    });
+  }
   const raw =
     backend.kind === 'memory'
       ? new RawMemorySubject(o.size, o.concurrency)
@@ -216,6 +252,12 @@ const agentbusKeyPrefix = (runId: string) => `bench:agentbus:${runId}`;
 
 /** The AMQP transport's `namespace` for one run: none of its exchanges or queues is shared with a real bus. */
 export const agentbusNamespace = (runId: string) => `bench.${runId}`;
+
+/**
+ * The NATS transport's `namespace` for one run (a single token, no dots): its streams are
+ * `AB_bench_<runId>` and `AB_bench_<runId>_DLQ`, shared with no real bus.
+ */
+export const agentbusNatsNamespace = (runId: string) => `bench_${runId}`;
 
 /**
  * The consumer group of a channel of {@link AgentbusSubject}, which names it so: its group queue
@@ -266,6 +308,23 @@ export async function removeAgentbusAmqp(
     log(
       `agentbus: could not delete the RabbitMQ queues of run ${runId} (namespace ${names.namespace}): ${String(err)}`,
     );
+  }
+}
+
+/**
+ * The NATS transport keeps its file stream `AB_<namespace>` (with the groups' durable consumers)
+ * and its dead-letter stream `AB_<namespace>_DLQ` after the bus closes. Deletes both (a missing
+ * one is fine). Never throws: a failed cleanup must not hide the outcome of the run, so it is logged.
+ */
+export async function removeAgentbusNats(url: string, runId: string, log: (text: string) => void): Promise<void> {
+  const names = new NatsNames(agentbusNatsNamespace(runId));
+  const { namespace } = names;
+  try {
+    const deleted = await deleteNatsStreams(url, [names.stream, names.deadLetterStream]);
+    const which = deleted.length > 0 ? `: ${deleted.join(', ')}` : '';
+    log(`agentbus: deleted ${deleted.length} streams of run ${runId} (namespace ${namespace})${which}`);
+  } catch (err) {
+    log(`agentbus: could not delete the NATS streams of run ${runId} (namespace ${namespace}): ${String(err)}`);
   }
 }
 
