@@ -20,6 +20,8 @@ export interface SubscriptionContext {
   connection(): NatsConnection;
   /** Stores a dead letter; resolves once JetStream acknowledged it. */
   deadLetter(group: string, msg: Msg, topic: string, fields: Record<string, string>): Promise<void>;
+  /** The server says the group's consumer is gone: declare it again. */
+  consumerLost(sub: NatsSubscription): Promise<void>;
 }
 
 /**
@@ -146,8 +148,17 @@ export class NatsSubscription implements Subscription<ManagedDelivery> {
       if (code >= 400) {
         const left = numberHeader(msg.headers, 'Nats-Pending-Messages');
         this.#credits = left === undefined ? 0 : Math.max(0, this.#credits - left);
-        if (code === 409) setTimeout(() => this.#pump(), 250).unref();
-        else this.#pump();
+        if (code === 409 || code === 503) {
+          // 503: nobody answers for the consumer (gone with a server that lost its store).
+          const lost = code === 503 || /consumer deleted|not found/i.test(msg.headers?.description ?? '');
+          setTimeout(() => {
+            if (!lost) return this.#pump();
+            this.#ctx.consumerLost(this).then(
+              () => this.#pump(),
+              () => setTimeout(() => this.#pump(), 1_000).unref(),
+            );
+          }, 250).unref();
+        } else this.#pump();
       }
       return;
     }

@@ -77,6 +77,8 @@ export class NatsTransport implements Transport {
   #jsm: JetStreamManager | undefined;
   #connecting: Promise<NatsConnection> | undefined;
   #streams: Promise<void> | undefined;
+  /** The connection is lost and the client is reconnecting: publishes fail at once meanwhile. */
+  #down = false;
   #closing: Promise<void> | undefined;
 
   constructor(options: NatsTransportOptions = {}) {
@@ -148,8 +150,30 @@ export class NatsTransport implements Transport {
   /** After a reconnect the server has forgotten the subscriptions' pull requests: ask again. */
   async #watch(nc: NatsConnection): Promise<void> {
     for await (const s of nc.status()) {
-      if (s.type === 'reconnect') for (const sub of this.#subs) sub.resume();
+      if (s.type === 'disconnect') this.#down = true;
+      if (s.type === 'reconnect') {
+        this.#down = false;
+        for (const sub of this.#subs) sub.resume();
+      }
     }
+  }
+
+  /**
+   * The server answered as if the streams or a consumer were gone (a server that lost its store):
+   * declare them again before the next publish or pull.
+   */
+  #lostState(err: unknown): void {
+    const text = err instanceof Error ? err.message : String(err);
+    if (/not enabled|no responders|stream not found|consumer not found|consumer deleted/i.test(text)) {
+      this.#streams = undefined;
+    }
+  }
+
+  /** Declares a subscription's consumer again (after the server lost it). */
+  async #redeclare(sub: NatsSubscription, pattern: string, options: TransportSubscribeOptions): Promise<void> {
+    this.#streams = undefined;
+    await this.#ready();
+    await this.#declareConsumer(sub.consumer, sub.group, pattern, options);
   }
 
   /** Connected, with both streams declared. */
@@ -211,6 +235,9 @@ export class NatsTransport implements Transport {
     }
     if (this.#closing) throw new ClosedError('transport is closed');
     if (batch.length === 0) return;
+    if (this.#down) {
+      throw new ConnectionError('NATS is unreachable; reconnecting (publishes fail fast meanwhile)');
+    }
     await this.#ready();
     const js = this.#js as JetStreamClient;
     const now = String(this.#options.clock.now());
@@ -233,6 +260,7 @@ export class NatsTransport implements Transport {
         }),
       );
     } catch (err) {
+      this.#lostState(err);
       throw toBusError(err, 'publish');
     }
   }
@@ -280,6 +308,7 @@ export class NatsTransport implements Transport {
           return this.#nc;
         },
         deadLetter: (g, msg, topic, fields) => this.#deadLetter(g, msg, topic, fields),
+        consumerLost: (s) => this.#redeclare(s, pattern, options),
       },
       options.group,
       consumer,

@@ -14,7 +14,7 @@ export interface NatsTransportOptions {
   readonly replicas?: number;
   /** Publisher dedup window (`Nats-Msg-Id` = envelope id), default 2 minutes. */
   readonly duplicateWindowMs?: number;
-  /** How long a publish waits for JetStream's acknowledgement (default 10 s). */
+  /** How long a publish waits for JetStream's acknowledgement (default 5 s). */
   readonly publishTimeoutMs?: number;
   /** Reconnect: wait between attempts (ms) and random jitter added to it. */
   readonly reconnect?: { readonly waitMs?: number; readonly jitterMs?: number };
@@ -27,7 +27,7 @@ export const NATS_TRANSPORT_DEFAULTS = Object.freeze({
   storage: 'file' as 'file' | 'memory',
   replicas: 1,
   duplicateWindowMs: 120_000,
-  publishTimeoutMs: 10_000,
+  publishTimeoutMs: 5_000,
   reconnect: Object.freeze({ waitMs: 250, jitterMs: 250 }),
 });
 
