@@ -79,7 +79,8 @@ function userHeaders(h: MsgHdrs | undefined): Record<string, string> {
  */
 export class NatsSubscription implements Subscription<ManagedDelivery> {
   readonly #ctx: SubscriptionContext;
-  readonly #buffer = new Fifo<ManagedDelivery>();
+  /** Received, not handed out yet: higher priority first among them (JetStream has no priority order). */
+  readonly #buffer = new PriorityBuffer();
   readonly #handedOut = new Set<ManagedDelivery>();
   readonly #pending = new Set<Promise<void>>();
   readonly #timer: NodeJS.Timeout;
@@ -396,5 +397,40 @@ export class NatsLease implements LeaseOps {
     if (this.ctx.clock.now() > this.deadline) return;
     this.deadline = this.ctx.clock.now() + ms;
     this.#send('+WPI');
+  }
+}
+
+/**
+ * The deliveries a subscription holds ahead of its consumer, handed out highest priority first
+ * (FIFO within a priority): the emulation of priority on JetStream, exact only among what was
+ * already fetched (up to `prefetch`).
+ */
+class PriorityBuffer {
+  readonly #levels: Fifo<ManagedDelivery>[] = Array.from({ length: MAX_PRIORITY + 1 }, () => new Fifo());
+  #size = 0;
+
+  get size(): number {
+    return this.#size;
+  }
+
+  push(d: ManagedDelivery): void {
+    (this.#levels[d.message.priority] as Fifo<ManagedDelivery>).push(d);
+    this.#size++;
+  }
+
+  shift(): ManagedDelivery | undefined {
+    if (this.#size === 0) return undefined;
+    for (let p = MAX_PRIORITY; p >= 0; p--) {
+      const d = (this.#levels[p] as Fifo<ManagedDelivery>).shift();
+      if (d) {
+        this.#size--;
+        return d;
+      }
+    }
+    return undefined;
+  }
+
+  *[Symbol.iterator](): Iterator<ManagedDelivery> {
+    for (const level of this.#levels) yield* level;
   }
 }

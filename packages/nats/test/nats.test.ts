@@ -42,6 +42,22 @@ describe.skipIf(skipReason)('NATS JetStream transport', () => {
     await r.close();
   });
 
+  it('hands out what it has fetched highest priority first (the emulation of priority)', async () => {
+    const t = transport();
+    const topic = `prio.${randomUUID().slice(0, 8)}`;
+    const group = `prio-${randomUUID().slice(0, 8)}`;
+    await (await t.subscribe(topic, { group, prefetch: 10, ackTimeoutMs: 5_000 })).close();
+    const prios = [1, 9, 4, 9, 0];
+    await t.publish(prios.map((priority, i) => message(topic, { priority, headers: { i: String(i) } })));
+    const r = new Reader(await t.subscribe(topic, { group, prefetch: 10, ackTimeoutMs: 5_000 }));
+    // Give the one pull request time to bring all five, then read.
+    await new Promise((res) => setTimeout(res, 200));
+    const got = await r.expectMany(5);
+    expect(got.map((d) => `${d.message.priority}:${d.message.headers.i}`)).toEqual(['9:1', '9:3', '4:2', '1:0', '0:4']);
+    for (const d of got) await d.ack();
+    await r.close();
+  });
+
   it('sets the consumer max deliveries one past maxAttempts, so the bus sees the last attempt', async () => {
     const t = transport();
     const group = `maxdel-${randomUUID().slice(0, 8)}`;
