@@ -3,8 +3,8 @@ import {
   type DeadLetterFilter,
   type DeadLetterStore,
   MAX_PRIORITY,
+  matchesDeadLetterFilter,
   REPLAY_COUNT_HEADER,
-  topicMatches,
 } from '@agentbus/core';
 import type { Channel, GetMessage, Options } from 'amqplib';
 import { copyOptions, H, numberHeader, stringHeader, userHeaders } from './headers.js';
@@ -56,7 +56,7 @@ export class AmqpDeadLetterStore implements DeadLetterStore {
     const out: DeadLetter[] = [];
     for (const group of await this.#groups(filter.group)) {
       await this.#browse(group, (rec) => {
-        if (out.length < limit && matches(rec, filter)) out.push(rec);
+        if (out.length < limit && matchesDeadLetterFilter(rec, filter)) out.push(rec);
         return 'keep';
       });
       if (out.length >= limit) break;
@@ -114,7 +114,7 @@ export class AmqpDeadLetterStore implements DeadLetterStore {
       limit = 1;
     } else {
       groups = await this.#groups(target.group);
-      pick = (rec) => matches(rec, target);
+      pick = (rec) => matchesDeadLetterFilter(rec, target);
       if (target.limit !== undefined) limit = target.limit;
     }
     let n = 0;
@@ -173,15 +173,6 @@ export class AmqpDeadLetterStore implements DeadLetterStore {
       await ch.close().catch(() => {});
     }
   }
-}
-
-function matches(rec: DeadLetter, f: DeadLetterFilter): boolean {
-  if (f.group !== undefined && rec.group !== f.group) return false;
-  if (f.reason !== undefined && rec.reason !== f.reason) return false;
-  if (f.topic !== undefined && !topicMatches(f.topic, rec.message.topic)) return false;
-  if (f.sinceMs !== undefined && rec.deadLetteredAtMs < f.sinceMs) return false;
-  if (f.untilMs !== undefined && rec.deadLetteredAtMs >= f.untilMs) return false;
-  return true;
 }
 
 /** A dead letter from a message of the group's dead-letter queue (ours, or dead-lettered by the broker). */

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import {
   type Clock,
-  ClosedError,
   type DeadLetterOptions,
   Fifo,
   type InboundMessage,
@@ -9,7 +8,7 @@ import {
   MAX_PRIORITY,
   ManagedDelivery,
   type NackOptions,
-  type Subscription,
+  PushSubscription,
 } from '@agentbus/core';
 import type { Channel, ConsumeMessage, Options } from 'amqplib';
 import { Acker } from './acker.js';
@@ -48,16 +47,13 @@ interface LiveChannel {
  * for another consumer (a copy with attempt + 1, then the original acked), and its later settle
  * does nothing.
  */
-export class AmqpSubscription implements Subscription<ManagedDelivery> {
+export class AmqpSubscription extends PushSubscription {
   readonly #ctx: SubscriptionContext;
   readonly #buffer = new Fifo<ManagedDelivery>();
   readonly #handedOut = new Set<ManagedDelivery>();
   readonly #pending = new Set<Promise<void>>();
   readonly #leaseTimer: NodeJS.Timeout;
   #channel: LiveChannel | undefined;
-  #waiter: (() => void) | undefined;
-  #closed = false;
-  #closing: Promise<void> | undefined;
 
   constructor(
     ctx: SubscriptionContext,
@@ -66,13 +62,10 @@ export class AmqpSubscription implements Subscription<ManagedDelivery> {
     readonly prefetch: number,
     readonly ackTimeoutMs: number,
   ) {
+    super();
     this.#ctx = ctx;
     this.#leaseTimer = setInterval(() => this.#expireLeases(), Math.max(10, Math.floor(ackTimeoutMs / 4)));
     this.#leaseTimer.unref();
-  }
-
-  get closed(): boolean {
-    return this.#closed;
   }
 
   /** Whether a consumer is running on a live channel. */
@@ -82,7 +75,7 @@ export class AmqpSubscription implements Subscription<ManagedDelivery> {
 
   /** Starts consuming on the current connection (again after a reconnect). */
   async start(): Promise<void> {
-    if (this.#closed || this.consuming) return;
+    if (this.closed || this.consuming) return;
     const ch = await this.#ctx.createChannel();
     const live: LiveChannel = { ch, alive: true, acker: new Acker(ch, () => live.alive) };
     ch.on('error', () => {}); // the close that follows is what counts
@@ -96,7 +89,7 @@ export class AmqpSubscription implements Subscription<ManagedDelivery> {
       await ch.close().catch(() => {});
       throw err;
     }
-    if (this.#closed) {
+    if (this.closed) {
       live.alive = false;
       await ch.close().catch(() => {});
       return;
@@ -112,7 +105,7 @@ export class AmqpSubscription implements Subscription<ManagedDelivery> {
     for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) d.abandon();
     for (const d of [...this.#handedOut]) d.abandon();
     this.#handedOut.clear();
-    if (!this.#closed) this.#ctx.channelLost(this);
+    if (!this.closed) this.#ctx.channelLost(this);
   }
 
   #onMessage(live: LiveChannel, msg: ConsumeMessage | null): void {
@@ -121,7 +114,7 @@ export class AmqpSubscription implements Subscription<ManagedDelivery> {
       void live.ch.close().catch(() => {});
       return;
     }
-    if (this.#closed || !live.alive) return; // left unacked: the broker redelivers it
+    if (this.closed || !live.alive) return; // left unacked: the broker redelivers it
     const d = this.#delivery(live, msg);
     const exp = d.message.expiresAtMs;
     if (exp !== undefined && exp <= this.#ctx.clock.now()) {
@@ -130,9 +123,7 @@ export class AmqpSubscription implements Subscription<ManagedDelivery> {
       return;
     }
     this.#buffer.push(d);
-    const w = this.#waiter;
-    this.#waiter = undefined;
-    w?.();
+    this.wakeReader();
   }
 
   #delivery(live: LiveChannel, msg: ConsumeMessage): ManagedDelivery {
@@ -190,46 +181,15 @@ export class AmqpSubscription implements Subscription<ManagedDelivery> {
   }
 
   poll(): ManagedDelivery | undefined {
-    if (this.#closed) return undefined;
+    if (this.closed) return undefined;
     for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) {
       if (!d.settled) return this.#handOut(d);
     }
     return undefined;
   }
 
-  async next(): Promise<IteratorResult<ManagedDelivery>> {
-    for (;;) {
-      if (this.#closed) return { done: true, value: undefined };
-      const d = this.poll();
-      if (d) return { done: false, value: d };
-      if (this.#waiter) throw new ClosedError('a subscription has one reader at a time');
-      await new Promise<void>((resolve) => {
-        this.#waiter = resolve;
-      });
-    }
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<ManagedDelivery> {
-    return {
-      next: () => this.next(),
-      return: async () => {
-        await this.close();
-        return { done: true, value: undefined };
-      },
-    };
-  }
-
-  close(): Promise<void> {
-    this.#closing ??= this.#doClose();
-    return this.#closing;
-  }
-
-  async #doClose(): Promise<void> {
-    this.#closed = true;
+  protected async doClose(): Promise<void> {
     clearInterval(this.#leaseTimer);
-    const w = this.#waiter;
-    this.#waiter = undefined;
-    w?.();
     const live = this.#channel;
     live?.acker.flush();
     if (live?.alive && live.tag) await live.ch.cancel(live.tag).catch(() => {});
@@ -252,10 +212,6 @@ export class AmqpSubscription implements Subscription<ManagedDelivery> {
       live.alive = false;
       await live.ch.close().catch(() => {});
     }
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
   }
 }
 

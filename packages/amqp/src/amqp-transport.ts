@@ -1,11 +1,10 @@
 import {
   assertPattern,
-  assertTopic,
+  assertTransportBatch,
   ClosedError,
   ConfigError,
   ConnectionError,
   type HealthReport,
-  MAX_PRIORITY,
   type ManagedDelivery,
   RateLimitedError,
   type Subscription,
@@ -14,7 +13,6 @@ import {
   type TransportCapabilities,
   type TransportMessage,
   type TransportSubscribeOptions,
-  ValidationError,
 } from '@agentbus/core';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type Options } from 'amqplib';
 import { AmqpDeadLetterStore } from './amqp-dead-letter-store.js';
@@ -243,12 +241,7 @@ export class AmqpTransport implements Transport {
   }
 
   async publish(batch: readonly TransportMessage[]): Promise<void> {
-    for (const m of batch) {
-      assertTopic(m.topic);
-      if (!Number.isInteger(m.priority) || m.priority < 0 || m.priority > MAX_PRIORITY) {
-        throw new ValidationError(`invalid priority ${m.priority}: an integer 0–9 expected`);
-      }
-    }
+    assertTransportBatch(batch);
     if (this.#closing) throw new ClosedError('transport is closed');
     if (batch.length === 0) return;
     let ch: ConfirmChannel;

@@ -1,4 +1,4 @@
-import { type Clock, ConfigError, systemClock } from '@agentbus/core';
+import { type Clock, ConfigError, positiveInteger, positiveNumber, systemClock } from '@agentbus/core';
 
 /** The queue type of the group queues (and their retry and dead-letter queues). */
 export type AmqpQueueType = 'quorum' | 'classic';
@@ -81,20 +81,6 @@ const KNOWN = new Set([
   'clock',
 ]);
 
-function positive(value: unknown, path: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new ConfigError(`must be a positive number, got ${String(value)}`, { path });
-  }
-  return value;
-}
-
-function positiveInt(value: unknown, path: string): number {
-  if (!Number.isSafeInteger(value) || (value as number) < 1) {
-    throw new ConfigError(`must be a positive integer, got ${String(value)}`, { path });
-  }
-  return value as number;
-}
-
 /** Validates once and fills in defaults; throws ConfigError naming the field. */
 export function resolveAmqpOptions(options: AmqpTransportOptions = {}): ResolvedAmqpOptions {
   if (options === null || typeof options !== 'object') throw new ConfigError('an options object is required');
@@ -125,7 +111,7 @@ export function resolveAmqpOptions(options: AmqpTransportOptions = {}): Resolved
     throw new ConfigError('must be a non-empty array of delays in ms', { path: 'retryLadderMs' });
   }
   ladder.forEach((ms, i) => {
-    positiveInt(ms, `retryLadderMs[${i}]`);
+    positiveInteger(ms, `retryLadderMs[${i}]`);
     if (i > 0 && ms <= (ladder[i - 1] as number)) {
       throw new ConfigError('must be strictly increasing', { path: `retryLadderMs[${i}]` });
     }
@@ -137,15 +123,15 @@ export function resolveAmqpOptions(options: AmqpTransportOptions = {}): Resolved
     namespace,
     queueType,
     maxPriority,
-    heartbeatS: positiveInt(options.heartbeatS ?? d.heartbeatS, 'heartbeatS'),
+    heartbeatS: positiveInteger(options.heartbeatS ?? d.heartbeatS, 'heartbeatS'),
     reconnect: {
-      initialMs: positive(options.reconnect?.initialMs ?? d.reconnect.initialMs, 'reconnect.initialMs'),
-      maxMs: positive(options.reconnect?.maxMs ?? d.reconnect.maxMs, 'reconnect.maxMs'),
+      initialMs: positiveNumber(options.reconnect?.initialMs ?? d.reconnect.initialMs, 'reconnect.initialMs'),
+      maxMs: positiveNumber(options.reconnect?.maxMs ?? d.reconnect.maxMs, 'reconnect.maxMs'),
     },
     retryLadderMs: [...ladder],
     maxQueueLength:
-      options.maxQueueLength === undefined ? undefined : positiveInt(options.maxQueueLength, 'maxQueueLength'),
-    confirmTimeoutMs: positive(options.confirmTimeoutMs ?? d.confirmTimeoutMs, 'confirmTimeoutMs'),
+      options.maxQueueLength === undefined ? undefined : positiveInteger(options.maxQueueLength, 'maxQueueLength'),
+    confirmTimeoutMs: positiveNumber(options.confirmTimeoutMs ?? d.confirmTimeoutMs, 'confirmTimeoutMs'),
     clock,
   };
 }

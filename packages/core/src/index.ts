@@ -11,5 +11,7 @@ export * from './managed-delivery.js';
 export * from './memory-transport.js';
 export * from './middleware.js';
 export * from './polling-subscription.js';
+export * from './push-subscription.js';
 export * from './transport.js';
 export * from './uuidv7.js';
+export * from './validate.js';

@@ -3,12 +3,13 @@ import {
   type DeadLetterFilter,
   type DeadLetterStore,
   MAX_PRIORITY,
+  matchesDeadLetterFilter,
   REPLAY_COUNT_HEADER,
-  topicMatches,
 } from '@agentbus/core';
 import type { JetStreamManager, StoredMsg } from '@nats-io/jetstream';
 import type { MsgHdrs } from '@nats-io/transport-node';
 import { H, type NatsNames } from './names.js';
+import { userHeaders } from './nats-subscription.js';
 
 /** What the store needs of its transport. */
 export interface DeadLetterContext {
@@ -30,16 +31,6 @@ function num(h: MsgHdrs | undefined, name: string): number | undefined {
   return Number.isFinite(n) ? n : undefined;
 }
 
-function parseHeaders(json: string | undefined): Record<string, string> {
-  if (!json) return {};
-  try {
-    const v = JSON.parse(json) as unknown;
-    return v !== null && typeof v === 'object' ? (v as Record<string, string>) : {};
-  } catch {
-    return {};
-  }
-}
-
 /**
  * Dead letters are messages of the stream `AB_<ns>_DLQ` (limits retention), one subject per group
  * and topic; a record's id is its stream sequence. list and get read the stream (direct get,
@@ -53,7 +44,7 @@ export class NatsDeadLetterStore implements DeadLetterStore {
     const limit = filter.limit ?? DEFAULT_LIMIT;
     const out: DeadLetter[] = [];
     await this.#scan(filter.group, (rec) => {
-      if (matches(rec, filter)) out.push(rec);
+      if (matchesDeadLetterFilter(rec, filter)) out.push(rec);
       return out.length < limit;
     });
     return out;
@@ -130,15 +121,6 @@ export class NatsDeadLetterStore implements DeadLetterStore {
   }
 }
 
-function matches(rec: DeadLetter, f: DeadLetterFilter): boolean {
-  if (f.group !== undefined && rec.group !== f.group) return false;
-  if (f.reason !== undefined && rec.reason !== f.reason) return false;
-  if (f.topic !== undefined && !topicMatches(f.topic, rec.message.topic)) return false;
-  if (f.sinceMs !== undefined && rec.deadLetteredAtMs < f.sinceMs) return false;
-  if (f.untilMs !== undefined && rec.deadLetteredAtMs >= f.untilMs) return false;
-  return true;
-}
-
 function toRecord(names: NatsNames, m: StoredMsg): DeadLetter {
   const h = m.header;
   const p = num(h, H.priority);
@@ -153,7 +135,7 @@ function toRecord(names: NatsNames, m: StoredMsg): DeadLetter {
       id: get(h, H.id) ?? '',
       topic: get(h, H.topic) ?? names.topicOf(m.subject),
       body: m.data,
-      headers: parseHeaders(get(h, H.headers)),
+      headers: userHeaders(h),
       priority: p === undefined ? 4 : Math.max(0, Math.min(MAX_PRIORITY, p)),
       expiresAtMs: num(h, H.expiresAt),
       publishedAtMs: num(h, H.publishedAt) ?? 0,

@@ -1,6 +1,5 @@
 import {
   type Clock,
-  ClosedError,
   type DeadLetterOptions,
   Fifo,
   type InboundMessage,
@@ -8,7 +7,7 @@ import {
   MAX_PRIORITY,
   ManagedDelivery,
   type NackOptions,
-  type Subscription,
+  PushSubscription,
 } from '@agentbus/core';
 import type { Msg, MsgHdrs, NatsConnection, Subscription as NatsSub } from '@nats-io/transport-node';
 import { H, type NatsNames } from './names.js';
@@ -58,14 +57,14 @@ function numberHeader(h: MsgHdrs | undefined, name: string): number | undefined 
 }
 
 /** The user's headers (carried as one JSON header, so any key and value survives). */
-function userHeaders(h: MsgHdrs | undefined): Record<string, string> {
+export function userHeaders(h: MsgHdrs | undefined): Record<string, string> {
   const json = header(h, H.headers);
   if (!json) return {};
   try {
     const v = JSON.parse(json) as unknown;
     return v !== null && typeof v === 'object' ? (v as Record<string, string>) : {};
   } catch {
-    return {};
+    return {}; // a foreign or damaged message: no headers
   }
 }
 
@@ -77,7 +76,7 @@ function userHeaders(h: MsgHdrs | undefined): Record<string, string> {
  * it, so that a settle after the lease ran out does nothing, and renews the leases of messages
  * buffered but not yet handed out.
  */
-export class NatsSubscription implements Subscription<ManagedDelivery> {
+export class NatsSubscription extends PushSubscription {
   readonly #ctx: SubscriptionContext;
   /** Received, not handed out yet: higher priority first among them (JetStream has no priority order). */
   readonly #buffer = new PriorityBuffer();
@@ -90,11 +89,8 @@ export class NatsSubscription implements Subscription<ManagedDelivery> {
   #credits = 0;
   /** Received and not settled (buffered or handed out). */
   #held = 0;
-  #waiter: (() => void) | undefined;
   /** When the last pull request sent expires at the server. */
   #requestsEndAt = 0;
-  #closed = false;
-  #closing: Promise<void> | undefined;
 
   constructor(
     ctx: SubscriptionContext,
@@ -103,6 +99,7 @@ export class NatsSubscription implements Subscription<ManagedDelivery> {
     readonly prefetch: number,
     readonly ackTimeoutMs: number,
   ) {
+    super();
     this.#ctx = ctx;
     const nc = ctx.connection();
     this.#inbox = `_INBOX.ab.${nc.info?.client_id ?? 0}.${Math.random().toString(36).slice(2)}`;
@@ -110,10 +107,6 @@ export class NatsSubscription implements Subscription<ManagedDelivery> {
     this.#timer = setInterval(() => this.#tick(), Math.max(10, Math.floor(ackTimeoutMs / 4)));
     this.#timer.unref();
     this.#pump();
-  }
-
-  get closed(): boolean {
-    return this.#closed;
   }
 
   /** After a reconnect: the server forgot our pull requests. */
@@ -124,7 +117,7 @@ export class NatsSubscription implements Subscription<ManagedDelivery> {
 
   /** Asks for as many messages as there is room for (in batches of at least half the room). */
   #pump(): void {
-    if (this.#closed) return;
+    if (this.closed) return;
     const free = this.prefetch - this.#held - this.#credits;
     if (free <= 0) return;
     if (this.#credits > 0 && free < Math.ceil(this.prefetch / 2)) return;
@@ -141,7 +134,7 @@ export class NatsSubscription implements Subscription<ManagedDelivery> {
   }
 
   #onMessage(err: Error | null, msg: Msg): void {
-    if (err || this.#closed) return;
+    if (err || this.closed) return;
     const code = msg.headers?.code ?? 0;
     if (code !== 0 && !msg.reply) {
       // A status: 100 heartbeat; 404/408 the request ended (no messages / expired) with this many
@@ -174,9 +167,7 @@ export class NatsSubscription implements Subscription<ManagedDelivery> {
       return;
     }
     this.#buffer.push(d);
-    const w = this.#waiter;
-    this.#waiter = undefined;
-    w?.();
+    this.wakeReader();
   }
 
   #delivery(msg: Msg): ManagedDelivery | undefined {
@@ -234,7 +225,7 @@ export class NatsSubscription implements Subscription<ManagedDelivery> {
   }
 
   poll(): ManagedDelivery | undefined {
-    if (this.#closed) return undefined;
+    if (this.closed) return undefined;
     for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) {
       if (d.settled) continue;
       const lease = d.lease as NatsLease;
@@ -245,39 +236,8 @@ export class NatsSubscription implements Subscription<ManagedDelivery> {
     return undefined;
   }
 
-  async next(): Promise<IteratorResult<ManagedDelivery>> {
-    for (;;) {
-      if (this.#closed) return { done: true, value: undefined };
-      const d = this.poll();
-      if (d) return { done: false, value: d };
-      if (this.#waiter) throw new ClosedError('a subscription has one reader at a time');
-      await new Promise<void>((resolve) => {
-        this.#waiter = resolve;
-      });
-    }
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<ManagedDelivery> {
-    return {
-      next: () => this.next(),
-      return: async () => {
-        await this.close();
-        return { done: true, value: undefined };
-      },
-    };
-  }
-
-  close(): Promise<void> {
-    this.#closing ??= this.#doClose();
-    return this.#closing;
-  }
-
-  async #doClose(): Promise<void> {
-    this.#closed = true;
+  protected async doClose(): Promise<void> {
     clearInterval(this.#timer);
-    const w = this.#waiter;
-    this.#waiter = undefined;
-    w?.();
     // Stop our pull requests first (no interest left on the inbox), so that what goes back is not
     // delivered to a request of ours that nobody reads any more.
     this.#sub?.unsubscribe();
@@ -318,10 +278,6 @@ export class NatsSubscription implements Subscription<ManagedDelivery> {
     } catch {
       // disconnected: the server redelivers after the ack wait
     }
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
   }
 }
 

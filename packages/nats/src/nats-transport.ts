@@ -1,12 +1,11 @@
 import {
   assertPattern,
-  assertTopic,
+  assertTransportBatch,
   type BusError,
   ClosedError,
   ConfigError,
   ConnectionError,
   type HealthReport,
-  MAX_PRIORITY,
   type ManagedDelivery,
   type Subscription,
   TimeoutError,
@@ -14,7 +13,6 @@ import {
   type TransportCapabilities,
   type TransportMessage,
   type TransportSubscribeOptions,
-  ValidationError,
 } from '@agentbus/core';
 import {
   AckPolicy,
@@ -227,12 +225,7 @@ export class NatsTransport implements Transport {
   }
 
   async publish(batch: readonly TransportMessage[]): Promise<void> {
-    for (const m of batch) {
-      assertTopic(m.topic);
-      if (!Number.isInteger(m.priority) || m.priority < 0 || m.priority > MAX_PRIORITY) {
-        throw new ValidationError(`invalid priority ${m.priority}: an integer 0–9 expected`);
-      }
-    }
+    assertTransportBatch(batch);
     if (this.#closing) throw new ClosedError('transport is closed');
     if (batch.length === 0) return;
     if (this.#down) {

@@ -1,4 +1,4 @@
-import { type Clock, ConfigError, systemClock } from '@agentbus/core';
+import { type Clock, ConfigError, nonNegativeNumber, positiveNumber, systemClock } from '@agentbus/core';
 
 export interface NatsTransportOptions {
   /** `nats://host:port`, or several separated by commas (a cluster). Default `nats://127.0.0.1:4222`. */
@@ -53,20 +53,6 @@ const KNOWN = new Set([
   'clock',
 ]);
 
-function positive(value: unknown, path: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new ConfigError(`must be a positive number, got ${String(value)}`, { path });
-  }
-  return value;
-}
-
-function nonNegative(value: unknown, path: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new ConfigError(`must be a number >= 0, got ${String(value)}`, { path });
-  }
-  return value;
-}
-
 /** Validates once and fills in defaults; throws ConfigError naming the field. */
 export function resolveNatsOptions(options: NatsTransportOptions = {}): ResolvedNatsOptions {
   if (options === null || typeof options !== 'object') throw new ConfigError('an options object is required');
@@ -102,11 +88,11 @@ export function resolveNatsOptions(options: NatsTransportOptions = {}): Resolved
     namespace,
     storage,
     replicas,
-    duplicateWindowMs: positive(options.duplicateWindowMs ?? d.duplicateWindowMs, 'duplicateWindowMs'),
-    publishTimeoutMs: positive(options.publishTimeoutMs ?? d.publishTimeoutMs, 'publishTimeoutMs'),
+    duplicateWindowMs: positiveNumber(options.duplicateWindowMs ?? d.duplicateWindowMs, 'duplicateWindowMs'),
+    publishTimeoutMs: positiveNumber(options.publishTimeoutMs ?? d.publishTimeoutMs, 'publishTimeoutMs'),
     reconnect: {
-      waitMs: positive(options.reconnect?.waitMs ?? d.reconnect.waitMs, 'reconnect.waitMs'),
-      jitterMs: nonNegative(options.reconnect?.jitterMs ?? d.reconnect.jitterMs, 'reconnect.jitterMs'),
+      waitMs: positiveNumber(options.reconnect?.waitMs ?? d.reconnect.waitMs, 'reconnect.waitMs'),
+      jitterMs: nonNegativeNumber(options.reconnect?.jitterMs ?? d.reconnect.jitterMs, 'reconnect.jitterMs'),
     },
     clock,
   };

@@ -1,4 +1,4 @@
-import { type Clock, ConfigError, systemClock } from '@agentbus/core';
+import { type Clock, ConfigError, nonNegativeNumber, positiveNumber, systemClock } from '@agentbus/core';
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
 
 export interface RedisRetentionOptions {
@@ -79,20 +79,6 @@ const KNOWN = new Set([
   'reconnect',
 ]);
 
-function positive(value: unknown, path: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new ConfigError(`must be a positive number, got ${String(value)}`, { path });
-  }
-  return value;
-}
-
-function nonNegative(value: unknown, path: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new ConfigError(`must be a number >= 0, got ${String(value)}`, { path });
-  }
-  return value;
-}
-
 /** Validates once and fills in defaults; throws ConfigError naming the field. */
 export function resolveRedisOptions(options: RedisTransportOptions = {}): ResolvedRedisOptions {
   if (options === null || typeof options !== 'object') throw new ConfigError('an options object is required');
@@ -106,10 +92,10 @@ export function resolveRedisOptions(options: RedisTransportOptions = {}): Resolv
   }
   const clock = options.clock ?? systemClock;
   if (typeof clock?.now !== 'function') throw new ConfigError('must have a now() method', { path: 'clock' });
-  const maxAgeMs = nonNegative(options.retention?.maxAgeMs ?? d.retention.maxAgeMs, 'retention.maxAgeMs');
+  const maxAgeMs = nonNegativeNumber(options.retention?.maxAgeMs ?? d.retention.maxAgeMs, 'retention.maxAgeMs');
   const reconnect = {
-    initialMs: positive(options.reconnect?.initialMs ?? d.reconnect.initialMs, 'reconnect.initialMs'),
-    maxMs: positive(options.reconnect?.maxMs ?? d.reconnect.maxMs, 'reconnect.maxMs'),
+    initialMs: positiveNumber(options.reconnect?.initialMs ?? d.reconnect.initialMs, 'reconnect.initialMs'),
+    maxMs: positiveNumber(options.reconnect?.maxMs ?? d.reconnect.maxMs, 'reconnect.maxMs'),
   };
   return {
     url,
@@ -117,10 +103,10 @@ export function resolveRedisOptions(options: RedisTransportOptions = {}): Resolv
     redisOptions: options.redisOptions ?? {},
     keyPrefix: options.keyPrefix ?? d.keyPrefix,
     clock,
-    pollIntervalMs: positive(options.pollIntervalMs ?? d.pollIntervalMs, 'pollIntervalMs'),
-    blockMs: positive(options.blockMs ?? d.blockMs, 'blockMs'),
-    discoveryIntervalMs: positive(options.discoveryIntervalMs ?? d.discoveryIntervalMs, 'discoveryIntervalMs'),
-    trimIntervalMs: nonNegative(options.trimIntervalMs ?? d.trimIntervalMs, 'trimIntervalMs'),
+    pollIntervalMs: positiveNumber(options.pollIntervalMs ?? d.pollIntervalMs, 'pollIntervalMs'),
+    blockMs: positiveNumber(options.blockMs ?? d.blockMs, 'blockMs'),
+    discoveryIntervalMs: positiveNumber(options.discoveryIntervalMs ?? d.discoveryIntervalMs, 'discoveryIntervalMs'),
+    trimIntervalMs: nonNegativeNumber(options.trimIntervalMs ?? d.trimIntervalMs, 'trimIntervalMs'),
     retention: { maxAgeMs },
     reconnect,
   };

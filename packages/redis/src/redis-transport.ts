@@ -1,12 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import {
   assertPattern,
-  assertTopic,
+  assertTransportBatch,
   type Clock,
   ClosedError,
   ConfigError,
   type HealthReport,
-  MAX_PRIORITY,
   type ManagedDelivery,
   PollingSubscription,
   type Subscription,
@@ -14,7 +13,6 @@ import {
   type TransportCapabilities,
   type TransportMessage,
   type TransportSubscribeOptions,
-  ValidationError,
 } from '@agentbus/core';
 import type { Cluster, Redis } from 'ioredis';
 import { type Client, consumerClient, createClient, duplicateClient, isCluster, withScripts } from './connection.js';
@@ -127,12 +125,7 @@ export class RedisTransport implements Transport {
   }
 
   async publish(batch: readonly TransportMessage[]): Promise<void> {
-    for (const m of batch) {
-      assertTopic(m.topic);
-      if (!Number.isInteger(m.priority) || m.priority < 0 || m.priority > MAX_PRIORITY) {
-        throw new ValidationError(`invalid priority ${m.priority}: an integer 0–9 expected`);
-      }
-    }
+    assertTransportBatch(batch);
     const c = await this.#connect();
     // Every batch registers its topics again (cheap, same write): a registry entry lost with a
     // Redis restart or failover comes back with the next publish.
