@@ -210,7 +210,8 @@ export function benchTable(r: BenchReport, style: Style): string[] {
       `raw = ${r.raw} JetStream on a file stream of its own (${r.raw_retention ?? 'interest'} retention, one replica), ` +
         `one durable pull consumer per phase (explicit acks): js.publish with at most ${r.raw_publish_window} ` +
         `publishes in flight, each waiting for its PubAck; consumers consume() with a callback, max_messages ` +
-        `${r.raw_prefetch ?? ''}, msg.ack() per message; publisher and consumers on connections of their own`,
+        `${r.raw_prefetch ?? ''}, msg.ack() per message; publisher and consumers on connections of their own ` +
+        '(noAsyncTraces: no stack captured per request)',
     );
   }
   return [

@@ -128,7 +128,8 @@ export async function runBench(
   let dir: string | undefined;
   let report: BenchReport;
   try {
-    let busUrl = backend.kind === 'redis' || backend.kind === 'amqp' || backend.kind === 'nats' ? backend.url : 'memory:';
+    let busUrl =
+      backend.kind === 'redis' || backend.kind === 'amqp' || backend.kind === 'nats' ? backend.url : 'memory:';
     let rawPath = ':memory:';
     if (backend.kind === 'sqlite') {
       if (backend.inMemory) busUrl = 'sqlite::memory:';
