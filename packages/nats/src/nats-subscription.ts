@@ -30,6 +30,8 @@ export interface SubscriptionContext {
  * request: close waits this long before it hands its messages back.
  */
 const PULL_EXPIRES_MS = 1_000;
+/** The ack payload, encoded once. */
+const ACK = new TextEncoder().encode('+ACK');
 
 /** The fields of a JetStream ack subject (`$JS.ACK.…`): v1 or v2 (domain, account hash) layout. */
 function ackInfo(reply: string): { delivered: number; timestampMs: number } | undefined {
@@ -193,6 +195,7 @@ export class NatsSubscription extends PushSubscription {
       publishedAtMs: numberHeader(h, H.publishedAt) ?? info?.timestampMs ?? this.#ctx.clock.now(),
     };
     lease.deadline = this.#ctx.clock.now() + this.ackTimeoutMs;
+    lease.publishedAtMs = message.publishedAtMs;
     const d = new ManagedDelivery(message, this.group, attempt, lease);
     d.onSettled = (x) => {
       this.#handedOut.delete(x);
@@ -285,8 +288,9 @@ export class NatsSubscription extends PushSubscription {
 export class NatsLease implements LeaseOps {
   /** When the lease runs out here (JetStream's ack wait, renewed by extend). */
   deadline = Number.POSITIVE_INFINITY;
-  /** The delivery's attempt (recorded with a dead letter). */
+  /** The delivery's attempt and first publish time (recorded with a dead letter). */
   attempt = 1;
+  publishedAtMs = 0;
 
   constructor(
     private readonly ctx: SubscriptionContext,
@@ -295,7 +299,7 @@ export class NatsLease implements LeaseOps {
     readonly topic: string,
   ) {}
 
-  #send(payload: string): void {
+  #send(payload: string | Uint8Array): void {
     if (this.ctx.clock.now() > this.deadline) return; // lost: JetStream redelivers (or did) elsewhere
     try {
       this.ctx.connection().publish(this.msg.reply as string, payload);
@@ -305,7 +309,7 @@ export class NatsLease implements LeaseOps {
   }
 
   ack(): void {
-    this.#send('+ACK');
+    this.#send(ACK);
   }
 
   nack({ delayMs = 0 }: NackOptions): void {
@@ -325,6 +329,7 @@ export class NatsLease implements LeaseOps {
           [H.dlError]: error ?? '',
           [H.dlAt]: String(this.ctx.clock.now()),
           [H.dlAttempts]: String(this.attempt),
+          [H.publishedAt]: String(this.publishedAtMs),
           [H.dlGroup]: this.sub.group,
         });
         this.ack();

@@ -30,6 +30,7 @@ import { H, NatsNames } from './names.js';
 import { NatsDeadLetterStore } from './nats-dead-letter-store.js';
 import { NatsSubscription } from './nats-subscription.js';
 import { type NatsTransportOptions, type ResolvedNatsOptions, resolveNatsOptions } from './options.js';
+import { type Outgoing, PublishAcks } from './publish-acks.js';
 
 const CAPABILITIES: TransportCapabilities = Object.freeze({
   persistent: true,
@@ -73,6 +74,7 @@ export class NatsTransport implements Transport {
   #nc: NatsConnection | undefined;
   #js: JetStreamClient | undefined;
   #jsm: JetStreamManager | undefined;
+  #acks: PublishAcks | undefined;
   #connecting: Promise<NatsConnection> | undefined;
   #streams: Promise<void> | undefined;
   /** The connection is lost and the client is reconnecting: publishes fail at once meanwhile. */
@@ -124,6 +126,8 @@ export class NatsTransport implements Transport {
           reconnectTimeWait: o.reconnect.waitMs,
           reconnectJitter: o.reconnect.jitterMs,
           waitOnFirstConnect: false,
+          // No stack captured per request: a large share of the client's CPU otherwise.
+          noAsyncTraces: true,
         });
       } catch (err) {
         throw toBusError(err, 'connect');
@@ -135,6 +139,9 @@ export class NatsTransport implements Transport {
         throw new ClosedError('transport is closed');
       }
       this.#nc = nc;
+      this.#acks = new PublishAcks(nc, o.publishTimeoutMs, () => {
+        this.#streams = undefined;
+      });
       this.#js = jetstream(nc, { timeout: o.publishTimeoutMs });
       this.#jsm = await jetstreamManager(nc, { timeout: o.publishTimeoutMs }).catch((err: unknown) => {
         throw toBusError(err, 'connect');
@@ -148,7 +155,12 @@ export class NatsTransport implements Transport {
   /** After a reconnect the server has forgotten the subscriptions' pull requests: ask again. */
   async #watch(nc: NatsConnection): Promise<void> {
     for await (const s of nc.status()) {
-      if (s.type === 'disconnect') this.#down = true;
+      if (s.type === 'disconnect') {
+        this.#down = true;
+        // Their acknowledgements are lost with the connection: fail them now (the message may
+        // or may not be stored; a retry with the same id is stored once).
+        this.#acks?.failAll(new ConnectionError('nats connection lost before the publish was acknowledged'));
+      }
       if (s.type === 'reconnect') {
         this.#down = false;
         for (const sub of this.#subs) sub.resume();
@@ -232,26 +244,23 @@ export class NatsTransport implements Transport {
       throw new ConnectionError('NATS is unreachable; reconnecting (publishes fail fast meanwhile)');
     }
     await this.#ready();
-    const js = this.#js as JetStreamClient;
-    const now = String(this.#options.clock.now());
+    const items: Outgoing[] = new Array(batch.length);
+    for (let i = 0; i < batch.length; i++) {
+      const m = batch[i] as TransportMessage;
+      // Only what differs from the defaults travels: the id is Nats-Msg-Id (JetStream's dedup
+      // key), the publish time is the stream's own timestamp, priority 4 and no headers are implied.
+      const h = headers();
+      h.set('Nats-Msg-Id', m.id);
+      for (const _ in m.headers) {
+        h.set(H.headers, JSON.stringify(m.headers));
+        break;
+      }
+      if (m.priority !== 4) h.set(H.priority, String(m.priority));
+      if (m.expiresAtMs !== undefined) h.set(H.expiresAt, String(m.expiresAtMs));
+      items[i] = { subject: this.names.subject(m.topic), data: m.body, headers: h };
+    }
     try {
-      // All in flight at once; each resolves on JetStream's ack (stored; a retried publish with the
-      // same id inside the duplicate window is stored once).
-      await Promise.all(
-        batch.map((m) => {
-          const h = headers();
-          h.set(H.id, m.id);
-          h.set(H.headers, JSON.stringify(m.headers));
-          h.set(H.priority, String(m.priority));
-          h.set(H.publishedAt, now);
-          if (m.expiresAtMs !== undefined) h.set(H.expiresAt, String(m.expiresAtMs));
-          return js.publish(this.names.subject(m.topic), m.body, {
-            msgID: m.id,
-            headers: h,
-            timeout: this.#options.publishTimeoutMs,
-          });
-        }),
-      );
+      await (this.#acks as PublishAcks).send(items);
     } catch (err) {
       this.#lostState(err);
       throw toBusError(err, 'publish');
@@ -399,6 +408,7 @@ export class NatsTransport implements Transport {
       await this.#connecting?.catch(() => {});
       const nc = this.#nc;
       this.#nc = undefined;
+      this.#acks?.close();
       if (nc) await nc.drain().catch(() => nc.close());
     })();
     return this.#closing;
