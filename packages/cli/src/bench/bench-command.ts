@@ -80,7 +80,7 @@ export function registerBenchCommand(program: Command, ctx: CliContext): void {
     program
       .command('bench')
       .description(
-        `${DESCRIPTION} (sqlite runs on temp files; redis:// also measures node-redis, ioredis and BullMQ; amqp:// raw amqplib)`,
+        `${DESCRIPTION} (sqlite runs on temp files; redis:// also measures node-redis, ioredis and BullMQ; amqp:// raw amqplib; nats:// raw nats.js)`,
       ),
   ).action((flags: BenchFlags, command: Command) => benchAction(ctx, transportUrlOf(command), flags));
 }

@@ -5,7 +5,8 @@ export interface BenchOptions {
   /**
    * `memory:`, `sqlite:…` (SQLite always runs on fresh temp files, never the named one) or
    * `redis://host:port[/db]` / `rediss://…` (on the named server, on keys of the run's own) or
-   * `amqp://user:pass@host:port[/vhost]` / `amqps://…` (RabbitMQ, on queues of the run's own).
+   * `amqp://user:pass@host:port[/vhost]` / `amqps://…` (RabbitMQ, on queues of the run's own) or
+   * `nats://host:port` (JetStream, on streams of the run's own).
    */
   readonly transport: string;
   /** Messages per phase (publish, drain, end-to-end). */
