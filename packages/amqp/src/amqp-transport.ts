@@ -1,5 +1,5 @@
 import {
-  assertPattern,
+  assertSubscribeOptions,
   assertTransportBatch,
   ClosedError,
   ConfigError,
@@ -373,16 +373,8 @@ export class AmqpTransport implements Transport {
 
   async subscribe(pattern: string, options: TransportSubscribeOptions): Promise<Subscription<ManagedDelivery>> {
     if (this.#closing) throw new ClosedError('transport is closed');
-    assertPattern(pattern);
-    if (typeof options?.group !== 'string' || options.group === '') {
-      throw new ConfigError('must be a non-empty string', { path: 'subscribe.group' });
-    }
-    if (!Number.isInteger(options.prefetch) || options.prefetch < 1 || options.prefetch > 65_535) {
-      throw new ConfigError(`must be an integer 1–65535, got ${options.prefetch}`, { path: 'subscribe.prefetch' });
-    }
-    if (!(options.ackTimeoutMs > 0)) {
-      throw new ConfigError(`must be > 0, got ${options.ackTimeoutMs}`, { path: 'subscribe.ackTimeoutMs' });
-    }
+    // basic.qos takes a 16-bit count.
+    assertSubscribeOptions(pattern, options, 65_535);
     await this.#declare(options.group, pattern);
     const sub = new AmqpSubscription(
       {

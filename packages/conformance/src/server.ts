@@ -1,4 +1,4 @@
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 
 /** Whether something accepts TCP connections at `host:port` within `timeoutMs`. */
 export function reachable(host: string, port: number, timeoutMs = 1_000): Promise<boolean> {
@@ -28,4 +28,16 @@ export async function serverSkipReason(name: string, url: string, defaultPort: n
   if (process.env.CI) throw new Error(`${reason}; CI is set, so this suite fails instead of skipping`);
   console.warn(`\n*** SKIPPING the ${name} suite: ${reason} ***\n`);
   return reason;
+}
+
+/** A TCP port nothing listens on right now (on the loopback interface), for throwaway servers. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
 }

@@ -1,6 +1,6 @@
-import { assertPriority, assertTopic, topicMatches } from './envelope.js';
+import { assertPattern, assertPriority, assertTopic, topicMatches } from './envelope.js';
 import { ConfigError } from './errors.js';
-import type { DeadLetter, DeadLetterFilter, TransportMessage } from './transport.js';
+import type { DeadLetter, DeadLetterFilter, TransportMessage, TransportSubscribeOptions } from './transport.js';
 
 /** A finite number > 0, or a ConfigError naming `path`. */
 export function positiveNumber(value: unknown, path: string): number {
@@ -42,4 +42,28 @@ export function matchesDeadLetterFilter(rec: DeadLetter, f: DeadLetterFilter): b
   if (f.sinceMs !== undefined && rec.deadLetteredAtMs < f.sinceMs) return false;
   if (f.untilMs !== undefined && rec.deadLetteredAtMs >= f.untilMs) return false;
   return true;
+}
+
+/**
+ * Throws for a subscribe call a transport must refuse: a bad pattern (ValidationError) or a
+ * missing group, prefetch below 1 (or above `maxPrefetch`), an ack timeout not above 0 (ConfigError).
+ */
+export function assertSubscribeOptions(
+  pattern: string,
+  options: TransportSubscribeOptions,
+  maxPrefetch = Number.MAX_SAFE_INTEGER,
+): void {
+  assertPattern(pattern);
+  if (typeof options?.group !== 'string' || options.group === '') {
+    throw new ConfigError('must be a non-empty string', { path: 'subscribe.group' });
+  }
+  if (!Number.isInteger(options.prefetch) || options.prefetch < 1 || options.prefetch > maxPrefetch) {
+    throw new ConfigError(
+      `must be an integer 1–${maxPrefetch === Number.MAX_SAFE_INTEGER ? '…' : maxPrefetch}, got ${options.prefetch}`,
+      { path: 'subscribe.prefetch' },
+    );
+  }
+  if (!(options.ackTimeoutMs > 0)) {
+    throw new ConfigError(`must be > 0, got ${options.ackTimeoutMs}`, { path: 'subscribe.ackTimeoutMs' });
+  }
 }

@@ -1,5 +1,5 @@
 import {
-  assertPattern,
+  assertSubscribeOptions,
   assertTransportBatch,
   type BusError,
   ClosedError,
@@ -288,16 +288,7 @@ export class NatsTransport implements Transport {
 
   async subscribe(pattern: string, options: TransportSubscribeOptions): Promise<Subscription<ManagedDelivery>> {
     if (this.#closing) throw new ClosedError('transport is closed');
-    assertPattern(pattern);
-    if (typeof options?.group !== 'string' || options.group === '') {
-      throw new ConfigError('must be a non-empty string', { path: 'subscribe.group' });
-    }
-    if (!Number.isInteger(options.prefetch) || options.prefetch < 1) {
-      throw new ConfigError(`must be a positive integer, got ${options.prefetch}`, { path: 'subscribe.prefetch' });
-    }
-    if (!(options.ackTimeoutMs > 0)) {
-      throw new ConfigError(`must be > 0, got ${options.ackTimeoutMs}`, { path: 'subscribe.ackTimeoutMs' });
-    }
+    assertSubscribeOptions(pattern, options);
     await this.#ready();
     const consumer = this.names.consumer(options.group);
     await this.#declareConsumer(consumer, options.group, pattern, options);

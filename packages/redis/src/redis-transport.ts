@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import {
-  assertPattern,
+  assertSubscribeOptions,
   assertTransportBatch,
   type Clock,
   ClosedError,
-  ConfigError,
   type HealthReport,
   type ManagedDelivery,
   PollingSubscription,
@@ -163,16 +162,7 @@ export class RedisTransport implements Transport {
 
   async subscribe(pattern: string, options: TransportSubscribeOptions): Promise<Subscription<ManagedDelivery>> {
     this.#assertOpen();
-    assertPattern(pattern);
-    if (typeof options?.group !== 'string' || options.group === '') {
-      throw new ConfigError('must be a non-empty string', { path: 'subscribe.group' });
-    }
-    if (!Number.isInteger(options.prefetch) || options.prefetch < 1) {
-      throw new ConfigError(`must be a positive integer, got ${options.prefetch}`, { path: 'subscribe.prefetch' });
-    }
-    if (!(options.ackTimeoutMs > 0)) {
-      throw new ConfigError(`must be > 0, got ${options.ackTimeoutMs}`, { path: 'subscribe.ackTimeoutMs' });
-    }
+    assertSubscribeOptions(pattern, options);
     const c = await this.#connect();
     let entryJson: string;
     try {

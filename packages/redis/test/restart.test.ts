@@ -1,25 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { until } from '@agentbus/conformance';
+import { freePort, until } from '@agentbus/conformance';
 import { createBus, silentLogger } from '@agentbus/core';
 import { redisTransport } from '@agentbus/redis';
 import { Redis } from 'ioredis';
 import { afterAll, expect, it } from 'vitest';
-
-/** A port nothing listens on right now. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** A throwaway redis-server with AOF (appendfsync everysec) in its own directory. */
 class ThrowawayRedis {
