@@ -2,6 +2,7 @@ export * from './backoff.js';
 export * from './bus.js';
 export * from './clock.js';
 export * from './codec.js';
+export * from './dedup.js';
 export * from './delivery.js';
 export * from './envelope.js';
 export * from './errors.js';

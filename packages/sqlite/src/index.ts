@@ -8,4 +8,9 @@ export {
 } from './options.js';
 export { SCHEMA_VERSION } from './schema.js';
 export { SqliteDeadLetterStore } from './sqlite-dead-letter-store.js';
+export {
+  type SqliteIdempotencyStore,
+  type SqliteIdempotencyStoreOptions,
+  sqliteIdempotencyStore,
+} from './sqlite-idempotency-store.js';
 export { SqliteTransport, sqliteTransport } from './sqlite-transport.js';

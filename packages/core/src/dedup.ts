@@ -1,0 +1,114 @@
+import { type Clock, systemClock } from './clock.js';
+import { ConfigError } from './errors.js';
+import type { ConsumeContext, Middleware, Next } from './middleware.js';
+import { positiveInteger, positiveNumber } from './validate.js';
+
+/** What `begin` found for a key. */
+export type IdempotencyState = 'new' | 'done' | 'busy';
+
+/**
+ * Where the dedup middleware remembers which messages a group has processed. A key is claimed
+ * (`begin` → 'new') while its handler runs, for at most `leaseMs`; `complete` remembers it as done
+ * for `ttlMs`; `release` gives a claim up after a failure so that the redelivery runs again.
+ */
+export interface IdempotencyStore {
+  begin(key: string, leaseMs: number): Promise<IdempotencyState>;
+  complete(key: string, ttlMs: number): Promise<void>;
+  release(key: string): Promise<void>;
+}
+
+export interface MemoryIdempotencyStoreOptions {
+  /** Keys remembered at most; the oldest go first beyond it (default 100,000). */
+  readonly maxKeys?: number;
+  readonly clock?: Clock;
+}
+
+/** An in-process store: a Map with expiry times, bounded in size (oldest evicted first). */
+export function memoryIdempotencyStore(options: MemoryIdempotencyStoreOptions = {}): IdempotencyStore {
+  const maxKeys = positiveInteger(options.maxKeys ?? 100_000, 'maxKeys');
+  const clock = options.clock ?? systemClock;
+  const keys = new Map<string, { state: 'busy' | 'done'; until: number }>();
+  const set = (key: string, state: 'busy' | 'done', until: number) => {
+    keys.delete(key); // re-inserted: the newest in iteration order
+    keys.set(key, { state, until });
+    while (keys.size > maxKeys) {
+      const oldest = keys.keys().next().value as string;
+      keys.delete(oldest);
+    }
+  };
+  return {
+    async begin(key, leaseMs) {
+      const now = clock.now();
+      const e = keys.get(key);
+      if (e && e.until > now) return e.state;
+      set(key, 'busy', now + leaseMs);
+      return 'new';
+    },
+    async complete(key, ttlMs) {
+      set(key, 'done', clock.now() + ttlMs);
+    },
+    async release(key) {
+      if (keys.get(key)?.state === 'busy') keys.delete(key);
+    },
+  };
+}
+
+export interface DedupOptions {
+  readonly store: IdempotencyStore;
+  /** How long a processed message is remembered (default 24 h): duplicates later than that run again. */
+  readonly ttlMs?: number;
+  /**
+   * How long a claim holds while its handler runs (default 30 s, the bus's default ack timeout).
+   * A duplicate arriving meanwhile is put back for `busyDelayMs` (that counts an attempt); a claim
+   * whose consumer died expires after this, so the transport's redelivery of that message runs.
+   * Keep it at least the longest handler and about the subscription's `ackTimeoutMs`.
+   */
+  readonly leaseMs?: number;
+  /** How long a duplicate waits while the first delivery is still being handled (default 1 s). */
+  readonly busyDelayMs?: number;
+  /** The message's identity; default: source and id of the envelope (its dedup key). */
+  readonly key?: (ctx: ConsumeContext) => string;
+}
+
+/**
+ * Idempotent consumer: a message the group has already processed is acked without running the
+ * handler again, so redeliveries (a lost ack, a crashed consumer, a replay of a message that did
+ * go through, a publisher retry) have their effect once. Keys include the group, so two groups
+ * sharing a store never suppress each other's messages. Effectively once, with the usual limit:
+ * a consumer that dies after the handler's side effect but before `complete` lets a redelivery
+ * run it again once the claim expired (make the side effect and the completion one transaction
+ * where that matters).
+ */
+export function dedup(options: DedupOptions): Middleware {
+  const { store } = options;
+  if (typeof store?.begin !== 'function') throw new ConfigError('an IdempotencyStore is required', { path: 'store' });
+  const ttlMs = positiveNumber(options.ttlMs ?? 24 * 3_600_000, 'ttlMs');
+  const leaseMs = positiveNumber(options.leaseMs ?? 30_000, 'leaseMs');
+  const busyDelayMs = positiveNumber(options.busyDelayMs ?? 1_000, 'busyDelayMs');
+  const keyOf = options.key ?? ((ctx: ConsumeContext) => `${ctx.envelope.source}\u0000${ctx.envelope.id}`);
+  return {
+    name: 'dedup',
+    async consume(ctx: ConsumeContext, next: Next) {
+      const key = `${ctx.group}\u0000${keyOf(ctx)}`;
+      const state = await store.begin(key, leaseMs);
+      if (state === 'done') {
+        ctx.state.set('dedup', 'duplicate');
+        return; // not handled again; the bus acks it
+      }
+      if (state === 'busy') {
+        ctx.state.set('dedup', 'busy');
+        await ctx.delivery.nack({ delayMs: busyDelayMs, error: 'a duplicate is being handled' });
+        return;
+      }
+      try {
+        await next();
+      } catch (err) {
+        await store.release(key).catch(() => {});
+        throw err;
+      }
+      // A handler that settled the delivery itself (a nack, say) may see it again: not done.
+      if (ctx.delivery.settled) await store.release(key).catch(() => {});
+      else await store.complete(key, ttlMs);
+    },
+  };
+}

@@ -1,0 +1,64 @@
+import { ConfigError, type IdempotencyStore } from '@agentbus/core';
+import { type Cluster, Redis } from 'ioredis';
+import { toBusError } from './redis-errors.js';
+
+export interface RedisIdempotencyStoreOptions {
+  /** `redis://…` (the store opens and closes its own connection), or a client you own. */
+  readonly url?: string;
+  readonly client?: Redis | Cluster;
+  /** Prefix of its keys (default `agentbus:idem`); a key is `<prefix>:<group>\0<source>\0<id>`. */
+  readonly keyPrefix?: string;
+}
+
+/** A Redis idempotency store with its close() (it quits the connection it opened). */
+export interface RedisIdempotencyStore extends IdempotencyStore {
+  close(): Promise<void>;
+}
+
+/** Gives a claim back unless it was completed meanwhile. */
+const RELEASE = `if redis.call('GET', KEYS[1]) == 'busy' then return redis.call('DEL', KEYS[1]) end return 0`;
+
+/**
+ * The dedup middleware's store on Redis, shared by every process: a claim is `SET key busy NX PX
+ * lease` (one of them wins), completion `SET key done PX ttl`; Redis expires both by itself.
+ */
+export function redisIdempotencyStore(options: RedisIdempotencyStoreOptions = {}): RedisIdempotencyStore {
+  const prefix = options.keyPrefix ?? 'agentbus:idem';
+  if (typeof prefix !== 'string' || prefix === '')
+    throw new ConfigError('must be a non-empty string', { path: 'keyPrefix' });
+  const owned = options.client === undefined;
+  const client =
+    options.client ??
+    new Redis(options.url ?? 'redis://127.0.0.1:6379', { lazyConnect: false, maxRetriesPerRequest: 3 });
+  if (owned) client.on('error', () => {});
+  const k = (key: string) => `${prefix}:${key}`;
+  const wrap = async <T>(op: string, f: () => Promise<T>): Promise<T> => {
+    try {
+      return await f();
+    } catch (err) {
+      throw toBusError(err, op);
+    }
+  };
+  return {
+    begin: (key, leaseMs) =>
+      wrap('dedup begin', async () => {
+        const ms = Math.max(1, Math.ceil(leaseMs));
+        if ((await client.set(k(key), 'busy', 'PX', ms, 'NX')) === 'OK') return 'new';
+        const state = await client.get(k(key));
+        if (state === 'done' || state === 'busy') return state;
+        // Expired between the two calls: try once more.
+        return (await client.set(k(key), 'busy', 'PX', ms, 'NX')) === 'OK' ? 'new' : 'busy';
+      }),
+    complete: (key, ttlMs) =>
+      wrap('dedup complete', async () => {
+        await client.set(k(key), 'done', 'PX', Math.max(1, Math.ceil(ttlMs)));
+      }),
+    release: (key) =>
+      wrap('dedup release', async () => {
+        await client.eval(RELEASE, 1, k(key));
+      }),
+    async close() {
+      if (owned) await (client as Redis).quit().catch(() => client.disconnect());
+    },
+  };
+}

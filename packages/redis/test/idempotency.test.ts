@@ -1,0 +1,38 @@
+import { dedupScenario, serverSkipReason } from '@agentbus/conformance';
+import { createBus } from '@agentbus/core';
+import { redisIdempotencyStore, redisTransport } from '@agentbus/redis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { deleteKeys, REDIS_URL, testPrefix } from './helpers.js';
+
+const skipReason = await serverSkipReason('Redis', REDIS_URL, 6379);
+const keyPrefix = testPrefix('idem');
+afterAll(async () => {
+  if (!skipReason) await deleteKeys(keyPrefix);
+});
+
+describe.skipIf(skipReason)('Redis idempotency store', () => {
+  it('runs the side effect once per group when every message is delivered three times', async () => {
+    const store = redisIdempotencyStore({ url: REDIS_URL, keyPrefix: `${keyPrefix}:store` });
+    const bus = createBus({ transport: redisTransport({ url: REDIS_URL, keyPrefix, pollIntervalMs: 50 }) });
+    const result = await dedupScenario({ bus, store, topic: 'dedup.redis', groups: ['billing', 'audit'] });
+    expect(result.effects.size).toBe(100);
+    expect([...result.effects.values()].every((n) => n === 1)).toBe(true);
+    expect(result.suppressed).toBe(200);
+    await bus.close();
+    await store.close();
+  });
+
+  it('gives one claim to one of two processes, and expires claims and completions by itself', async () => {
+    const a = redisIdempotencyStore({ url: REDIS_URL, keyPrefix: `${keyPrefix}:race` });
+    const b = redisIdempotencyStore({ url: REDIS_URL, keyPrefix: `${keyPrefix}:race` });
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).begin('g\0s\0m', 200)));
+    expect(results.filter((r) => r === 'new')).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 250)); // the claimer "died": its claim runs out in Redis
+    expect(await b.begin('g\0s\0m', 200)).toBe('new');
+    await b.complete('g\0s\0m', 60_000);
+    await a.release('g\0s\0m'); // a release never undoes a completion
+    expect(await a.begin('g\0s\0m', 200)).toBe('done');
+    await a.close();
+    await b.close();
+  });
+});

@@ -1,0 +1,81 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import {
+  type Clock,
+  ConfigError,
+  type IdempotencyState,
+  type IdempotencyStore,
+  positiveNumber,
+  systemClock,
+} from '@agentbus/core';
+import Database from 'better-sqlite3';
+
+export interface SqliteIdempotencyStoreOptions {
+  /** The database file (it may be the transport's own: the store keeps a table of its own). */
+  readonly path: string;
+  readonly busyTimeoutMs?: number;
+  /** Expired keys are deleted every this many writes (default 1,000). */
+  readonly sweepEvery?: number;
+  readonly clock?: Clock;
+}
+
+/** A SQLite idempotency store with its close(), so a process can let go of the file. */
+export interface SqliteIdempotencyStore extends IdempotencyStore {
+  close(): void;
+}
+
+/**
+ * The dedup middleware's store on SQLite: table `agentbus_idempotency (key, state, until_ms)`;
+ * `begin` claims a key in one IMMEDIATE transaction, so concurrent processes on the same file
+ * never both get 'new'. Survives restarts with the file.
+ */
+export function sqliteIdempotencyStore(options: SqliteIdempotencyStoreOptions): SqliteIdempotencyStore {
+  if (typeof options?.path !== 'string' || options.path === '') {
+    throw new ConfigError('must be a file path or ":memory:"', { path: 'path' });
+  }
+  const clock = options.clock ?? systemClock;
+  const busyTimeoutMs = positiveNumber(options.busyTimeoutMs ?? 5_000, 'busyTimeoutMs');
+  const sweepEvery = positiveNumber(options.sweepEvery ?? 1_000, 'sweepEvery');
+  if (options.path !== ':memory:') mkdirSync(dirname(resolve(options.path)), { recursive: true });
+  const db = new Database(options.path, { timeout: busyTimeoutMs });
+  db.pragma('journal_mode = WAL');
+  db.exec(
+    'CREATE TABLE IF NOT EXISTS agentbus_idempotency (key TEXT PRIMARY KEY, state TEXT NOT NULL, until_ms INTEGER NOT NULL) WITHOUT ROWID',
+  );
+  const get = db.prepare<[string], { state: 'busy' | 'done'; until_ms: number }>(
+    'SELECT state, until_ms FROM agentbus_idempotency WHERE key = ?',
+  );
+  const put = db.prepare<[string, string, number]>(
+    'INSERT INTO agentbus_idempotency (key, state, until_ms) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET state = excluded.state, until_ms = excluded.until_ms',
+  );
+  const releaseStmt = db.prepare<[string]>("DELETE FROM agentbus_idempotency WHERE key = ? AND state = 'busy'");
+  const sweep = db.prepare<[number]>('DELETE FROM agentbus_idempotency WHERE until_ms <= ?');
+  let writes = 0;
+  const wrote = () => {
+    if (++writes % sweepEvery === 0) sweep.run(clock.now());
+  };
+  const claim = db.transaction((key: string, leaseMs: number): IdempotencyState => {
+    const now = clock.now();
+    const row = get.get(key);
+    if (row && row.until_ms > now) return row.state;
+    put.run(key, 'busy', now + leaseMs);
+    return 'new';
+  });
+  return {
+    async begin(key, leaseMs) {
+      const state = claim.immediate(key, leaseMs);
+      if (state === 'new') wrote();
+      return state;
+    },
+    async complete(key, ttlMs) {
+      put.run(key, 'done', clock.now() + ttlMs);
+      wrote();
+    },
+    async release(key) {
+      releaseStmt.run(key);
+    },
+    close() {
+      db.close();
+    },
+  };
+}
