@@ -6,11 +6,29 @@ import type { DeadLetterOptions, NackOptions, RawDelivery } from './transport.js
  * One delivery of an envelope to a handler: the event plus per-delivery state. Settling is
  * idempotent (the first call wins); a handler that neither settles nor throws is acked for it.
  */
+/** The signal of a delivery no middleware gave one: never aborted. */
+const NEVER = new AbortController().signal;
+
 export class Delivery<T = unknown> {
+  #signal: AbortSignal | undefined;
+
   constructor(
     readonly envelope: Envelope<T>,
     private readonly raw: RawDelivery,
   ) {}
+
+  /**
+   * Aborted when the handler should stop (its timeout ran out, the subscription is closing …):
+   * pass it to model calls and fetches. Never aborted unless a middleware set one.
+   */
+  get signal(): AbortSignal {
+    return this.#signal ?? NEVER;
+  }
+
+  /** For middleware: the signal the handler sees (combined with one already set). */
+  useSignal(signal: AbortSignal): void {
+    this.#signal = this.#signal ? AbortSignal.any([this.#signal, signal]) : signal;
+  }
 
   get data(): T {
     return this.envelope.data;

@@ -7,6 +7,7 @@ export * from './delivery.js';
 export * from './envelope.js';
 export * from './errors.js';
 export * from './fifo.js';
+export * from './handler-timeout.js';
 export * from './logger.js';
 export * from './managed-delivery.js';
 export * from './memory-transport.js';
