@@ -12,6 +12,8 @@ export interface ConsumerChild {
   readonly process: ChildProcess;
   readonly lines: ChildLine[];
   readonly exited: Promise<number | null>;
+  /** What the child wrote to stderr so far (for diagnostics). */
+  stderr(): string;
   kill(): Promise<void>;
 }
 
@@ -68,6 +70,7 @@ export function startConsumerChild(args: {
     process: child,
     lines,
     exited,
+    stderr: () => stderr,
     async kill() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited;

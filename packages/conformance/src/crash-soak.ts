@@ -89,6 +89,13 @@ export async function crashSoak(options: CrashSoakOptions): Promise<CrashSoakRes
           60_000,
           `child ${k} to process ${target} messages`,
         );
+      } catch (err) {
+        const ready = child.lines.some((l) => l.ready);
+        const code = child.process.exitCode ?? child.process.signalCode;
+        throw new Error(
+          `${(err as Error).message}: it ${ready ? 'was ready' : 'never became ready'}, processed ${seen}, ` +
+            `exit ${code ?? 'none (still running)'}; distinct so far ${counts.size}; stderr: ${child.stderr().slice(-2_000) || '(empty)'}`,
+        );
       } finally {
         await child.kill();
       }
