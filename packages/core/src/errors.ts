@@ -91,6 +91,11 @@ export class SerializationError extends BusError {
 export class PayloadTooLargeError extends BusError {
   override readonly code = 'PAYLOAD_TOO_LARGE';
 }
+/** A circuit breaker is open: calls are refused until it lets a trial through (`data.retryAfterMs`). */
+export class CircuitOpenError extends BusError {
+  override readonly code = 'CIRCUIT_OPEN';
+  override readonly retryable = true;
+}
 /** A handler failed in a way that may succeed on a later attempt. */
 export class HandlerError extends BusError {
   override readonly code = 'HANDLER';
@@ -116,6 +121,7 @@ const byCode = new Map<string, BusErrorClass>(
       UnauthorizedError,
       ForbiddenError,
       RateLimitedError,
+      CircuitOpenError,
       SerializationError,
       PayloadTooLargeError,
       HandlerError,

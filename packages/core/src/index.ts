@@ -1,5 +1,6 @@
 export * from './backoff.js';
 export * from './bus.js';
+export * from './circuit-breaker.js';
 export * from './clock.js';
 export * from './codec.js';
 export * from './dedup.js';
