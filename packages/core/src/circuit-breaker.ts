@@ -122,8 +122,8 @@ export class CircuitBreaker {
 
   #record(failed: boolean): void {
     if (this.#state === 'half-open') {
-      if (failed) return this.#open();
-      if (++this.#trialsPassed >= this.#o.halfOpenTrials) this.#close();
+      if (failed) this.#open();
+      else if (++this.#trialsPassed >= this.#o.halfOpenTrials) this.#close();
       return;
     }
     if (this.#state === 'open') return; // a call admitted before it opened
