@@ -60,8 +60,10 @@ export function startConsumerChild(args: {
   child.stderr?.on('data', (chunk: string) => {
     stderr += chunk;
   });
+  // 'close', not 'exit': lines the child wrote just before it died may still be in the pipe at
+  // 'exit', and a delivery it printed (then acked) must be counted.
   const exited = new Promise<number | null>((resolve) => {
-    child.on('exit', (code) => {
+    child.on('close', (code) => {
       if (code !== null && code !== 0 && stderr) process.stderr.write(`consumer child failed (${code}): ${stderr}\n`);
       resolve(code);
     });

@@ -93,6 +93,9 @@ export class NatsSubscription extends PushSubscription {
   #held = 0;
   /** When the last pull request sent expires at the server. */
   #requestsEndAt = 0;
+  /** When the inbox last heard from the server (a message or a status). */
+  #heardAt = Date.now();
+  readonly #watchdog: NodeJS.Timeout;
 
   constructor(
     ctx: SubscriptionContext,
@@ -108,6 +111,17 @@ export class NatsSubscription extends PushSubscription {
     this.#sub = nc.subscribe(this.#inbox, { callback: (err, msg) => this.#onMessage(err, msg) });
     this.#timer = setInterval(() => this.#tick(), Math.max(10, Math.floor(ackTimeoutMs / 4)));
     this.#timer.unref();
+    // Every pull request ends with messages or a status within PULL_EXPIRES_MS; silence for longer
+    // while requests are out means they were lost (a reconnect the client did not report, a
+    // server restart): ask again.
+    this.#watchdog = setInterval(() => {
+      if (this.#credits > 0 && Date.now() - this.#heardAt > 3 * PULL_EXPIRES_MS) {
+        this.#credits = 0;
+        this.#heardAt = Date.now();
+        this.#pump();
+      }
+    }, PULL_EXPIRES_MS);
+    this.#watchdog.unref();
     this.#pump();
   }
 
@@ -137,6 +151,7 @@ export class NatsSubscription extends PushSubscription {
 
   #onMessage(err: Error | null, msg: Msg): void {
     if (err || this.closed) return;
+    this.#heardAt = Date.now();
     const code = msg.headers?.code ?? 0;
     if (code !== 0 && !msg.reply) {
       // A status: 100 heartbeat; 404/408 the request ended (no messages / expired) with this many
@@ -145,8 +160,9 @@ export class NatsSubscription extends PushSubscription {
         const left = numberHeader(msg.headers, 'Nats-Pending-Messages');
         this.#credits = left === undefined ? 0 : Math.max(0, this.#credits - left);
         if (code === 409 || code === 503) {
-          // 503: nobody answers for the consumer (gone with a server that lost its store).
-          const lost = code === 503 || /consumer deleted|not found/i.test(msg.headers?.description ?? '');
+          // 503: nobody answers yet (JetStream still starting): ask again shortly. 409 with the
+          // consumer deleted: declare it again (a server that lost its store, an operator).
+          const lost = code === 409 && /consumer deleted|not found/i.test(msg.headers?.description ?? '');
           setTimeout(() => {
             if (!lost) return this.#pump();
             this.#ctx.consumerLost(this).then(
@@ -241,6 +257,7 @@ export class NatsSubscription extends PushSubscription {
 
   protected async doClose(): Promise<void> {
     clearInterval(this.#timer);
+    clearInterval(this.#watchdog);
     // Stop our pull requests first (no interest left on the inbox), so that what goes back is not
     // delivered to a request of ours that nobody reads any more.
     this.#sub?.unsubscribe();

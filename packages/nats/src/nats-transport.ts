@@ -139,9 +139,7 @@ export class NatsTransport implements Transport {
         throw new ClosedError('transport is closed');
       }
       this.#nc = nc;
-      this.#acks = new PublishAcks(nc, o.publishTimeoutMs, () => {
-        this.#streams = undefined;
-      });
+      this.#acks = new PublishAcks(nc, o.publishTimeoutMs, () => {});
       this.#js = jetstream(nc, { timeout: o.publishTimeoutMs });
       this.#jsm = await jetstreamManager(nc, { timeout: o.publishTimeoutMs }).catch((err: unknown) => {
         throw toBusError(err, 'connect');
@@ -160,10 +158,37 @@ export class NatsTransport implements Transport {
         // Their acknowledgements are lost with the connection: fail them now (the message may
         // or may not be stored; a retry with the same id is stored once).
         this.#acks?.failAll(new ConnectionError('nats connection lost before the publish was acknowledged'));
+        void this.#whenBack(nc);
       }
-      if (s.type === 'reconnect') {
-        this.#down = false;
-        for (const sub of this.#subs) sub.resume();
+      if (s.type === 'reconnect') this.#back();
+    }
+  }
+
+  /** Up again: publishes go through, subscriptions ask again for what they had requested. */
+  #back(): void {
+    if (!this.#down) return;
+    this.#down = false;
+    for (const sub of this.#subs) sub.resume();
+  }
+
+  /**
+   * Does not rely on the 'reconnect' status alone: a round trip that succeeds (it waits for the
+   * reconnection) also ends the outage, so a missed status cannot leave publishes failing and
+   * subscriptions idle for good.
+   */
+  async #whenBack(nc: NatsConnection): Promise<void> {
+    let probe: Promise<boolean> | undefined;
+    while (this.#down && !this.#closing && this.#nc === nc && !nc.isClosed()) {
+      // One round trip at a time: it may wait in the client until the reconnection.
+      probe ??= nc.rtt().then(
+        () => true,
+        () => false,
+      );
+      const ok = await Promise.race([probe, new Promise<'wait'>((r) => setTimeout(() => r('wait'), 250))]);
+      if (ok === true) this.#back();
+      else if (ok === false) {
+        probe = undefined;
+        await new Promise((r) => setTimeout(r, 100));
       }
     }
   }
@@ -174,7 +199,9 @@ export class NatsTransport implements Transport {
    */
   #lostState(err: unknown): void {
     const text = err instanceof Error ? err.message : String(err);
-    if (/not enabled|no responders|stream not found|consumer not found|consumer deleted/i.test(text)) {
+    // Not on "no responders": JetStream answers nothing while it starts, and declaring the stream
+    // then could race its restore.
+    if (/stream not found|consumer not found|consumer deleted/i.test(text)) {
       this.#streams = undefined;
     }
   }

@@ -1,6 +1,8 @@
 import { until } from '@agentbus/conformance';
 import { BusError, createBus, describeError, silentLogger } from '@agentbus/core';
 import { natsTransport } from '@agentbus/nats';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ThrowawayNats } from './server.js';
 
@@ -44,6 +46,28 @@ interface Attempt {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The throwaway server's view of the test group's consumer (for failure messages). */
+async function consumerState(): Promise<string> {
+  try {
+    const nc = await connect({ servers: nats.url });
+    try {
+      const info = await (await jetstreamManager(nc)).consumers.info('AB_restart', 'workers');
+      return JSON.stringify({
+        delivered: info.delivered,
+        ack_floor: info.ack_floor,
+        num_ack_pending: info.num_ack_pending,
+        num_redelivered: info.num_redelivered,
+        num_pending: info.num_pending,
+        num_waiting: info.num_waiting,
+      });
+    } finally {
+      await nc.close();
+    }
+  } catch (err) {
+    return `unavailable: ${describeError(err)}`;
+  }
+}
 
 function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -161,7 +185,12 @@ it('a JetStream consumer recovers by itself across a nats-server restart, and ev
     const recoveryMs = performance.now() - upAt;
     publishing = false;
     await publisher;
-    await waitFor('every resolved publish to be handled', () => unhandled().length === 0, 15_000, state);
+    try {
+      await waitFor('every resolved publish to be handled', () => unhandled().length === 0, 15_000, state);
+    } catch (err) {
+      // What the server thinks of the group's consumer, to tell a lost redelivery from a lost ack.
+      throw new Error(`${(err as Error).message}\n--- consumer ---\n${await consumerState()}`);
+    }
 
     const ms = (a: Attempt) => (a.settledAt ?? Number.NaN) - a.startedAt;
     const resolvedAfter = resolved().filter((a) => a.phase === 'after');
