@@ -1,11 +1,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { circuitBreakerScenario, handlerTimeoutScenario } from '@agentbus/conformance';
 import { ConfigError, createBus, handlerTimeout, memoryTransport, TimeoutError, type Transport } from '@agentbus/core';
 import { sqliteTransport } from '@agentbus/sqlite';
 import { afterAll, describe, expect, it } from 'vitest';
 
-const dir = mkdtempSync(join(tmpdir(), 'agentbus-timeout-'));
+const dir = mkdtempSync(join(tmpdir(), 'agentbus-middleware-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const transports: [string, () => Transport][] = [
@@ -13,36 +14,16 @@ const transports: [string, () => Transport][] = [
   ['sqlite', () => sqliteTransport({ path: join(dir, `t-${Math.random().toString(36).slice(2)}.db`) })],
 ];
 
-describe.each(transports)('handler timeout on %s', (_name, open) => {
-  it('aborts the signal of a handler that runs too long and retries the message', async () => {
+describe.each(transports)('middleware on %s', (_name, open) => {
+  it('handler timeout: aborts the signal of a handler that runs too long and retries the message', async () => {
     const bus = createBus({ transport: open() });
-    bus.use(handlerTimeout({ ms: 50 }));
-    const reasons: unknown[] = [];
-    let finish!: (attempt: number) => void;
-    const finished = new Promise<number>((r) => {
-      finish = r;
-    });
-    await bus.subscribe(
-      'timeout.job',
-      async (d) => {
-        if (d.attempt === 1) {
-          // A model call that hangs until it is told to stop.
-          await new Promise<void>((resolve) => d.signal.addEventListener('abort', () => resolve(), { once: true }));
-          reasons.push(d.signal.reason);
-          return;
-        }
-        finish(d.attempt);
-      },
-      { group: 'g', backoff: { initialDelayMs: 1, maxDelayMs: 1 } },
-    );
-    await bus.publish('timeout.job', {});
-    expect(await finished).toBe(2);
-    expect(reasons).toHaveLength(1);
-    expect(reasons[0]).toBeInstanceOf(TimeoutError);
+    const r = await handlerTimeoutScenario(bus, 'timeout.job', 'g');
+    expect(r.finishedAttempt).toBe(2);
+    expect(r.abortReason).toBeInstanceOf(TimeoutError);
     await bus.close();
   });
 
-  it('leaves a handler that finishes in time alone', async () => {
+  it('handler timeout: leaves a handler that finishes in time alone', async () => {
     const bus = createBus({ transport: open() });
     bus.use(handlerTimeout({ ms: 5_000 }));
     let seen: { attempt: number; aborted: boolean } | undefined;
@@ -63,8 +44,17 @@ describe.each(transports)('handler timeout on %s', (_name, open) => {
     expect(seen).toEqual({ attempt: 1, aborted: false });
     await bus.close();
   });
+
+  it('circuit breaker: runs no handler while open, then handles everything once the dependency is back', async () => {
+    const bus = createBus({ transport: open() });
+    const r = await circuitBreakerScenario(bus, 'cb.work', 'g');
+    expect(r.handled).toEqual([0, 1, 2, 3, 4]);
+    expect(r.runsAfterOpen).toBe(5); // the trial, then the four others
+    expect(r.finalState).toBe('closed');
+    await bus.close();
+  });
 });
 
-it('needs a positive timeout', () => {
+it('handler timeout needs a positive timeout', () => {
   expect(() => handlerTimeout({ ms: 0 })).toThrow(ConfigError);
 });
