@@ -15,6 +15,7 @@ export * from './memory-transport.js';
 export * from './middleware.js';
 export * from './polling-subscription.js';
 export * from './push-subscription.js';
+export * from './retry-policy.js';
 export * from './transport.js';
 export * from './uuidv7.js';
 export * from './validate.js';
