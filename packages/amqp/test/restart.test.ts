@@ -130,10 +130,9 @@ async function restartScenario(queueType: AmqpQueueType): Promise<void> {
     const backlog = unhandled().map((a) => a.n);
     gate = undefined;
     openGate();
-    await waitFor('publishes to fail while the broker is down', () => rejected('outage').length >= 20, 10_000, state);
-    // Not a wait for a condition: the outage itself, long enough for several reconnect attempts
-    // to be refused.
-    await sleep(1_000);
+    // The outage lasts until the publishers have been refused many times over (the circuit stays
+    // open across several reconnect attempts), not for a fixed time.
+    await waitFor('publishes to fail while the broker is down', () => rejected('outage').length >= 500, 10_000, state);
     await rabbit.startApp();
     phase = 'after';
     const outageMs = Date.now() - outageAt;

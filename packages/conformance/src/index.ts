@@ -3,6 +3,7 @@ export * from './context.js';
 export * from './crash-soak.js';
 export * from './dedup-scenario.js';
 export * from './middleware-scenarios.js';
+export * from './middleware-suite.js';
 export * from './server.js';
 export * from './suite.js';
 export * from './wait.js';

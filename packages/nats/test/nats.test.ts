@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Reader, serverSkipReason } from '@agentbus/conformance';
+import { Reader, serverSkipReason, until } from '@agentbus/conformance';
 import { ConfigError, type TransportMessage } from '@agentbus/core';
 import { type NatsTransport, natsTransport, resolveNatsOptions } from '@agentbus/nats';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -9,6 +9,16 @@ import { deleteNamespace, NATS_URL, testNamespace } from './helpers.js';
 
 const skipReason = await serverSkipReason('NATS', NATS_URL, 4222);
 const namespace = testNamespace('nats');
+
+/** The server's view of a group's consumer. */
+async function consumerInfo(t: NatsTransport, group: string) {
+  const nc = await connect({ servers: NATS_URL });
+  try {
+    return await (await jetstreamManager(nc)).consumers.info(t.names.stream, t.names.consumer(group));
+  } finally {
+    await nc.close();
+  }
+}
 
 function message(topic: string, extra: Partial<TransportMessage> = {}): TransportMessage {
   return { id: randomUUID(), topic, body: Buffer.from('x'), headers: {}, priority: 4, ...extra };
@@ -50,8 +60,8 @@ describe.skipIf(skipReason)('NATS JetStream transport', () => {
     const prios = [1, 9, 4, 9, 0];
     await t.publish(prios.map((priority, i) => message(topic, { priority, headers: { i: String(i) } })));
     const r = new Reader(await t.subscribe(topic, { group, prefetch: 10, ackTimeoutMs: 5_000 }));
-    // Give the one pull request time to bring all five, then read.
-    await new Promise((res) => setTimeout(res, 200));
+    // Read once the server has handed all five to the subscription (its one pull request).
+    await until(async () => (await consumerInfo(t, group)).num_ack_pending === 5, 5_000, 'all five delivered');
     const got = await r.expectMany(5);
     expect(got.map((d) => `${d.message.priority}:${d.message.headers.i}`)).toEqual(['9:1', '9:3', '4:2', '1:0', '0:4']);
     for (const d of got) await d.ack();
@@ -62,15 +72,10 @@ describe.skipIf(skipReason)('NATS JetStream transport', () => {
     const t = transport();
     const group = `maxdel-${randomUUID().slice(0, 8)}`;
     await (await t.subscribe('maxdel.x', { group, prefetch: 1, ackTimeoutMs: 5_000, maxAttempts: 3 })).close();
-    const nc = await connect({ servers: NATS_URL });
-    try {
-      const info = await (await jetstreamManager(nc)).consumers.info(t.names.stream, t.names.consumer(group));
-      expect(info.config.max_deliver).toBe(4);
-      expect(info.config.ack_wait).toBe(5_000 * 1_000_000);
-      expect(info.config.filter_subject).toBe(t.names.subject('maxdel.x'));
-    } finally {
-      await nc.close();
-    }
+    const info = await consumerInfo(t, group);
+    expect(info.config.max_deliver).toBe(4);
+    expect(info.config.ack_wait).toBe(5_000 * 1_000_000);
+    expect(info.config.filter_subject).toBe(t.names.subject('maxdel.x'));
   });
 
   it('refuses a second pattern for a group with a ConfigError (one filter subject per consumer on 2.9)', async () => {

@@ -1,31 +1,24 @@
-import { circuitBreakerScenario, handlerTimeoutScenario, serverSkipReason } from '@agentbus/conformance';
-import { createBus, TimeoutError } from '@agentbus/core';
-import { redisTransport } from '@agentbus/redis';
-import { afterAll, describe, expect, it } from 'vitest';
+import { middlewareConformance, serverSkipReason } from '@agentbus/conformance';
+import { redisIdempotencyStore, redisTransport } from '@agentbus/redis';
+import { afterAll } from 'vitest';
 import { deleteKeys, REDIS_URL, testPrefix } from './helpers.js';
 
 const skipReason = await serverSkipReason('Redis', REDIS_URL, 6379);
 const keyPrefix = testPrefix('middleware');
+const stores: { close(): Promise<void> }[] = [];
 afterAll(async () => {
+  for (const s of stores) await s.close();
   if (!skipReason) await deleteKeys(keyPrefix);
 });
-const open = () => redisTransport({ url: REDIS_URL, keyPrefix, pollIntervalMs: 50 });
 
-describe.skipIf(skipReason)('middleware on Redis', () => {
-  it('handler timeout aborts the signal and the message is retried', async () => {
-    const bus = createBus({ transport: open() });
-    const r = await handlerTimeoutScenario(bus, 'mw.timeout', 'timeout-workers');
-    expect(r.finishedAttempt).toBe(2);
-    expect(r.abortReason).toBeInstanceOf(TimeoutError);
-    await bus.close();
-  });
-
-  it('circuit breaker runs no handler while open and handles everything after', async () => {
-    const bus = createBus({ transport: open() });
-    const r = await circuitBreakerScenario(bus, 'mw.breaker', 'breaker-workers');
-    expect(r.handled).toEqual([0, 1, 2, 3, 4]);
-    expect(r.runsAfterOpen).toBe(5);
-    expect(r.finalState).toBe('closed');
-    await bus.close();
-  });
+middlewareConformance({
+  name: 'Redis',
+  open: () => redisTransport({ url: REDIS_URL, keyPrefix, pollIntervalMs: 50 }),
+  // Dedup through the Redis store, shared by every process.
+  store: () => {
+    const s = redisIdempotencyStore({ url: REDIS_URL, keyPrefix: `${keyPrefix}:store` });
+    stores.push(s);
+    return s;
+  },
+  skipReason,
 });
