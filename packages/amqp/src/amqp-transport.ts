@@ -34,7 +34,7 @@ type RecoveringModel = Awaited<ReturnType<typeof amqp.connect>> & {
 const RESTART_DELAY_MS = 200;
 
 /** Settles the promise of one publish batch once the broker confirmed every message of it. */
-function confirmBatch(ch: ConfirmChannel, timeoutMs: number, send: (cb: (err: unknown) => void) => number) {
+function confirmBatch(timeoutMs: number, send: (cb: (err: unknown) => void) => number) {
   return new Promise<void>((resolve, reject) => {
     let left = 0;
     let done = false;
@@ -66,7 +66,6 @@ function confirmBatch(ch: ConfirmChannel, timeoutMs: number, send: (cb: (err: un
     } catch (err) {
       finish(toBusError(err, 'publish'));
     }
-    void ch;
   });
 }
 
@@ -252,7 +251,7 @@ export class AmqpTransport implements Transport {
     }
     const exchange = this.names.exchange;
     const now = this.#options.clock.now();
-    await confirmBatch(ch, this.#options.confirmTimeoutMs, (cb) => {
+    await confirmBatch(this.#options.confirmTimeoutMs, (cb) => {
       for (const m of batch) {
         const body = Buffer.isBuffer(m.body)
           ? m.body
@@ -271,7 +270,7 @@ export class AmqpTransport implements Transport {
     } catch (err) {
       throw toBusError(err, 'publish');
     }
-    await confirmBatch(ch, this.#options.confirmTimeoutMs, (cb) => {
+    await confirmBatch(this.#options.confirmTimeoutMs, (cb) => {
       ch.sendToQueue(queue, body, options, cb);
       return 1;
     });

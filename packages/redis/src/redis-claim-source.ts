@@ -211,8 +211,8 @@ export class RedisClaimSource implements ClaimSource {
         this.#fast = fast;
         // The script left this stream to us; its tails were taken before this read, so an
         // entry added after it still rings the doorbell.
-        const direct = max - out.length > 0 ? await this.#fastClaim(fast, max - out.length, false) : [];
-        for (const d of direct) out.push(d);
+        const read = max - out.length > 0 ? await this.#fastClaim(fast, max - out.length, false) : [];
+        for (const d of read) out.push(d);
         if (out.length === 0) this.#idle(keys, tails);
       } else if (packed.length === 0 && partitions.length === 1) {
         this.#idle(keys, tails);
