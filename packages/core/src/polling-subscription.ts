@@ -126,7 +126,11 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
           const claimed = await claiming.finally(() => {
             this.#claiming = undefined;
           });
-          if (this.#closed) return { done: true, value: undefined };
+          if (this.#closed) {
+            // close() ran while the claim was returning and saw none of these: give them back.
+            await this.#releaseAll(claimed.map((d) => [d, false]));
+            return { done: true, value: undefined };
+          }
           if (claimed.length > 0) {
             for (const d of claimed) {
               d.onSettled = this.#onSettled;
