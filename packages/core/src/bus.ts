@@ -13,7 +13,13 @@ import {
 import { BusError, ClosedError, ConfigError, describeError, isRetryable, PayloadTooLargeError } from './errors.js';
 import { type Logger, stderrLogger } from './logger.js';
 import { SETTLED_SYNC } from './managed-delivery.js';
-import { type ConsumeContext, compose, type Middleware, type PublishContext } from './middleware.js';
+import {
+  type ConsumeContext,
+  compose,
+  type Middleware,
+  type PublishContext,
+  type SubscriptionInfo,
+} from './middleware.js';
 import type { RawDelivery, Subscription, Transport, TransportMessage } from './transport.js';
 
 export interface BusOptions {
@@ -272,10 +278,12 @@ export class Bus {
     assertPattern(pattern);
     if (typeof handler !== 'function') throw new ConfigError('a handler function is required', { path: 'handler' });
     const concurrency = positiveInt(options.concurrency ?? SUBSCRIBE_DEFAULTS.concurrency, 'subscribe.concurrency');
+    const prefetch = positiveInt(options.prefetch ?? concurrency, 'subscribe.prefetch');
     const settings: HandlerSettings = {
       pattern,
       group: options.group ?? pattern,
       concurrency,
+      prefetch,
       maxAttempts: positiveInt(options.maxAttempts ?? SUBSCRIBE_DEFAULTS.maxAttempts, 'subscribe.maxAttempts'),
       ackTimeoutMs: positiveInt(options.ackTimeoutMs ?? SUBSCRIBE_DEFAULTS.ackTimeoutMs, 'subscribe.ackTimeoutMs'),
       backoff: { ...SUBSCRIBE_DEFAULTS.backoff, ...options.backoff },
@@ -283,7 +291,6 @@ export class Bus {
     };
     if (!settings.group) throw new ConfigError('must be a non-empty string', { path: 'subscribe.group' });
     validateBackoff(settings.backoff, 'subscribe.backoff');
-    const prefetch = positiveInt(options.prefetch ?? concurrency, 'subscribe.prefetch');
     const raw = await this.transport.subscribe(pattern, {
       group: settings.group,
       prefetch,
@@ -324,24 +331,41 @@ export class Bus {
   }
 }
 
+/** Where a running handler's delivery is kept for lease renewal: a slot index, or -1 when parked or over the slots. */
+interface Running {
+  slot: number;
+  readonly raw: RawDelivery;
+}
+
 class DeliveryContext implements ConsumeContext {
   #state: Map<string, unknown> | undefined;
   constructor(
     readonly envelope: Envelope,
     readonly delivery: Delivery,
-    readonly pattern: string,
-    readonly group: string,
+    readonly subscription: HandlerSettings,
+    private readonly sub: HandlerSubscription,
+    private readonly running: Running,
   ) {}
+  get pattern(): string {
+    return this.subscription.pattern;
+  }
+  get group(): string {
+    return this.subscription.group;
+  }
   get state(): Map<string, unknown> {
     this.#state ??= new Map();
     return this.#state;
   }
+  wait<T>(promise: Promise<T>): Promise<T> {
+    return this.sub.park(this.running, promise);
+  }
 }
 
-interface HandlerSettings {
+interface HandlerSettings extends SubscriptionInfo {
   readonly pattern: string;
   readonly group: string;
   readonly concurrency: number;
+  readonly prefetch: number;
   readonly maxAttempts: number;
   readonly ackTimeoutMs: number;
   readonly backoff: BackoffOptions;
@@ -367,6 +391,10 @@ class HandlerSubscription implements BusSubscription {
    */
   readonly #slots: (RawDelivery | undefined)[];
   readonly #freeSlots: number[];
+  /** Running deliveries without a slot: parked by `ctx.wait`, or back from it when every slot was taken. */
+  readonly #unslotted = new Set<RawDelivery>();
+  /** Deliveries waiting in `ctx.wait`; they end with ClosedError when the subscription closes. */
+  readonly #parked = new Set<(err: Error) => void>();
   readonly #renewer: NodeJS.Timeout;
   #slotFreed: (() => void) | undefined;
 
@@ -393,12 +421,56 @@ class HandlerSubscription implements BusSubscription {
   }
 
   #renew(): void {
-    for (const raw of this.#slots) {
-      if (raw === undefined) continue;
-      raw.extend(this.settings.ackTimeoutMs).catch((err: unknown) => {
-        this.bus.logger.warn({ err, messageId: raw.message.id, group: this.group }, 'lease extension failed');
-      });
+    for (const raw of this.#slots) if (raw !== undefined) this.#extend(raw);
+    for (const raw of this.#unslotted) this.#extend(raw);
+  }
+
+  #extend(raw: RawDelivery): void {
+    raw.extend(this.settings.ackTimeoutMs).catch((err: unknown) => {
+      this.bus.logger.warn({ err, messageId: raw.message.id, group: this.group }, 'lease extension failed');
+    });
+  }
+
+  /** `ctx.wait`: gives the slot up while `promise` is pending, keeps renewing the lease. */
+  async park<T>(running: Running, promise: Promise<T>): Promise<T> {
+    if (this.#stopping) throw new ClosedError('subscription is closing');
+    this.#release(running);
+    this.#unslotted.add(running.raw);
+    this.#inFlight--;
+    this.#wake();
+    let abort!: (err: Error) => void;
+    const closed = new Promise<never>((_, reject) => {
+      abort = reject;
+    });
+    closed.catch(() => {});
+    this.#parked.add(abort);
+    try {
+      return await Promise.race([promise, closed]);
+    } finally {
+      this.#parked.delete(abort);
+      this.#inFlight++;
+      const slot = this.#freeSlots.pop();
+      if (slot !== undefined) {
+        this.#unslotted.delete(running.raw);
+        this.#slots[slot] = running.raw;
+        running.slot = slot;
+      }
     }
+  }
+
+  #release(running: Running): void {
+    if (running.slot >= 0) {
+      this.#slots[running.slot] = undefined;
+      this.#freeSlots.push(running.slot);
+      running.slot = -1;
+    } else this.#unslotted.delete(running.raw);
+  }
+
+  #wake(): void {
+    const f = this.#slotFreed;
+    this.#slotFreed = undefined;
+    f?.();
+    if (this.#inFlight === 0 && this.#parked.size === 0) this.#idle?.();
   }
 
   get inFlight(): number {
@@ -453,21 +525,25 @@ class HandlerSubscription implements BusSubscription {
   }
 
   #run(raw: RawDelivery): void {
-    const slot = this.#freeSlots.pop() as number;
-    this.#slots[slot] = raw;
-    const pending = this.#handle(raw);
-    if (pending === undefined) this.#finished(slot);
-    else void pending.then(() => this.#finished(slot));
+    const slot = this.#freeSlots.pop();
+    let running: Running;
+    if (slot === undefined) {
+      // Every slot is held by a delivery back from ctx.wait: run unslotted.
+      running = { slot: -1, raw };
+      this.#unslotted.add(raw);
+    } else {
+      this.#slots[slot] = raw;
+      running = { slot, raw };
+    }
+    const pending = this.#handle(running);
+    if (pending === undefined) this.#finished(running);
+    else void pending.then(() => this.#finished(running));
   }
 
-  #finished(slot: number): void {
-    this.#slots[slot] = undefined;
-    this.#freeSlots.push(slot);
+  #finished(running: Running): void {
+    this.#release(running);
     this.#inFlight--;
-    const f = this.#slotFreed;
-    this.#slotFreed = undefined;
-    f?.();
-    if (this.#inFlight === 0) this.#idle?.();
+    this.#wake();
   }
 
   /**
@@ -475,7 +551,8 @@ class HandlerSubscription implements BusSubscription {
    * finished synchronously (a sync handler on a transport that settles synchronously), so the
    * hot path allocates no promise. Never throws and never rejects: settle failures are logged.
    */
-  #handle(raw: RawDelivery): Promise<void> | undefined {
+  #handle(running: Running): Promise<void> | undefined {
+    const { raw } = running;
     const { codec, clock } = this.bus;
     const { maxAttempts } = this.settings;
     let envelope: Envelope;
@@ -504,7 +581,7 @@ class HandlerSubscription implements BusSubscription {
     try {
       if (hooks.length === 0) result = this.settings.handler(delivery);
       else {
-        const ctx = new DeliveryContext(envelope, delivery, this.pattern, this.group);
+        const ctx = new DeliveryContext(envelope, delivery, this.settings, this, running);
         result = compose(hooks, (c) => Promise.resolve(this.settings.handler(c.delivery)).then(() => {}))(ctx);
       }
     } catch (err) {
@@ -580,7 +657,8 @@ class HandlerSubscription implements BusSubscription {
     this.#closing ??= (async () => {
       this.#stopping = true;
       this.#slotFreed?.();
-      if (this.#inFlight > 0) {
+      for (const abort of this.#parked) abort(new ClosedError('subscription is closing'));
+      if (this.#inFlight > 0 || this.#parked.size > 0) {
         await new Promise<void>((r) => {
           this.#idle = r;
         });

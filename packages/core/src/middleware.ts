@@ -6,6 +6,16 @@ export interface PublishContext {
   envelope: Envelope;
 }
 
+/** The settings of the subscription a delivery came from. */
+export interface SubscriptionInfo {
+  readonly pattern: string;
+  readonly group: string;
+  readonly concurrency: number;
+  readonly prefetch: number;
+  /** A failure on this attempt or later is dead-lettered rather than retried. */
+  readonly maxAttempts: number;
+}
+
 /** What a consume hook sees for one delivery. */
 export interface ConsumeContext {
   readonly envelope: Envelope;
@@ -13,8 +23,16 @@ export interface ConsumeContext {
   /** The subscription's pattern and group. */
   readonly pattern: string;
   readonly group: string;
+  readonly subscription: SubscriptionInfo;
   /** Scratch space shared by the middleware of one delivery. */
   readonly state: Map<string, unknown>;
+  /**
+   * Waits for `promise` without holding one of the subscription's concurrency slots, so that
+   * other deliveries run meanwhile (a reorder buffer holding a message for its turn). The lease
+   * is kept. Rejects with ClosedError if the subscription closes first; the delivery is then
+   * put back for redelivery.
+   */
+  wait<T>(promise: Promise<T>): Promise<T>;
 }
 
 export type Next = () => Promise<void>;

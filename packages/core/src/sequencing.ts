@@ -1,0 +1,420 @@
+import { type Clock, systemClock } from './clock.js';
+import { withAttributes } from './envelope.js';
+import { ConfigError, describeError, isRetryable } from './errors.js';
+import type { Logger } from './logger.js';
+import type { ConsumeContext, Middleware, Next, PublishContext, SubscriptionInfo } from './middleware.js';
+import { ReorderBuffer } from './reorder-buffer.js';
+import type { SequenceStore, WorkflowBlock } from './sequence-store.js';
+import { positiveInteger, positiveNumber } from './validate.js';
+
+/** Dead-letter reasons written by the sequencing middleware. */
+export const SequencingReason = Object.freeze({
+  /** Held past a gap that timed out, with `onGap: 'dead-letter'`. */
+  gap: 'sequence-gap',
+  /** Arrived after its gap had been given up on (`onGap: 'release'`). */
+  late: 'sequence-late',
+  /** Its workflow is blocked by an earlier dead letter (`preserveOrderOnDeadLetter`). */
+  blocked: 'workflow-blocked',
+});
+
+export interface SequencingOptions {
+  readonly store: SequenceStore;
+  /** Number envelopes that have a `workflowid` and no `sequence` at publish (default true). */
+  readonly assign?: boolean;
+  /** How long held messages wait for a missing one before `onGap` applies (default 60 s). */
+  readonly gapTimeoutMs?: number;
+  /** After a gap timeout: go on past the gap (default), or dead-letter what waits behind it. */
+  readonly onGap?: 'release' | 'dead-letter';
+  /**
+   * Messages held ahead of their turn, at most, across all workflows (default 10,000); a
+   * subscription also holds at most `prefetch - 1`, so that the missing message can still be
+   * fetched. A message beyond either bound is put back for `overflowDelayMs` (that counts an attempt).
+   */
+  readonly maxHeld?: number;
+  readonly overflowDelayMs?: number;
+  /**
+   * Order-preserving dead letters: once a message of a workflow is dead-lettered, later messages
+   * of that workflow are dead-lettered as `workflow-blocked` instead of handled, until the blocking
+   * message is replayed and handled, or the block is skipped (default false).
+   */
+  readonly preserveOrderOnDeadLetter?: boolean;
+  /** How often held workflows re-read a shared store and check gap timeouts (default 100 ms). */
+  readonly checkEveryMs?: number;
+  /** Called for each gap given up on (also logged, and listed by `gaps()`). */
+  readonly onGapReport?: (gap: SequenceGap) => void;
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+}
+
+export const SEQUENCING_DEFAULTS = Object.freeze({
+  assign: true,
+  gapTimeoutMs: 60_000,
+  onGap: 'release' as const,
+  maxHeld: 10_000,
+  overflowDelayMs: 250,
+  preserveOrderOnDeadLetter: false,
+  checkEveryMs: 100,
+});
+
+/** A range of sequence numbers that never arrived in time. */
+export interface SequenceGap {
+  readonly group: string;
+  readonly workflowId: string;
+  readonly from: number;
+  readonly to: number;
+  /** What happened to the messages waiting behind it. */
+  readonly action: 'released' | 'dead-lettered';
+  readonly atMs: number;
+}
+
+export interface Sequencing extends Middleware {
+  /** Gaps met lately (the last 1,000), oldest first. Replay them with `replayWorkflow`. */
+  gaps(): SequenceGap[];
+  /** Messages held right now, waiting for their turn. */
+  held(): number;
+  /**
+   * Lifts the block of a workflow without replaying the message that caused it: its sequence
+   * number, if any, counts as done, and later messages flow again. Resolves whether there was one.
+   */
+  skip(group: string, workflowId: string): Promise<boolean>;
+  /** Stops the background check; held messages stay held until their turn or the bus closes. */
+  close(): void;
+}
+
+type Verdict = { kind: 'run' } | { kind: 'duplicate' } | { kind: 'dead-letter'; reason: string; error: string };
+
+interface Waiter {
+  resolve(v: Verdict): void;
+  verdict?: Verdict;
+  readonly sub: SubscriptionInfo;
+}
+
+class Lane {
+  readonly buf: ReorderBuffer<Waiter>;
+  running = false;
+  /** The expected sequence was read from the store just now (no need to read it again before running). */
+  fresh = true;
+  /** When the lane started waiting with messages held and no progress. */
+  since = 0;
+  ready: Promise<void> = Promise.resolve();
+  constructor(
+    readonly group: string,
+    readonly workflowId: string,
+    maxHeld: number,
+  ) {
+    this.buf = new ReorderBuffer<Waiter>({ maxHeld });
+  }
+}
+
+function settle(w: Waiter, v: Verdict): void {
+  if (w.verdict) return;
+  w.verdict = v;
+  w.resolve(v);
+}
+
+/**
+ * Per-workflow ordering. At publish, an envelope with a `workflowid` gets the workflow's next
+ * `sequence` from the store (durable on SQLite and Redis, so a restart continues it). On consume,
+ * messages of one workflow are handled one at a time in sequence order, per group: one that comes
+ * early waits (without holding a concurrency slot) until the one before it was handled; one that
+ * was handled already is acked as a duplicate. If a missing message does not come within
+ * `gapTimeoutMs`, the waiting ones are released past the gap or dead-lettered (`onGap`), and the
+ * gap is reported; a message of a released gap that comes late is dead-lettered `sequence-late`,
+ * never dropped. Messages without a workflow id or sequence pass through. Put `dedup` inside it
+ * (added after) when handlers must not run twice: sequencing orders, dedup de-duplicates.
+ */
+export function sequencing(options: SequencingOptions): Sequencing {
+  const { store } = options;
+  if (typeof store?.expected !== 'function') throw new ConfigError('a SequenceStore is required', { path: 'store' });
+  const o = { ...SEQUENCING_DEFAULTS, ...options };
+  const gapTimeoutMs = positiveNumber(o.gapTimeoutMs, 'gapTimeoutMs');
+  const maxHeld = positiveInteger(o.maxHeld, 'maxHeld');
+  const overflowDelayMs = positiveNumber(o.overflowDelayMs, 'overflowDelayMs');
+  const checkEveryMs = positiveNumber(o.checkEveryMs, 'checkEveryMs');
+  if (o.onGap !== 'release' && o.onGap !== 'dead-letter') {
+    throw new ConfigError(`must be 'release' or 'dead-letter', got ${String(o.onGap)}`, { path: 'onGap' });
+  }
+  const clock = o.clock ?? systemClock;
+  const lanes = new Map<string, Lane>();
+  const heldBySub = new WeakMap<SubscriptionInfo, number>();
+  const recentGaps: SequenceGap[] = [];
+  let totalHeld = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let checking = false;
+
+  const countHeld = (sub: SubscriptionInfo, d: number) => {
+    totalHeld += d;
+    heldBySub.set(sub, (heldBySub.get(sub) ?? 0) + d);
+  };
+  const laneKey = (group: string, wf: string) => `${group}\u0000${wf}`;
+
+  const lane = async (group: string, wf: string): Promise<Lane> => {
+    const k = laneKey(group, wf);
+    let l = lanes.get(k);
+    if (!l) {
+      const created = new Lane(group, wf, maxHeld);
+      created.ready = store.expected(group, wf).then((n) => {
+        created.buf.moveTo(n);
+      });
+      lanes.set(k, created);
+      l = created;
+    }
+    await l.ready;
+    return l;
+  };
+
+  const forget = (l: Lane) => {
+    if (!l.running && l.buf.held === 0 && l.buf.lowestHeld === undefined) lanes.delete(laneKey(l.group, l.workflowId));
+  };
+
+  /** Hands the turn to the expected message if it is waiting. */
+  const pump = (l: Lane) => {
+    if (l.running) return;
+    const n = l.buf.next();
+    if (n) {
+      l.running = true;
+      settle(n.item, { kind: 'run' });
+      return;
+    }
+    if (l.buf.lowestHeld === undefined) forget(l);
+  };
+
+  const release = (items: Waiter[], v: Verdict) => {
+    for (const w of items) settle(w, v);
+  };
+
+  const startTimer = () => {
+    if (timer) return;
+    timer = setInterval(() => void check(), checkEveryMs);
+    timer.unref();
+  };
+
+  const report = (gap: SequenceGap) => {
+    recentGaps.push(gap);
+    if (recentGaps.length > 1_000) recentGaps.shift();
+    o.logger?.warn({ ...gap }, 'sequence gap timed out');
+    o.onGapReport?.(gap);
+  };
+
+  /** Re-reads the store for held workflows (another process may have moved on) and applies gap timeouts. */
+  const check = async () => {
+    if (checking) return;
+    checking = true;
+    try {
+      let waiting = false;
+      for (const l of [...lanes.values()]) {
+        if (l.running || l.buf.lowestHeld === undefined) continue;
+        waiting = true;
+        const n = await store.expected(l.group, l.workflowId);
+        if (l.running) continue;
+        release(l.buf.moveTo(n), { kind: 'duplicate' });
+        pump(l);
+        if (l.running || l.buf.lowestHeld === undefined) continue;
+        if (clock.now() - l.since < gapTimeoutMs) continue;
+        const blockedBy = o.preserveOrderOnDeadLetter ? await store.blocked(l.group, l.workflowId) : undefined;
+        if (l.running) continue;
+        const from = l.buf.expected;
+        const to = (l.buf.lowestHeld ?? from) - 1;
+        if (blockedBy || o.onGap === 'dead-letter') {
+          const items = l.buf.drain();
+          const reason = blockedBy ? SequencingReason.blocked : SequencingReason.gap;
+          const error = blockedBy
+            ? blockedError(l.workflowId, blockedBy)
+            : `workflow ${l.workflowId}: sequence ${from}…${to} missing after ${gapTimeoutMs} ms`;
+          release(items, { kind: 'dead-letter', reason, error });
+          if (!blockedBy) {
+            report({ group: l.group, workflowId: l.workflowId, from, to, action: 'dead-lettered', atMs: clock.now() });
+          }
+          forget(l);
+          continue;
+        }
+        const gap = l.buf.skipGap();
+        if (!gap) continue;
+        await store.skip(l.group, l.workflowId, gap.from, gap.to);
+        report({ group: l.group, workflowId: l.workflowId, ...gap, action: 'released', atMs: clock.now() });
+        l.since = clock.now();
+        pump(l);
+      }
+      if (!waiting && timer) {
+        clearInterval(timer);
+        timer = undefined;
+      }
+    } catch (err) {
+      o.logger?.warn({ err }, 'sequencing check failed; trying again');
+    } finally {
+      checking = false;
+    }
+  };
+
+  /** Runs the handler chain for the message whose turn it is; the lane is marked running. */
+  const run = async (ctx: ConsumeContext, l: Lane, seq: number, next: Next) => {
+    const { group, envelope } = ctx;
+    const wf = l.workflowId;
+    try {
+      if (!l.fresh) {
+        const n = await store.expected(group, wf);
+        if (n > seq) {
+          release(l.buf.moveTo(n), { kind: 'duplicate' });
+          ctx.state.set('sequencing', 'duplicate');
+          return;
+        }
+      }
+      await runGuarded(ctx, next, seq);
+      // Put back by the handler or an inner middleware (a busy dedup claim …): not processed yet.
+      if (ctx.delivery.settled) return;
+      const n = await store.advance(group, wf, seq);
+      release(l.buf.moveTo(n), { kind: 'duplicate' });
+      l.since = clock.now();
+      if (o.preserveOrderOnDeadLetter) {
+        const b = await store.blocked(group, wf);
+        if (b?.messageId === envelope.id) await store.unblock(group, wf);
+      }
+    } finally {
+      l.running = false;
+      l.fresh = false;
+      pump(l);
+    }
+  };
+
+  /** Runs `next`; with order-preserving dead letters, a failure that will be dead-lettered blocks the workflow. */
+  const runGuarded = async (ctx: ConsumeContext, next: Next, seq: number | undefined) => {
+    if (!o.preserveOrderOnDeadLetter) return next();
+    try {
+      await next();
+    } catch (err) {
+      if (!isRetryable(err) || ctx.delivery.attempt >= ctx.subscription.maxAttempts) {
+        const wf = ctx.envelope.workflowid as string;
+        const block: WorkflowBlock = {
+          messageId: ctx.envelope.id,
+          sequence: seq,
+          reason: describeError(err),
+          atMs: clock.now(),
+        };
+        await store.block(ctx.group, wf, block);
+        const l = lanes.get(laneKey(ctx.group, wf));
+        if (l)
+          release(l.buf.drain(), {
+            kind: 'dead-letter',
+            reason: SequencingReason.blocked,
+            error: blockedError(wf, block),
+          });
+      }
+      throw err;
+    }
+  };
+
+  const consume = async (ctx: ConsumeContext, next: Next): Promise<void> => {
+    const { envelope, group, delivery } = ctx;
+    const wf = envelope.workflowid;
+    if (wf === undefined) return next();
+    if (o.preserveOrderOnDeadLetter) {
+      const b = await store.blocked(group, wf);
+      if (b && b.messageId !== envelope.id) {
+        await delivery.deadLetter(SequencingReason.blocked, { error: blockedError(wf, b) });
+        return;
+      }
+    }
+    const seq = envelope.sequence;
+    if (seq === undefined || !Number.isInteger(seq) || seq < 1) return runGuarded(ctx, next, undefined);
+    const l = await lane(group, wf);
+    const sub = ctx.subscription;
+    let verdict: Verdict;
+    for (;;) {
+      if (seq > l.buf.expected) {
+        const subHeld = heldBySub.get(sub) ?? 0;
+        if (totalHeld >= maxHeld || subHeld >= Math.max(0, sub.prefetch - 1)) {
+          await delivery.nack({ delayMs: overflowDelayMs, error: 'reorder buffer full' });
+          return;
+        }
+      }
+      let resolve!: (v: Verdict) => void;
+      const turn = new Promise<Verdict>((r) => {
+        resolve = r;
+      });
+      const w: Waiter = { resolve, sub };
+      const outcome = l.buf.offer(seq, w);
+      if (outcome === 'full') {
+        await delivery.nack({ delayMs: overflowDelayMs, error: 'reorder buffer full' });
+        return;
+      }
+      if (outcome === 'duplicate') {
+        verdict = { kind: 'duplicate' };
+        break;
+      }
+      const early = seq > l.buf.expected;
+      if (early) {
+        l.fresh = false;
+        if (l.buf.held === 1 && !l.running) l.since = clock.now();
+        countHeld(sub, 1);
+        startTimer();
+      }
+      pump(l);
+      try {
+        verdict = w.verdict ?? (await ctx.wait(turn));
+      } catch (err) {
+        // The subscription is closing: give the place up (and the turn, if it was ours).
+        l.buf.remove(seq, w);
+        if (w.verdict?.kind === 'run') {
+          l.running = false;
+          pump(l);
+        } else settle(w, { kind: 'duplicate' });
+        // Put back at once (not after a retry backoff): nothing failed.
+        await delivery.nack({ delayMs: 0, error: describeError(err) });
+        return;
+      } finally {
+        if (early) countHeld(sub, -1);
+      }
+      break;
+    }
+    if (verdict.kind === 'run') return run(ctx, l, seq, next);
+    if (verdict.kind === 'dead-letter') {
+      await delivery.deadLetter(verdict.reason, { error: verdict.error });
+      return;
+    }
+    // Below the expected sequence: handled already, unless its gap was given up on.
+    if (seq < l.buf.expected && (await store.takeSkipped(group, wf, seq))) {
+      await delivery.deadLetter(SequencingReason.late, {
+        error: `workflow ${wf}: sequence ${seq} arrived after its gap was released`,
+      });
+      return;
+    }
+    ctx.state.set('sequencing', 'duplicate');
+  };
+
+  const publish = async (ctx: PublishContext, next: Next): Promise<void> => {
+    const env = ctx.envelope;
+    if (o.assign && env.workflowid !== undefined && env.sequence === undefined) {
+      ctx.envelope = withAttributes(env, { sequence: await store.nextSequence(env.workflowid) });
+    }
+    return next();
+  };
+
+  return {
+    name: 'sequencing',
+    publish,
+    consume,
+    gaps: () => [...recentGaps],
+    held: () => totalHeld,
+    async skip(group, workflowId) {
+      const b = await store.blocked(group, workflowId);
+      if (!b) return false;
+      if (b.sequence !== undefined) await store.advance(group, workflowId, b.sequence);
+      await store.unblock(group, workflowId);
+      const l = lanes.get(laneKey(group, workflowId));
+      if (l && !l.running) {
+        release(l.buf.moveTo(b.sequence === undefined ? 0 : b.sequence + 1), { kind: 'duplicate' });
+        pump(l);
+      }
+      return true;
+    },
+    close() {
+      if (timer) clearInterval(timer);
+      timer = undefined;
+    },
+  };
+}
+
+function blockedError(workflowId: string, b: WorkflowBlock): string {
+  const seq = b.sequence === undefined ? '' : ` (sequence ${b.sequence})`;
+  return `workflow ${workflowId} is blocked by dead-lettered message ${b.messageId}${seq}: ${b.reason}; replay it or skip the block`;
+}
