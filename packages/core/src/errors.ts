@@ -81,9 +81,28 @@ export class UnauthorizedError extends BusError {
 export class ForbiddenError extends BusError {
   override readonly code = 'FORBIDDEN';
 }
+/**
+ * A rate limit refused the operation; trying again after `retryAfterMs` may succeed. The wait is
+ * also in `data.retryAfterMs`, so it survives the wire ({@link errorFromWire} restores the property).
+ */
 export class RateLimitedError extends BusError {
   override readonly code = 'RATE_LIMITED';
   override readonly retryable = true;
+  /** How long to wait before trying again (ms), when the limiter knows. */
+  readonly retryAfterMs: number | undefined;
+  constructor(message: string, options: BusErrorOptions & { retryAfterMs?: number } = {}) {
+    const data = options.data as { retryAfterMs?: unknown } | undefined;
+    const retryAfterMs =
+      options.retryAfterMs ?? (typeof data?.retryAfterMs === 'number' ? data.retryAfterMs : undefined);
+    super(message, {
+      ...options,
+      data:
+        retryAfterMs === undefined
+          ? options.data
+          : { ...(typeof options.data === 'object' && options.data !== null ? options.data : {}), retryAfterMs },
+    });
+    this.retryAfterMs = retryAfterMs;
+  }
 }
 export class SerializationError extends BusError {
   override readonly code = 'SERIALIZATION';
