@@ -43,6 +43,16 @@ export class Delivery<T = unknown> {
   get attempt(): number {
     return this.raw.attempt;
   }
+  /**
+   * Why the previous attempt failed: the error of the nack that caused this redelivery, e.g.
+   * `HANDLER: model call failed` (what the bus records when a handler throws), cut to
+   * `LAST_ERROR_MAX_BYTES`. Undefined on the first attempt and when the previous attempt ended
+   * without an error (its lease expired, its process crashed). Lets a handler adapt a retry, e.g.
+   * tell the model what went wrong last time.
+   */
+  get lastError(): string | undefined {
+    return this.raw.lastError;
+  }
   get settled(): boolean {
     return this.raw.settled;
   }

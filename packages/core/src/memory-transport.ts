@@ -48,6 +48,8 @@ interface Entry {
   leaseUntilMs: number;
   /** Current lease token; 0 while not leased. Settling with a stale token has no effect. */
   token: number;
+  /** The error of the nack that made it ready again; cleared when claimed (a lease that runs out leaves none). */
+  lastError?: string | undefined;
 }
 
 interface LeaseItem {
@@ -117,9 +119,10 @@ class EntryLease implements LeaseOps {
     this.#take();
   }
 
-  nack({ delayMs = 0 }: NackOptions): void {
+  nack({ delayMs = 0, error }: NackOptions): void {
     if (!this.#take()) return;
     const { e, g } = this;
+    e.lastError = error;
     if (delayMs > 0) {
       e.readyAtMs = this.env.clock.now() + delayMs;
       g.delayed.push(e);
@@ -189,7 +192,7 @@ export class MemoryTransport implements Transport {
         publishedAtMs: now,
       };
       for (const group of this.#route(m.topic)) {
-        group.enqueue({ message, attempt: 0, readyAtMs: now, leaseUntilMs: 0, token: 0 });
+        group.enqueue({ message, attempt: 0, readyAtMs: now, leaseUntilMs: 0, token: 0, lastError: undefined });
         touched.add(group);
       }
     }
@@ -291,13 +294,14 @@ export class MemoryTransport implements Transport {
         g.leases.push({ entry: e, token: e.token, untilMs: e.leaseUntilMs });
         if (g.leases.size > 2 * g.inflight + 1024) g.compactLeases();
         out.push(this.#delivery(g, e));
+        e.lastError = undefined;
       }
     }
     return out;
   }
 
   #delivery(g: GroupQueue, e: Entry): ManagedDelivery {
-    return new ManagedDelivery(e.message, g.name, e.attempt, new EntryLease(this.#leaseEnv, g, e));
+    return new ManagedDelivery(e.message, g.name, e.attempt, new EntryLease(this.#leaseEnv, g, e), e.lastError);
   }
 
   #release(g: GroupQueue, d: ManagedDelivery, handedOut: boolean): void {
@@ -305,7 +309,11 @@ export class MemoryTransport implements Transport {
     if (!e || e.token === 0 || e.token !== (d.lease as EntryLease).token) return;
     g.inflight--;
     e.token = 0;
-    if (!handedOut) e.attempt--;
+    // Never seen by the consumer: its next delivery is the same attempt, with the same last error.
+    if (!handedOut) {
+      e.attempt--;
+      e.lastError = d.lastError;
+    }
     g.enqueue(e, true);
     g.wake();
   }
@@ -360,7 +368,14 @@ export class MemoryTransport implements Transport {
             headers: { ...d.message.headers, [REPLAY_COUNT_HEADER]: String(replays) },
             expiresAtMs: d.reason === 'expired' ? undefined : d.message.expiresAtMs,
           };
-          g.enqueue({ message, attempt: 0, readyAtMs: this.#clock.now(), leaseUntilMs: 0, token: 0 });
+          g.enqueue({
+            message,
+            attempt: 0,
+            readyAtMs: this.#clock.now(),
+            leaseUntilMs: 0,
+            token: 0,
+            lastError: undefined,
+          });
           g.wake();
         }
         return chosen.length;

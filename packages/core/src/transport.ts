@@ -27,9 +27,18 @@ export interface InboundMessage extends TransportMessage {
 export interface NackOptions {
   /** Redeliver no earlier than this many ms from now (0 = as soon as possible). */
   readonly delayMs?: number;
-  /** The error that caused the nack, kept for the dead-letter record. */
+  /**
+   * The error that caused the nack (e.g. `HANDLER: model call failed`). The redelivery it causes
+   * carries it as {@link RawDelivery.lastError}, cut to {@link LAST_ERROR_MAX_BYTES}.
+   */
   readonly error?: string;
 }
+
+/**
+ * At most this many UTF-8 bytes of a nack's error are kept for {@link RawDelivery.lastError}; a
+ * longer text is cut and ends with `…`, so that a huge error cannot bloat the backend's storage.
+ */
+export const LAST_ERROR_MAX_BYTES = 1024;
 
 export interface DeadLetterOptions {
   /** The error text, e.g. `HANDLER: model call failed`. */
@@ -45,6 +54,15 @@ export interface RawDelivery {
   readonly group: string;
   /** 1 on the first delivery, incremented on every redelivery. */
   readonly attempt: number;
+  /**
+   * The error text given to the nack that caused this redelivery (at most
+   * {@link LAST_ERROR_MAX_BYTES} bytes). Undefined on a first delivery, after a nack without an
+   * error, and when the previous delivery ended without one: its lease expired, its consumer
+   * crashed or closed its subscription while holding it. It describes the delivery just before
+   * this one, never an older one. Where a backend cannot carry it to every consumer, the
+   * transport says so (the NATS transport documents its limits).
+   */
+  readonly lastError?: string | undefined;
   /** Whether ack, nack or deadLetter has been called (or the lease was lost). */
   readonly settled: boolean;
   ack(): Promise<void>;

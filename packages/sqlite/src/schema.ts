@@ -8,6 +8,15 @@ import type { ResolvedSqliteOptions } from './options.js';
 export const SCHEMA_VERSION = 1;
 
 /**
+ * Columns added since a table was first created. Each is nullable and unknown to older versions,
+ * which keep working with it (they name their columns): a compatible change, so no version bump.
+ * Files created before a column existed get it when a newer version opens them.
+ */
+const ADDED_COLUMNS: readonly { readonly table: string; readonly column: string; readonly type: string }[] = [
+  { table: 'deliveries', column: 'last_error', type: 'TEXT' },
+];
+
+/**
  * The schema. Every statement is idempotent so that several processes may open a fresh file at
  * the same time.
  *
@@ -21,6 +30,8 @@ export const SCHEMA_VERSION = 1;
  *   after a nack delay, or when a lease runs out); `token` identifies the current lease so that a
  *   settle from a lost lease has no effect. There is deliberately no index by seq: it would cost
  *   every publish and ack, while the sweep can ask each (group, priority) prefix of the key.
+ *   `last_error` is the error of the nack that made the row ready again (cut to 1 KiB), shown
+ *   as the next delivery's `lastError`; a claim clears it, so a lease that runs out leaves none.
  * - `dead_letters` keeps its own copy of the message, so retention never touches it.
  */
 const DDL = `
@@ -47,6 +58,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
   attempt INTEGER NOT NULL,
   ready_at INTEGER NOT NULL,
   token INTEGER,
+  last_error TEXT,
   PRIMARY KEY (group_name, priority DESC, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -71,7 +83,7 @@ CREATE TABLE IF NOT EXISTS health (
 );
 `;
 
-function migrate(db: Database.Database): void {
+function schemaVersion(db: Database.Database): number {
   const version = db.pragma('user_version', { simple: true }) as number;
   if (version > SCHEMA_VERSION) {
     throw new ConfigError(
@@ -79,10 +91,24 @@ function migrate(db: Database.Database): void {
       { path: 'path' },
     );
   }
-  if (version === SCHEMA_VERSION) return;
+  return version;
+}
+
+function missingColumns(db: Database.Database): typeof ADDED_COLUMNS {
+  return ADDED_COLUMNS.filter(
+    (c) => !(db.pragma(`table_info(${c.table})`) as { name: string }[]).some((col) => col.name === c.column),
+  );
+}
+
+function migrate(db: Database.Database): void {
+  if (schemaVersion(db) === SCHEMA_VERSION && missingColumns(db).length === 0) return;
   db.transaction(() => {
-    db.exec(DDL);
-    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    // Looked at again under the write lock: another process may have migrated the file meanwhile.
+    if (schemaVersion(db) < SCHEMA_VERSION) {
+      db.exec(DDL);
+      db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    }
+    for (const c of missingColumns(db)) db.exec(`ALTER TABLE ${c.table} ADD COLUMN ${c.column} ${c.type}`);
   }).immediate();
 }
 

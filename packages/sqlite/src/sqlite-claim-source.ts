@@ -66,7 +66,7 @@ export class SqliteClaimSource implements ClaimSource {
     const lease = delivery.lease;
     if (!(lease instanceof SqliteLease)) return;
     try {
-      if (this.#ctx.store.release(lease, this.#ctx.clock.now(), handedOut)) this.#ctx.wake();
+      if (this.#ctx.store.release(lease, this.#ctx.clock.now(), handedOut, delivery.lastError)) this.#ctx.wake();
     } catch {
       // Not released: the lease runs out after ackTimeoutMs and the row is claimable again.
     }
@@ -81,6 +81,7 @@ export class SqliteClaimSource implements ClaimSource {
           this.#group,
           r.attempt,
           new SqliteLease(this.#ctx, this.#group, r.priority, r.seq, token),
+          r.lastError,
         ),
     );
   }

@@ -39,10 +39,10 @@ export class SqliteLease implements LeaseOps, LeaseKey {
     });
   }
 
-  nack({ delayMs = 0 }: NackOptions): Promise<void> {
+  nack({ delayMs = 0, error }: NackOptions): Promise<void> {
     const delay = nonNegative(delayMs);
     // Only an immediate redelivery is worth waking local consumers for; delayed rows are found by the poll.
-    return this.#ctx.queue.enqueue((now) => this.#ctx.store.nack(this, now + delay) && delay === 0);
+    return this.#ctx.queue.enqueue((now) => this.#ctx.store.nack(this, now + delay, error) && delay === 0);
   }
 
   deadLetter(reason: string, { error }: DeadLetterOptions): Promise<void> {

@@ -26,6 +26,8 @@ export interface ClaimedRow {
   readonly seq: number;
   /** The attempt this lease counts as (1 on the first delivery). */
   readonly attempt: number;
+  /** The error of the nack that made the row ready again, if any. */
+  readonly lastError: string | undefined;
 }
 
 /** The stored columns of a message, as read back. */
@@ -42,6 +44,7 @@ export interface MessageRow {
 interface ReadyRow extends MessageRow {
   readonly seq: number;
   readonly attempt: number;
+  readonly last_error: string | null;
 }
 
 export interface DeliveryStats {
@@ -169,24 +172,25 @@ export class SqliteStore {
       .pluck();
     // CROSS JOIN pins deliveries as the outer loop, so rows come straight off its primary key in claim order.
     this.#selectReady = db.prepare<[string, number, number], ReadyRow>(
-      `SELECT d.priority, d.seq, d.attempt, m.id, m.topic, m.body, m.headers, m.expires_at, m.published_at
+      `SELECT d.priority, d.seq, d.attempt, d.last_error, m.id, m.topic, m.body, m.headers, m.expires_at, m.published_at
        FROM deliveries d CROSS JOIN messages m ON m.seq = d.seq
        WHERE d.group_name = ? AND d.ready_at <= ?
        ORDER BY d.priority DESC, d.seq
        LIMIT ?`,
     );
+    // The claim clears last_error: should this lease run out, the next delivery has no last error.
     this.#lease = db.prepare<[number, number, number, string, number, number]>(
-      `UPDATE deliveries SET attempt = ?, ready_at = ?, token = ? WHERE ${KEY}`,
+      `UPDATE deliveries SET attempt = ?, ready_at = ?, token = ?, last_error = NULL WHERE ${KEY}`,
     );
     this.#ack = db.prepare<[string, number, number, number]>(`DELETE FROM deliveries WHERE ${KEY} AND token = ?`);
-    this.#nack = db.prepare<[number, string, number, number, number]>(
-      `UPDATE deliveries SET ready_at = ?, token = NULL WHERE ${KEY} AND token = ?`,
+    this.#nack = db.prepare<[number, string | null, string, number, number, number]>(
+      `UPDATE deliveries SET ready_at = ?, token = NULL, last_error = ? WHERE ${KEY} AND token = ?`,
     );
     this.#extend = db.prepare<[number, string, number, number, number]>(
       `UPDATE deliveries SET ready_at = max(ready_at, ?) WHERE ${KEY} AND token = ?`,
     );
-    this.#release = db.prepare<[number, number, string, number, number, number]>(
-      `UPDATE deliveries SET ready_at = ?, token = NULL, attempt = attempt - ? WHERE ${KEY} AND token = ?`,
+    this.#release = db.prepare<[number, number, string | null, string, number, number, number]>(
+      `UPDATE deliveries SET ready_at = ?, token = NULL, attempt = attempt - ?, last_error = ? WHERE ${KEY} AND token = ?`,
     );
     this.#deleteDelivery = db.prepare<[string, number, number]>(`DELETE FROM deliveries WHERE ${KEY}`);
     this.#copyLeased = db.prepare<[string, string, string | null, number, string, number, number, number]>(
@@ -285,7 +289,13 @@ export class SqliteStore {
         }
         const attempt = r.attempt + 1;
         this.#lease.run(attempt, leaseUntilMs, token, group, r.priority, r.seq);
-        out.push({ message: toInbound(r), priority: r.priority, seq: r.seq, attempt });
+        out.push({
+          message: toInbound(r),
+          priority: r.priority,
+          seq: r.seq,
+          attempt,
+          lastError: r.last_error ?? undefined,
+        });
       }
       if (rows.length < wanted) break;
     }
@@ -297,9 +307,9 @@ export class SqliteStore {
     return this.#ack.run(k.group, k.priority, k.seq, k.token).changes > 0;
   }
 
-  /** Makes a leased row claimable again at `readyAtMs`. */
-  nack(k: LeaseKey, readyAtMs: number): boolean {
-    return this.#nack.run(readyAtMs, k.group, k.priority, k.seq, k.token).changes > 0;
+  /** Makes a leased row claimable again at `readyAtMs`; its next delivery shows `error` as lastError. */
+  nack(k: LeaseKey, readyAtMs: number, error: string | undefined): boolean {
+    return this.#nack.run(readyAtMs, error ?? null, k.group, k.priority, k.seq, k.token).changes > 0;
   }
 
   /** Keeps a lease at least until `untilMs`. */
@@ -307,9 +317,13 @@ export class SqliteStore {
     return this.#extend.run(untilMs, k.group, k.priority, k.seq, k.token).changes > 0;
   }
 
-  /** Gives a lease back for immediate redelivery; the attempt is not counted when it was never handed out. */
-  release(k: LeaseKey, now: number, handedOut: boolean): boolean {
-    return this.#release.run(now, handedOut ? 0 : 1, k.group, k.priority, k.seq, k.token).changes > 0;
+  /**
+   * Gives a lease back for immediate redelivery. One never handed out does not count as an attempt
+   * and keeps `lastError` (the error its delivery carried); one handed out ended without an error.
+   */
+  release(k: LeaseKey, now: number, handedOut: boolean, lastError: string | undefined): boolean {
+    const error = handedOut ? null : (lastError ?? null);
+    return this.#release.run(now, handedOut ? 0 : 1, error, k.group, k.priority, k.seq, k.token).changes > 0;
   }
 
   /** Moves a leased row to the dead letters (with its own copy of the message). Call inside a transaction. */
