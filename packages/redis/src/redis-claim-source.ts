@@ -331,6 +331,7 @@ export class RedisClaimSource implements ClaimSource {
     let priority = MAX_PRIORITY - slot;
     let publishedAtMs = Number(entryId.slice(0, entryId.indexOf('-')));
     let made = 0;
+    let lastError: string | undefined;
     for (let k = 0; k + 1 < fields.length; k += 2) {
       const name = fields[k] as Buffer;
       const v = fields[k + 1] as Buffer;
@@ -356,6 +357,11 @@ export class RedisClaimSource implements ClaimSource {
         case 0x61: // a
           made = Number(v.toString('latin1'));
           break;
+        case 0x6c: // l
+          // The error of the nack that made this entry: it precedes the entry's first delivery
+          // only. A later delivery of the entry follows a lease that ran out, which left none.
+          if (count === 1) lastError = v.toString('utf8');
+          break;
       }
     }
     const attempt = made + count;
@@ -369,6 +375,7 @@ export class RedisClaimSource implements ClaimSource {
       priority,
       publishedAtMs,
       attempt,
+      lastError,
     });
     if (expiresAtMs !== undefined && expiresAtMs <= this.ctx.clock.now()) {
       // Should this fail, the entry stays leased to us and comes back expired after the lease.
@@ -376,7 +383,7 @@ export class RedisClaimSource implements ClaimSource {
       return undefined;
     }
     const message: InboundMessage = { id, topic, body, headers, priority, expiresAtMs, publishedAtMs };
-    return new ManagedDelivery(message, this.group, attempt, lease);
+    return new ManagedDelivery(message, this.group, attempt, lease, lastError);
   }
 
   #wakeIn(ms: number): void {

@@ -26,6 +26,8 @@ export interface LeaseState {
   readonly priority: number;
   readonly publishedAtMs: number;
   readonly attempt: number;
+  /** The last error the delivery carries (kept when it is released unseen). */
+  readonly lastError: string | undefined;
 }
 
 /** One leased delivery. A settle from a lease that was lost (reclaimed elsewhere) does nothing. */
@@ -45,16 +47,21 @@ export class RedisLease implements LeaseOps {
     return this.ctx.batcher.add('extend', s.key, s.group, s.consumer, s.entryId, s.count);
   }
 
-  nack({ delayMs = 0 }: NackOptions): Promise<void> {
-    return this.requeue(delayMs, this.state.attempt);
+  nack({ delayMs = 0, error }: NackOptions): Promise<void> {
+    return this.requeue(delayMs, this.state.attempt, error);
   }
 
-  /** Back to the group at once (close, or a prefetched delivery never handed out: attempt not counted). */
+  /**
+   * Back to the group at once (close). One handed out ended without an error; one never handed
+   * out (prefetched) is not counted as an attempt and keeps its last error.
+   */
   release(handedOut: boolean): Promise<void> {
-    return this.requeue(0, handedOut ? this.state.attempt : this.state.attempt - 1);
+    const s = this.state;
+    return handedOut ? this.requeue(0, s.attempt, undefined) : this.requeue(0, s.attempt - 1, s.lastError);
   }
 
-  async requeue(delayMs: number, attemptsMade: number): Promise<void> {
+  /** A new entry for the group (retry stream or delayed set); its next delivery shows `lastError`. */
+  async requeue(delayMs: number, attemptsMade: number, lastError: string | undefined): Promise<void> {
     const s = this.state;
     const { keys } = this.ctx;
     try {
@@ -73,6 +80,7 @@ export class RedisLease implements LeaseOps {
           s.priority,
           s.publishedAtMs,
           Math.max(0, attemptsMade),
+          lastError ?? '',
         );
     } catch (err) {
       throw toBusError(err, 'nack');

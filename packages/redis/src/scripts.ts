@@ -5,7 +5,9 @@
  * Stream entry fields: `i` message id, `b` body, `h` headers (JSON), `x` expiry (epoch ms; absent
  * when none). Entries that are not first publishes (retries, releases, replays) also carry `p`
  * priority, `t` original publish time and `a` the attempts already made, so that
- * attempt = a + the entry's delivery count. A lease is (consumer, delivery count): a settle whose
+ * attempt = a + the entry's delivery count; an entry made by a nack with an error carries it as
+ * `l` (the last error of the entry's first delivery only: a later delivery of the same entry
+ * follows a lease that ran out). A lease is (consumer, delivery count): a settle whose
  * pending entry now belongs to another consumer, or was delivered again since, does nothing.
  */
 
@@ -55,12 +57,12 @@ end
 local function ensure_retry(rkey, group)
   redis.pcall('XGROUP', 'CREATE', rkey, group, '0', 'MKSTREAM')
 end
--- The fields of an entry without p/t/a, then p/t/a as given.
-local function requeue_fields(src, p, t, a)
+-- The fields of an entry without p/t/a/l, then p/t/a as given, and l when a non-empty one is given.
+local function requeue_fields(src, p, t, a, l)
   local f = {}
   for j = 1, #src, 2 do
     local k = src[j]
-    if k ~= 'p' and k ~= 't' and k ~= 'a' then
+    if k ~= 'p' and k ~= 't' and k ~= 'a' and k ~= 'l' then
       f[#f + 1] = k
       f[#f + 1] = src[j + 1]
     end
@@ -68,6 +70,7 @@ local function requeue_fields(src, p, t, a)
   f[#f + 1] = 'p'; f[#f + 1] = p
   f[#f + 1] = 't'; f[#f + 1] = t
   f[#f + 1] = 'a'; f[#f + 1] = a
+  if l and l ~= '' then f[#f + 1] = 'l'; f[#f + 1] = l end
   return f
 end
 `;
@@ -297,7 +300,8 @@ return n
  * Takes a held lease back for redelivery to the same group: at once through its retry stream,
  * or after delayMs through its delayed set. Used for nack and for releasing on close.
  * KEYS: stream, retry stream, delayed set.
- * ARGV: group, consumer, id, delivery count, delayMs, priority, published at ms, attempts made.
+ * ARGV: group, consumer, id, delivery count, delayMs, priority, published at ms, attempts made,
+ * last error ('' for none: the next delivery then has none).
  * Returns 1 when requeued, 0 when the lease was no longer held.
  */
 export const REQUEUE = `${HELPERS}
@@ -307,7 +311,7 @@ if not owned(key, group, consumer, id, tonumber(ARGV[4])) then return 0 end
 local e = redis.call('XRANGE', key, id, id)[1]
 redis.call('XACK', key, group, id)
 if not e then return 0 end
-local f = requeue_fields(e[2], ARGV[6], ARGV[7], ARGV[8])
+local f = requeue_fields(e[2], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 local delay = tonumber(ARGV[5])
 if delay <= 0 then
   ensure_retry(rkey, group)
