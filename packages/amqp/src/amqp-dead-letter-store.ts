@@ -80,6 +80,7 @@ export class AmqpDeadLetterStore implements DeadLetterStore {
       const replays = Number(rec.message.headers[REPLAY_COUNT_HEADER] ?? '0') + 1;
       const props = copyOptions(msg.properties, {
         [H.attempts]: '0',
+        [H.lastError]: undefined,
         [H.topic]: rec.message.topic,
         [REPLAY_COUNT_HEADER]: String(replays),
         [H.dlId]: undefined,
@@ -185,7 +186,9 @@ function toRecord(group: string, msg: GetMessage): DeadLetter {
     id: recordId(group, ours ?? (messageId || `tag-${msg.fields.deliveryTag}`)),
     group,
     reason: ours ? (stringHeader(h, H.dlReason) ?? 'unknown') : brokerReason(h),
-    error: stringHeader(h, H.dlError) || undefined,
+    // One the broker dead-lettered itself (delivery limit) has no record error of ours: the error
+    // of the nack that made the copy it last delivered is the best there is.
+    error: stringHeader(h, H.dlError) || stringHeader(h, H.lastError) || undefined,
     attempts: numberHeader(h, H.dlAttempts) ?? numberHeader(h, H.attempts) ?? 0,
     deadLetteredAtMs: numberHeader(h, H.dlAt) ?? numberHeader(h, H.publishedAt) ?? 0,
     message: {

@@ -133,6 +133,9 @@ export class AmqpSubscription extends PushSubscription {
     const returned =
       this.#ctx.queueType === 'quorum' ? (numberHeader(h, 'x-delivery-count') ?? 0) : msg.fields.redelivered ? 1 : 0;
     const attempt = made + returned + 1;
+    // The error of the nack that made this copy precedes its first delivery only: a copy the
+    // broker returns (a consumer's channel closed while holding it) ended without an error.
+    const lastError = returned === 0 ? stringHeader(h, H.lastError) : undefined;
     const rawPriority = msg.properties.priority;
     const priority = typeof rawPriority === 'number' ? Math.max(0, Math.min(MAX_PRIORITY, Math.trunc(rawPriority))) : 4;
     const timestamp = msg.properties.timestamp;
@@ -146,7 +149,13 @@ export class AmqpSubscription extends PushSubscription {
       publishedAtMs:
         numberHeader(h, H.publishedAt) ?? (typeof timestamp === 'number' ? timestamp * 1000 : this.#ctx.clock.now()),
     };
-    return new ManagedDelivery(message, this.group, attempt, new AmqpLease(this.#ctx, this, live, msg, attempt));
+    return new ManagedDelivery(
+      message,
+      this.group,
+      attempt,
+      new AmqpLease(this.#ctx, this, live, msg, attempt),
+      lastError,
+    );
   }
 
   /** Keeps a settle in flight visible to close(), which waits for it before closing the channel. */
@@ -174,9 +183,10 @@ export class AmqpSubscription extends PushSubscription {
     for (const d of [...this.#handedOut]) {
       const lease = d.lease as AmqpLease;
       if (lease.deadline > now) continue;
-      // Lost: the consumer's later settle does nothing; another consumer gets it, attempt + 1.
+      // Lost: the consumer's later settle does nothing; another consumer gets it, attempt + 1,
+      // without a last error.
       d.abandon();
-      this.#track(lease.requeue(d.attempt));
+      this.#track(lease.requeue(d.attempt, undefined));
     }
   }
 
@@ -199,11 +209,12 @@ export class AmqpSubscription extends PushSubscription {
     for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) {
       if (d.settled) continue;
       d.abandon();
-      releases.push((d.lease as AmqpLease).requeue(d.attempt - 1));
+      // Never seen: not an attempt, and the next delivery keeps the last error this one carried.
+      releases.push((d.lease as AmqpLease).requeue(d.attempt - 1, d.lastError));
     }
     for (const d of [...this.#handedOut]) {
       d.abandon();
-      releases.push((d.lease as AmqpLease).requeue(d.attempt));
+      releases.push((d.lease as AmqpLease).requeue(d.attempt, undefined));
     }
     await Promise.allSettled([...releases, ...this.#pending]);
     live?.acker.flush();
@@ -233,12 +244,13 @@ export class AmqpLease implements LeaseOps {
     if (this.live.alive) this.live.acker.ack(this.msg.fields.deliveryTag);
   }
 
-  nack({ delayMs = 0 }: NackOptions): Promise<void> {
+  nack({ delayMs = 0, error }: NackOptions): Promise<void> {
     return this.sub.track(
       (async () => {
         const queue =
           delayMs > 0 ? await this.ctx.retryQueue(this.sub.group, delayMs) : this.ctx.names.queue(this.sub.group);
-        await this.#move(queue, { [H.attempts]: String(this.attempt) });
+        // The copy carries the error to its next delivery (no error: the header is removed).
+        await this.#move(queue, { [H.attempts]: String(this.attempt), [H.lastError]: error || undefined });
       })(),
     );
   }
@@ -247,6 +259,8 @@ export class AmqpLease implements LeaseOps {
     return this.sub.track(
       this.#move(this.ctx.names.deadLetterQueue(this.sub.group), {
         [H.attempts]: undefined,
+        // The record's error is the final one; the previous attempt's is not kept beside it.
+        [H.lastError]: undefined,
         [H.dlId]: randomUUID(),
         [H.dlReason]: reason,
         [H.dlError]: error ?? '',
@@ -261,9 +275,12 @@ export class AmqpLease implements LeaseOps {
     this.deadline = this.ctx.clock.now() + ms;
   }
 
-  /** Back into the group's queue as a copy whose next delivery is attempt `made + 1`. */
-  requeue(made: number): Promise<void> {
-    return this.#move(this.ctx.names.queue(this.sub.group), { [H.attempts]: String(Math.max(0, made)) });
+  /** Back into the group's queue as a copy whose next delivery is attempt `made + 1` with `lastError`. */
+  requeue(made: number, lastError: string | undefined): Promise<void> {
+    return this.#move(this.ctx.names.queue(this.sub.group), {
+      [H.attempts]: String(Math.max(0, made)),
+      [H.lastError]: lastError || undefined,
+    });
   }
 
   /**

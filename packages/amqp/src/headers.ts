@@ -4,13 +4,15 @@ import type { MessageProperties, Options } from 'amqplib';
 /**
  * Headers the transport keeps beside the user's (prefix `x-ab-`, reserved): the topic (a retry
  * or replay is routed by queue name, not by topic), publish and expiry times in ms, attempts
- * already made before this copy, and the dead-letter record's fields.
+ * already made before this copy, the error of the nack that made this copy (the next delivery's
+ * `lastError`), and the dead-letter record's fields.
  */
 export const H = Object.freeze({
   topic: 'x-ab-topic',
   publishedAt: 'x-ab-published-at',
   expiresAt: 'x-ab-expires-at',
   attempts: 'x-ab-attempts',
+  lastError: 'x-ab-last-error',
   dlId: 'x-ab-dl-id',
   dlReason: 'x-ab-dl-reason',
   dlError: 'x-ab-dl-error',
