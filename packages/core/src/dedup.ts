@@ -1,4 +1,5 @@
 import { type Clock, systemClock } from './clock.js';
+import type { Envelope } from './envelope.js';
 import { ConfigError } from './errors.js';
 import type { ConsumeContext, Middleware, Next } from './middleware.js';
 import { positiveInteger, positiveNumber } from './validate.js';
@@ -53,6 +54,15 @@ export function memoryIdempotencyStore(options: MemoryIdempotencyStoreOptions = 
   };
 }
 
+/**
+ * The key the dedup middleware uses for a message in a group (with the default identity: source
+ * and id). A handler that commits its side effect and the completion together (see the stores'
+ * atomic completion) passes this key.
+ */
+export function idempotencyKey(group: string, envelope: Pick<Envelope, 'source' | 'id'>): string {
+  return `${group}\u0000${envelope.source}\u0000${envelope.id}`;
+}
+
 export interface DedupOptions {
   readonly store: IdempotencyStore;
   /** How long a processed message is remembered (default 24 h): duplicates later than that run again. */
@@ -85,11 +95,11 @@ export function dedup(options: DedupOptions): Middleware {
   const ttlMs = positiveNumber(options.ttlMs ?? 24 * 3_600_000, 'ttlMs');
   const leaseMs = positiveNumber(options.leaseMs ?? 30_000, 'leaseMs');
   const busyDelayMs = positiveNumber(options.busyDelayMs ?? 1_000, 'busyDelayMs');
-  const keyOf = options.key ?? ((ctx: ConsumeContext) => `${ctx.envelope.source}\u0000${ctx.envelope.id}`);
+  const keyOf = options.key;
   return {
     name: 'dedup',
     async consume(ctx: ConsumeContext, next: Next) {
-      const key = `${ctx.group}\u0000${keyOf(ctx)}`;
+      const key = keyOf ? `${ctx.group}\u0000${keyOf(ctx)}` : idempotencyKey(ctx.group, ctx.envelope);
       const state = await store.begin(key, leaseMs);
       if (state === 'done') {
         ctx.state.set('dedup', 'duplicate');

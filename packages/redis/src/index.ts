@@ -11,4 +11,9 @@ export {
   type RedisIdempotencyStoreOptions,
   redisIdempotencyStore,
 } from './redis-idempotency-store.js';
+export {
+  type RedisSequenceStore,
+  type RedisSequenceStoreOptions,
+  redisSequenceStore,
+} from './redis-sequence-store.js';
 export { RedisTransport, redisTransport } from './redis-transport.js';

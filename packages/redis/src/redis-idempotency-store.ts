@@ -1,5 +1,5 @@
 import { ConfigError, type IdempotencyStore } from '@agentbus/core';
-import { type Cluster, Redis } from 'ioredis';
+import { type ChainableCommander, type Cluster, Redis } from 'ioredis';
 import { toBusError } from './redis-errors.js';
 
 export interface RedisIdempotencyStoreOptions {
@@ -12,6 +12,12 @@ export interface RedisIdempotencyStoreOptions {
 
 /** A Redis idempotency store with its close() (it quits the connection it opened). */
 export interface RedisIdempotencyStore extends IdempotencyStore {
+  /**
+   * Adds the completion of `key` to a MULTI (or pipeline) of yours, so that a side effect written
+   * to the same Redis and the completion are applied together: a crash between them cannot make
+   * a redelivery repeat the effect. Key: `idempotencyKey(group, envelope)`.
+   */
+  completeIn<M extends ChainableCommander>(multi: M, key: string, ttlMs: number): M;
   close(): Promise<void>;
 }
 
@@ -57,6 +63,10 @@ export function redisIdempotencyStore(options: RedisIdempotencyStoreOptions = {}
       wrap('dedup release', async () => {
         await client.eval(RELEASE, 1, k(key));
       }),
+    completeIn(multi, key, ttlMs) {
+      multi.set(k(key), 'done', 'PX', Math.max(1, Math.ceil(ttlMs)));
+      return multi;
+    },
     async close() {
       if (owned) await (client as Redis).quit().catch(() => client.disconnect());
     },

@@ -13,4 +13,9 @@ export {
   type SqliteIdempotencyStoreOptions,
   sqliteIdempotencyStore,
 } from './sqlite-idempotency-store.js';
+export {
+  type SqliteSequenceStore,
+  type SqliteSequenceStoreOptions,
+  sqliteSequenceStore,
+} from './sqlite-sequence-store.js';
 export { SqliteTransport, sqliteTransport } from './sqlite-transport.js';

@@ -21,6 +21,13 @@ export interface SqliteIdempotencyStoreOptions {
 
 /** A SQLite idempotency store with its close(), so a process can let go of the file. */
 export interface SqliteIdempotencyStore extends IdempotencyStore {
+  /**
+   * Runs `fn` on the store's connection in one IMMEDIATE transaction that also marks `done.key`
+   * as processed: a side effect written to the same database file and its completion commit
+   * together, so a crash between them cannot make a redelivery repeat the effect (outbox style).
+   * `fn` must be synchronous (better-sqlite3 transactions are). Key: `idempotencyKey(group, envelope)`.
+   */
+  transaction<T>(fn: (db: Database.Database) => T, done?: { readonly key: string; readonly ttlMs: number }): T;
   close(): void;
 }
 
@@ -73,6 +80,16 @@ export function sqliteIdempotencyStore(options: SqliteIdempotencyStoreOptions): 
     },
     async release(key) {
       releaseStmt.run(key);
+    },
+    transaction(fn, done) {
+      const tx = db.transaction(() => {
+        const result = fn(db);
+        if (done) put.run(done.key, 'done', clock.now() + done.ttlMs);
+        return result;
+      });
+      const result = tx.immediate();
+      if (done) wrote();
+      return result;
     },
     close() {
       db.close();
