@@ -1,6 +1,6 @@
 import { type Clock, systemClock } from './clock.js';
 import { DEFAULT_PRIORITY, type Envelope, MAX_PRIORITY } from './envelope.js';
-import { ConfigError, describeError, RateLimitedError, UnrecoverableError } from './errors.js';
+import { ClosedError, ConfigError, describeError, RateLimitedError, UnrecoverableError } from './errors.js';
 import type { Middleware, Next } from './middleware.js';
 import { memoryRateLimiter, type RateLimiter, type TakeRequest, type TakeResult } from './token-bucket.js';
 import { nonNegativeNumber, positiveInteger, positiveNumber } from './validate.js';
@@ -65,9 +65,9 @@ export interface RateLimitOptions {
   /** Adapts the refill rate to the handlers' error rate and latency (`true`: the defaults). */
   readonly adaptive?: AdaptiveRateOptions | boolean;
   /**
-   * Over the limit, wait in place up to this long for tokens before refusing (default 0). A
-   * waiting delivery holds its concurrency slot and its lease (the bus extends it), but does not
-   * spend an attempt; a waiting publish just resolves later.
+   * Over the limit, wait up to this long for tokens before refusing (default 0). A waiting
+   * delivery gives its concurrency slot up (other keys keep flowing) and keeps its lease, and
+   * spends no attempt; a waiting publish resolves later.
    */
   readonly maxWaitMs?: number;
   /** Where the buckets live (default a {@link memoryRateLimiter} on `clock`); `redisRateLimiter` shares them. */
@@ -111,8 +111,10 @@ export interface RateLimitMiddleware extends Middleware {
  *   (`retryAfterMs`, also in `data`) and nothing is sent. In a `publishBatch`, tokens taken by
  *   the other messages of a refused batch are not given back.
  * - Consume over the limit: the handler does not run and the delivery is put back with
- *   `nack({ delayMs: retryAfterMs })`. That counts an attempt on every transport: give the
- *   subscription a `maxAttempts` that covers the backlog you expect, or set `maxWaitMs`.
+ *   `nack({ delayMs: retryAfterMs })`, which counts an attempt on every transport. On the
+ *   subscription's last attempt it waits for its tokens instead (without a concurrency slot, as
+ *   with `maxWaitMs`), so a rate limit never dead-letters a message. A subscription closing
+ *   meanwhile puts the delivery back at once.
  * - A cost no bucket could grant (above the capacity left to its priority) is a ValidationError:
  *   publish rejects, a delivery is dead-lettered as `validation`.
  * - A limiter that fails (its Redis is down) fails closed: publish rejects with its error, a
@@ -154,15 +156,24 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     reserved: reservedOf(env),
   });
 
-  /** Takes for `env` on `side`; waits for tokens up to maxWaitMs. undefined: not limited. */
-  const admit = async (side: string, env: Envelope, signal?: AbortSignal) => {
+  /**
+   * Takes for `env` on `side`, waiting for tokens (through `pause`) while the wait stays within
+   * `waitLimitMs`. Resolves undefined when admitted or not limited, else the refusal.
+   */
+  const admit = async (
+    side: string,
+    env: Envelope,
+    waitLimitMs: number,
+    pause: (ms: number) => Promise<void>,
+    signal?: AbortSignal,
+  ) => {
     const k = keyOf(env);
     if (k === undefined) return undefined;
     const key = `${name}:${side}:${k}`;
     let r = await limiter.take(key, requestFor(env));
     let waitedMs = 0;
-    while (!r.allowed && waitedMs + r.retryAfterMs <= maxWaitMs && !signal?.aborted) {
-      await delay(r.retryAfterMs, signal);
+    while (!r.allowed && waitedMs + r.retryAfterMs <= waitLimitMs && !signal?.aborted) {
+      await pause(r.retryAfterMs);
       waitedMs += r.retryAfterMs;
       r = await limiter.take(key, requestFor(env));
     }
@@ -184,18 +195,47 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   const mw: RateLimitMiddleware = { name, currentRate };
   if (on !== 'consume') {
     mw.publish = async (ctx, next) => {
-      const refused = await admit('publish', ctx.envelope);
+      const refused = await admit('publish', ctx.envelope, maxWaitMs, (ms) => delay(ms));
       if (refused) throw refused;
       await next();
     };
   }
   if (on !== 'publish' || aimd) {
     mw.consume = async (ctx, next) => {
-      const refused = on === 'publish' ? undefined : await admit('consume', ctx.envelope, ctx.delivery.signal);
-      if (refused) {
-        ctx.state.set(name, 'limited');
-        await ctx.delivery.nack({ delayMs: refused.retryAfterMs ?? 1, error: describeError(refused) });
-        return;
+      if (on !== 'publish') {
+        const { delivery } = ctx;
+        // A put-back on the last attempt would come back as a dead letter (max-attempts): being
+        // over a rate limit is no failure, so the last attempt waits for its tokens instead.
+        const last = delivery.attempt >= ctx.subscription.maxAttempts;
+        // Waiting gives the concurrency slot up (other keys keep flowing) and keeps the lease.
+        const pause = async (ms: number) => {
+          const stop = new AbortController();
+          try {
+            await ctx.wait(delay(ms, AbortSignal.any([stop.signal, delivery.signal])));
+          } finally {
+            stop.abort();
+          }
+        };
+        let refused: RateLimitedError | undefined;
+        try {
+          refused = await admit(
+            'consume',
+            ctx.envelope,
+            last ? Number.POSITIVE_INFINITY : maxWaitMs,
+            pause,
+            delivery.signal,
+          );
+        } catch (err) {
+          if (!(err instanceof ClosedError)) throw err;
+          // The subscription is closing while this delivery waits: put it back at once.
+          await delivery.nack({ delayMs: 0, error: describeError(err) });
+          return;
+        }
+        if (refused) {
+          ctx.state.set(name, 'limited');
+          await delivery.nack({ delayMs: refused.retryAfterMs ?? 1, error: describeError(refused) });
+          return;
+        }
       }
       await run(next);
     };

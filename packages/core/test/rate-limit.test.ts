@@ -229,20 +229,69 @@ describe('rate limit on consume', () => {
     await bus.close();
   });
 
-  it('waits in place up to maxWaitMs instead of putting the delivery back (no attempt spent)', async () => {
+  it('waits up to maxWaitMs instead of putting the delivery back (no attempt spent), without blocking other keys', async () => {
     const clock = new ManualClock();
     const { limiter, results } = observed(memoryRateLimiter({ clock }));
     const bus = createBus({ transport: memoryTransport(), clock });
     bus.use(rateLimit({ capacity: 1, refillPerSecond: 40, on: 'consume', maxWaitMs: 60_000, limiter, clock }));
-    const attempts: number[] = [];
-    await bus.subscribe('rl.waitc', (d) => void attempts.push(d.attempt), { group: 'g' });
-    await bus.publish('rl.waitc', 1);
-    await bus.publish('rl.waitc', 2);
-    await until(() => results.some((r) => !r.allowed), 5_000, 'the second delivery to find no token');
-    expect(attempts).toEqual([1]);
+    const handled: string[] = [];
+    await bus.subscribe('rl.waitc', (d) => void handled.push(`${d.envelope.source}${d.data}@${d.attempt}`), {
+      group: 'g',
+      concurrency: 1,
+      prefetch: 4,
+    });
+    await bus.publish('rl.waitc', 1, { source: 'a' });
+    await bus.publish('rl.waitc', 2, { source: 'a' });
+    await bus.publish('rl.waitc', 1, { source: 'b' });
+    // a2 waits for a token; its slot went to b1 meanwhile (concurrency 1).
+    await until(() => results.some((r) => !r.allowed) && handled.length === 2, 5_000, 'a2 waiting and b1 handled');
+    expect(handled).toEqual(['a1@1', 'b1@1']);
     clock.advance(25);
-    await until(() => attempts.length === 2, 5_000, 'the second delivery handled after its wait');
-    expect(attempts).toEqual([1, 1]);
+    await until(() => handled.length === 3, 5_000, 'a2 handled after its wait');
+    expect(handled[2]).toBe('a2@1');
+    await bus.close();
+  });
+
+  it('never dead-letters for a rate limit: the last attempt waits for its tokens instead of being put back', async () => {
+    const clock = new ManualClock();
+    const transport = memoryTransport();
+    const { limiter, results } = observed(memoryRateLimiter({ clock }));
+    const bus = createBus({ transport, clock });
+    bus.use(rateLimit({ capacity: 1, refillPerSecond: 100, on: 'consume', limiter, clock }));
+    const attempts: number[] = [];
+    await bus.subscribe('rl.last', (d) => void attempts.push(d.attempt), { group: 'g', maxAttempts: 2 });
+    await bus.publish('rl.last', 1);
+    await bus.publish('rl.last', 2);
+    // The second is put back once (attempt 1), then waits on attempt 2 however long it takes.
+    await until(() => results.filter((r) => !r.allowed).length >= 4, 5_000, 'the last attempt waiting');
+    expect(attempts).toEqual([1]);
+    clock.advance(10);
+    await until(() => attempts.length === 2, 5_000, 'the second handled on its last attempt');
+    expect(attempts).toEqual([1, 2]);
+    expect(await transport.deadLetters.list()).toEqual([]);
+    await bus.close();
+  });
+
+  it('puts a waiting delivery back when its subscription closes', async () => {
+    const clock = new ManualClock();
+    const transport = memoryTransport();
+    const { limiter, results } = observed(memoryRateLimiter({ clock }));
+    const bus = createBus({ transport, clock });
+    bus.use(rateLimit({ capacity: 1, refillPerSecond: 1, on: 'consume', maxWaitMs: 3_600_000, limiter, clock }));
+    const handled: number[] = [];
+    const sub = await bus.subscribe<number>('rl.closing', (d) => void handled.push(d.data), { group: 'g' });
+    await bus.publish('rl.closing', 1);
+    await bus.publish('rl.closing', 2);
+    await until(() => results.some((r) => !r.allowed), 5_000, 'the second waiting');
+    await sub.close(); // does not wait the hour
+    expect(handled).toEqual([1]);
+    clock.advance(1_000);
+    const again: { n: number; attempt: number }[] = [];
+    await bus.subscribe<number>('rl.closing', (d) => void again.push({ n: d.data, attempt: d.attempt }), {
+      group: 'g',
+    });
+    await until(() => again.length === 1, 5_000, 'the put-back delivery handled by the next subscriber');
+    expect(again[0]?.n).toBe(2);
     await bus.close();
   });
 
