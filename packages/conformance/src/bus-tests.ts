@@ -123,6 +123,27 @@ export function busTests(options: ConformanceOptions, test: Test): void {
     await bus.close();
   });
 
+  test('a handler sees why its previous attempt failed as delivery.lastError', async (c) => {
+    const t = await c.open();
+    const bus = busOn(t);
+    const topic = c.topic('lasterror');
+    const seen: { attempt: number; lastError: string | undefined }[] = [];
+    await bus.subscribe(
+      topic,
+      (d) => {
+        seen.push({ attempt: d.attempt, lastError: d.lastError });
+        if (d.attempt === 1) throw new Error('model call failed: context too long');
+      },
+      { group: c.group(), backoff: { initialDelayMs: 50, factor: 2, maxDelayMs: 1000, jitter: 'none' } },
+    );
+    await bus.publish(topic, { task: 1 });
+    await until(() => seen.length === 2, 20_000, 'the retry');
+    expect(seen[0]).toEqual({ attempt: 1, lastError: undefined });
+    expect(seen[1]!.attempt).toBe(2);
+    expect(seen[1]!.lastError).toContain('model call failed: context too long');
+    await bus.close();
+  });
+
   test('dead-letters at once when the handler throws UnrecoverableError, and a replay is handled again', async (c) => {
     const t = await c.open();
     const bus = busOn(t);

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { ClosedError, type RawDelivery, REPLAY_COUNT_HEADER } from '@agentbus/core';
+import { ClosedError, LAST_ERROR_MAX_BYTES, type RawDelivery, REPLAY_COUNT_HEADER } from '@agentbus/core';
 import { expect } from 'vitest';
 import type { ConformanceOptions, TestContext } from './context.js';
 import { firstOf, Reader, until } from './wait.js';
@@ -71,6 +71,54 @@ export function transportTests(options: ConformanceOptions, test: Test): void {
     const d2 = await r.expect();
     expect(d2.message.id).toBe(m.id);
     expect(d2.attempt).toBe(2);
+    await d2.ack();
+  });
+
+  test('a redelivery carries the error of the nack before it as lastError; a lease that ran out leaves none', async (c) => {
+    const topic = c.topic('lasterror');
+    const group = c.group();
+    const a = await sub(c, topic, group, 1);
+    const m = c.message(topic);
+    await a.t.publish([m]);
+    const d1 = await a.r.expect();
+    expect(d1.lastError).toBeUndefined();
+    const error = 'HANDLER: model call failed — rate limited ✓';
+    // Due after the close below (and after the pull requests of a JetStream subscription expire):
+    // on a cross-process transport the redelivery goes to another client of the backend.
+    await d1.nack({ delayMs: 1_500, error });
+    await a.r.close();
+    const b = await sub(c, topic, group, 2);
+    const d2 = await b.r.expect(20_000);
+    expect(d2.message.id).toBe(m.id);
+    expect(d2.attempt).toBe(2);
+    expect(d2.lastError).toBe(error);
+    // Left unsettled: its lease runs out, and the delivery after it follows no nack.
+    const d3 = await b.r.expect(c.ackTimeoutMs * 20);
+    expect(d3.message.id).toBe(m.id);
+    expect(d3.attempt).toBe(3);
+    expect(d3.lastError).toBeUndefined();
+    await d2.ack(); // stale: no effect
+    // A nack without an error leaves none either.
+    await d3.nack();
+    const d4 = await b.r.expect();
+    expect(d4.attempt).toBe(4);
+    expect(d4.lastError).toBeUndefined();
+    await d4.ack();
+  });
+
+  test('lastError keeps at most LAST_ERROR_MAX_BYTES of a long error, cut with an ellipsis', async (c) => {
+    const topic = c.topic('lasterror.long');
+    const { t, r } = await sub(c, topic);
+    await t.publish([c.message(topic)]);
+    const d1 = await r.expect();
+    const error = `HANDLER: ${'✓'.repeat(2_000)}`;
+    await d1.nack({ error });
+    const d2 = await r.expect();
+    const kept = d2.lastError ?? '';
+    expect(Buffer.byteLength(kept)).toBeLessThanOrEqual(LAST_ERROR_MAX_BYTES);
+    expect(Buffer.byteLength(kept)).toBeGreaterThan(LAST_ERROR_MAX_BYTES - 8);
+    expect(kept.endsWith('…')).toBe(true);
+    expect(error.startsWith(kept.slice(0, -1))).toBe(true);
     await d2.ack();
   });
 

@@ -10,7 +10,9 @@ export function groupToken(group: string): string {
 /**
  * Names under one namespace `<ns>`: the stream `AB_<ns>` holds subjects `<ns>.t.<topic>`; the
  * dead-letter stream `AB_<ns>_DLQ` holds `<ns>.dlq.<group token>.<topic>`; a group is the durable
- * pull consumer named by its token on the first stream.
+ * pull consumer named by its token on the first stream. The stream `AB_<ns>_ERR` (created by the
+ * first nack with an error) holds the last error of a message for a group, one subject
+ * `<ns>.err.<group token>.<stream sequence>` each.
  */
 export class NatsNames {
   constructor(readonly namespace: string) {}
@@ -21,6 +23,19 @@ export class NatsNames {
 
   get deadLetterStream(): string {
     return `AB_${this.namespace}_DLQ`;
+  }
+
+  get lastErrorStream(): string {
+    return `AB_${this.namespace}_ERR`;
+  }
+
+  /** Where the last error of the message at `streamSeq` for a group's consumer is kept. */
+  lastErrorSubject(consumer: string, streamSeq: number): string {
+    return `${this.namespace}.err.${consumer}.${streamSeq}`;
+  }
+
+  lastErrorFilter(): string {
+    return `${this.namespace}.err.>`;
   }
 
   /** The subject of a topic (or pattern: `*` and `>` are NATS wildcards too). */
@@ -58,6 +73,8 @@ export const H = Object.freeze({
   onlyGroup: 'x-ab-only-group',
   topic: 'x-ab-topic',
   publishedAt: 'x-ab-published-at',
+  /** On a last-error record: the delivery count of the delivery that was nacked with it. */
+  delivered: 'x-ab-delivered',
   dlReason: 'x-ab-dl-reason',
   dlError: 'x-ab-dl-error',
   dlAttempts: 'x-ab-dl-attempts',

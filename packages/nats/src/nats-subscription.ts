@@ -19,6 +19,10 @@ export interface SubscriptionContext {
   connection(): NatsConnection;
   /** Stores a dead letter; resolves once JetStream acknowledged it. */
   deadLetter(group: string, msg: Msg, topic: string, fields: Record<string, string>): Promise<void>;
+  /** Keeps a nack's error for the redelivery (never rejects). */
+  recordLastError(consumer: string, streamSeq: number, delivered: number, error: string): Promise<void>;
+  /** The error recorded by the nack of delivery `delivered - 1`, or undefined (never rejects). */
+  lastErrorOf(consumer: string, streamSeq: number, delivered: number): Promise<string | undefined>;
   /** The server says the group's consumer is gone: declare it again. */
   consumerLost(sub: NatsSubscription): Promise<void>;
 }
@@ -33,15 +37,25 @@ const PULL_EXPIRES_MS = 1_000;
 /** The ack payload, encoded once. */
 const ACK = new TextEncoder().encode('+ACK');
 
+interface AckInfo {
+  /** JetStream's delivery count of this message for the consumer (1 on the first delivery). */
+  readonly delivered: number;
+  /** The message's sequence in the stream (0: unknown). */
+  readonly streamSeq: number;
+  readonly timestampMs: number;
+}
+
 /** The fields of a JetStream ack subject (`$JS.ACK.…`): v1 or v2 (domain, account hash) layout. */
-function ackInfo(reply: string): { delivered: number; timestampMs: number } | undefined {
+function ackInfo(reply: string): AckInfo | undefined {
   const t = reply.split('.');
   if (t[0] !== '$JS' || t[1] !== 'ACK') return undefined;
   const base = t.length >= 12 ? 6 : 4; // v2: $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>…
   const delivered = Number(t[base]);
+  const streamSeq = Number(t[base + 1]);
   const tsNs = t[base + 3];
   return {
     delivered: Number.isFinite(delivered) ? delivered : 1,
+    streamSeq: Number.isSafeInteger(streamSeq) && streamSeq > 0 ? streamSeq : 0,
     timestampMs: tsNs ? Number(BigInt(tsNs) / 1_000_000n) : 0,
   };
 }
@@ -77,6 +91,13 @@ export function userHeaders(h: MsgHdrs | undefined): Record<string, string> {
  * JetStream keeps the lease (ack wait) and redelivers what is not acked in time; this side mirrors
  * it, so that a settle after the lease ran out does nothing, and renews the leases of messages
  * buffered but not yet handed out.
+ *
+ * lastError: a message in the stream cannot change and `-NAK` redelivers that same message, so a
+ * nack with an error first records it in the stream `AB_<ns>_ERR` (subject per group and stream
+ * sequence, with the delivery count it ended), then naks. A redelivery (delivery count > 1) looks
+ * its record up before it is buffered and shows it only when it was written by the delivery just
+ * before (so a lease that ran out in between leaves none). This holds across processes. Without
+ * a record (the write failed or its TTL passed, the lookup failed) the redelivery has no lastError.
  */
 export class NatsSubscription extends PushSubscription {
   readonly #ctx: SubscriptionContext;
@@ -96,6 +117,8 @@ export class NatsSubscription extends PushSubscription {
   /** When the inbox last heard from the server (a message or a status). */
   #heardAt = Date.now();
   readonly #watchdog: NodeJS.Timeout;
+  /** Redeliveries received whose last error is being looked up (their leases are renewed meanwhile). */
+  readonly #lookingUp = new Map<Promise<void>, Msg>();
 
   constructor(
     ctx: SubscriptionContext,
@@ -177,8 +200,28 @@ export class NatsSubscription extends PushSubscription {
     if (!msg.reply) return;
     this.#credits = Math.max(0, this.#credits - 1);
     this.#held++;
-    const d = this.#delivery(msg);
-    if (d === undefined) return;
+    const info = ackInfo(msg.reply);
+    if (info && info.delivered > 1 && info.streamSeq > 0) {
+      const lookup = this.#ctx
+        .lastErrorOf(this.consumer, info.streamSeq, info.delivered)
+        .then((lastError) => this.#receive(msg, info, lastError))
+        .catch(() => {}); // not buffered: JetStream redelivers it after the ack wait
+      this.#lookingUp.set(lookup, msg);
+      void lookup.finally(() => this.#lookingUp.delete(lookup));
+      return;
+    }
+    this.#receive(msg, info, undefined);
+  }
+
+  /** Buffers a received message (still after close: close hands the buffer back). */
+  #receive(msg: Msg, info: AckInfo | undefined, lastError: string | undefined): void {
+    const d = this.#delivery(msg, info, lastError);
+    if (d === undefined) {
+      // Acked unseen (a replay for another group): it holds no room any more.
+      this.#held = Math.max(0, this.#held - 1);
+      this.#pump();
+      return;
+    }
     const exp = d.message.expiresAtMs;
     if (exp !== undefined && exp <= this.#ctx.clock.now()) {
       this.#track(d.deadLetter('expired', { error: `expired at ${new Date(exp).toISOString()}` }));
@@ -188,11 +231,12 @@ export class NatsSubscription extends PushSubscription {
     this.wakeReader();
   }
 
-  #delivery(msg: Msg): ManagedDelivery | undefined {
+  #delivery(msg: Msg, info: AckInfo | undefined, lastError: string | undefined): ManagedDelivery | undefined {
     const h = msg.headers;
     const only = header(h, H.onlyGroup);
-    const info = ackInfo(msg.reply as string);
     const lease = new NatsLease(this.#ctx, this, msg, this.#ctx.names.topicOf(msg.subject));
+    lease.delivered = info?.delivered ?? 1;
+    lease.streamSeq = info?.streamSeq ?? 0;
     if (only !== undefined && only !== this.group) {
       // A replay meant for another group: not ours to see.
       lease.ack();
@@ -212,7 +256,7 @@ export class NatsSubscription extends PushSubscription {
     };
     lease.deadline = this.#ctx.clock.now() + this.ackTimeoutMs;
     lease.publishedAtMs = message.publishedAtMs;
-    const d = new ManagedDelivery(message, this.group, attempt, lease);
+    const d = new ManagedDelivery(message, this.group, attempt, lease, lastError);
     d.onSettled = (x) => {
       this.#handedOut.delete(x);
       this.#held = Math.max(0, this.#held - 1);
@@ -226,6 +270,13 @@ export class NatsSubscription extends PushSubscription {
     const now = this.#ctx.clock.now();
     for (const d of this.#buffer) {
       if (!d.settled) (d.lease as NatsLease).extend(this.ackTimeoutMs);
+    }
+    for (const msg of this.#lookingUp.values()) {
+      try {
+        this.#ctx.connection().publish(msg.reply as string, '+WPI');
+      } catch {
+        // disconnected: the server redelivers after the ack wait
+      }
     }
     for (const d of [...this.#handedOut]) {
       if ((d.lease as NatsLease).deadline <= now) d.abandon();
@@ -267,6 +318,8 @@ export class NatsSubscription extends PushSubscription {
     } catch {
       // disconnected
     }
+    // Redeliveries still being looked up land in the buffer, and go back with it.
+    await Promise.allSettled([...this.#lookingUp.keys()]);
     // Taken back from the consumer now (its settles do nothing from here on)...
     const held: NatsLease[] = [];
     for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) {
@@ -308,6 +361,9 @@ export class NatsLease implements LeaseOps {
   /** The delivery's attempt and first publish time (recorded with a dead letter). */
   attempt = 1;
   publishedAtMs = 0;
+  /** JetStream's delivery count and the stream sequence: where a nack's error is recorded. */
+  delivered = 1;
+  streamSeq = 0;
 
   constructor(
     private readonly ctx: SubscriptionContext,
@@ -329,8 +385,13 @@ export class NatsLease implements LeaseOps {
     this.#send(ACK);
   }
 
-  nack({ delayMs = 0 }: NackOptions): void {
-    this.nak(delayMs);
+  nack({ delayMs = 0, error }: NackOptions): void | Promise<void> {
+    if (!error || this.streamSeq === 0) return this.nak(delayMs);
+    if (this.ctx.clock.now() > this.deadline) return; // lost: JetStream redelivers (or did) elsewhere
+    // Recorded before the -NAK, so that a redelivery at once (to any process) finds it.
+    return this.sub.track(
+      this.ctx.recordLastError(this.sub.consumer, this.streamSeq, this.delivered, error).then(() => this.nak(delayMs)),
+    );
   }
 
   nak(delayMs: number): void {

@@ -44,6 +44,9 @@ const CAPABILITIES: TransportCapabilities = Object.freeze({
 });
 
 const nanos = (ms: number) => Math.round(ms * 1_000_000);
+const utf8 = new TextEncoder();
+/** Last-error records kept at most (the oldest go first); each is at most LAST_ERROR_MAX_BYTES of text. */
+const LAST_ERROR_MAX_RECORDS = 100_000;
 
 /** Maps a client failure to a BusError: lost connections and timeouts are retryable. */
 function toBusError(err: unknown, operation: string): BusError {
@@ -77,6 +80,8 @@ export class NatsTransport implements Transport {
   #acks: PublishAcks | undefined;
   #connecting: Promise<NatsConnection> | undefined;
   #streams: Promise<void> | undefined;
+  /** The last-error stream, declared by the first nack with an error. */
+  #lastErrorStream: Promise<void> | undefined;
   /** The connection is lost and the client is reconnecting: publishes fail at once meanwhile. */
   #down = false;
   #closing: Promise<void> | undefined;
@@ -203,6 +208,7 @@ export class NatsTransport implements Transport {
     // then could race its restore.
     if (/stream not found|consumer not found|consumer deleted/i.test(text)) {
       this.#streams = undefined;
+      this.#lastErrorStream = undefined;
     }
   }
 
@@ -313,6 +319,90 @@ export class NatsTransport implements Transport {
     }
   }
 
+  /**
+   * Declares `AB_<ns>_ERR`: one subject per (group, message), only the newest record kept, records
+   * dropped after lastErrorTtlMs and beyond LAST_ERROR_MAX_RECORDS.
+   */
+  #declareLastErrorStream(): Promise<void> {
+    this.#lastErrorStream ??= (async () => {
+      await this.#ready();
+      const jsm = this.#jsm as JetStreamManager;
+      const o = this.#options;
+      const name = this.names.lastErrorStream;
+      try {
+        await jsm.streams.info(name);
+        return;
+      } catch {
+        // not there yet
+      }
+      try {
+        await jsm.streams.add({
+          name,
+          subjects: [this.names.lastErrorFilter()],
+          retention: RetentionPolicy.Limits,
+          storage: o.storage === 'file' ? StorageType.File : StorageType.Memory,
+          num_replicas: o.replicas,
+          max_age: nanos(o.lastErrorTtlMs),
+          max_msgs_per_subject: 1,
+          max_msgs: LAST_ERROR_MAX_RECORDS,
+          discard: DiscardPolicy.Old,
+          allow_direct: true,
+        });
+      } catch (err) {
+        // Another process created it meanwhile: fine if it is there now.
+        await jsm.streams.info(name).catch(() => {
+          throw toBusError(err, 'declare the last-error stream');
+        });
+      }
+    })().catch((err: unknown) => {
+      this.#lastErrorStream = undefined;
+      throw err;
+    });
+    return this.#lastErrorStream;
+  }
+
+  /**
+   * Keeps the error a consumer nacked the message at `streamSeq` with, on its `delivered`-th
+   * delivery, for the redelivery (any process) to read. Never rejects: without the record the
+   * redelivery just has no lastError.
+   */
+  async #recordLastError(consumer: string, streamSeq: number, delivered: number, error: string): Promise<void> {
+    try {
+      await this.#declareLastErrorStream();
+      const h = headers();
+      h.set(H.delivered, String(delivered));
+      await (this.#js as JetStreamClient).publish(
+        this.names.lastErrorSubject(consumer, streamSeq),
+        utf8.encode(error),
+        {
+          headers: h,
+          timeout: this.#options.publishTimeoutMs,
+        },
+      );
+    } catch {
+      // Not recorded (unreachable, or the stream was deleted): declare it again next time.
+      this.#lastErrorStream = undefined;
+    }
+  }
+
+  /**
+   * The error recorded by the nack of the delivery just before this `delivered`-th one, or
+   * undefined (none recorded, or the delivery before ended otherwise: its lease ran out).
+   */
+  async #lastErrorOf(consumer: string, streamSeq: number, delivered: number): Promise<string | undefined> {
+    const jsm = this.#jsm;
+    if (!jsm) return undefined;
+    try {
+      const m = await jsm.direct.getMessage(this.names.lastErrorStream, {
+        last_by_subj: this.names.lastErrorSubject(consumer, streamSeq),
+      });
+      if (!m || Number(m.header?.get(H.delivered)) !== delivered - 1) return undefined;
+      return m.string();
+    } catch {
+      return undefined; // no such stream yet (nobody nacked with an error), or unreachable
+    }
+  }
+
   async subscribe(pattern: string, options: TransportSubscribeOptions): Promise<Subscription<ManagedDelivery>> {
     if (this.#closing) throw new ClosedError('transport is closed');
     assertSubscribeOptions(pattern, options);
@@ -328,6 +418,8 @@ export class NatsTransport implements Transport {
           return this.#nc;
         },
         deadLetter: (g, msg, topic, fields) => this.#deadLetter(g, msg, topic, fields),
+        recordLastError: (c, seq, delivered, error) => this.#recordLastError(c, seq, delivered, error),
+        lastErrorOf: (c, seq, delivered) => this.#lastErrorOf(c, seq, delivered),
         consumerLost: (s) => this.#redeclare(s, pattern, options),
       },
       options.group,

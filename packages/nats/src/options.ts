@@ -16,6 +16,12 @@ export interface NatsTransportOptions {
   readonly duplicateWindowMs?: number;
   /** How long a publish waits for JetStream's acknowledgement (default 5 s). */
   readonly publishTimeoutMs?: number;
+  /**
+   * How long the error of a nack is kept for the redelivery to show as `lastError` (default 1 day;
+   * the `max_age` of the stream `AB_<namespace>_ERR`, set when that stream is created). A nack
+   * delay longer than this leaves the redelivery without it.
+   */
+  readonly lastErrorTtlMs?: number;
   /** Reconnect: wait between attempts (ms) and random jitter added to it. */
   readonly reconnect?: { readonly waitMs?: number; readonly jitterMs?: number };
   readonly clock?: Clock;
@@ -28,6 +34,7 @@ export const NATS_TRANSPORT_DEFAULTS = Object.freeze({
   replicas: 1,
   duplicateWindowMs: 120_000,
   publishTimeoutMs: 5_000,
+  lastErrorTtlMs: 86_400_000,
   reconnect: Object.freeze({ waitMs: 250, jitterMs: 250 }),
 });
 
@@ -38,6 +45,7 @@ export interface ResolvedNatsOptions {
   readonly replicas: number;
   readonly duplicateWindowMs: number;
   readonly publishTimeoutMs: number;
+  readonly lastErrorTtlMs: number;
   readonly reconnect: { readonly waitMs: number; readonly jitterMs: number };
   readonly clock: Clock;
 }
@@ -49,6 +57,7 @@ const KNOWN = new Set([
   'replicas',
   'duplicateWindowMs',
   'publishTimeoutMs',
+  'lastErrorTtlMs',
   'reconnect',
   'clock',
 ]);
@@ -90,6 +99,7 @@ export function resolveNatsOptions(options: NatsTransportOptions = {}): Resolved
     replicas,
     duplicateWindowMs: positiveNumber(options.duplicateWindowMs ?? d.duplicateWindowMs, 'duplicateWindowMs'),
     publishTimeoutMs: positiveNumber(options.publishTimeoutMs ?? d.publishTimeoutMs, 'publishTimeoutMs'),
+    lastErrorTtlMs: positiveNumber(options.lastErrorTtlMs ?? d.lastErrorTtlMs, 'lastErrorTtlMs'),
     reconnect: {
       waitMs: positiveNumber(options.reconnect?.waitMs ?? d.reconnect.waitMs, 'reconnect.waitMs'),
       jitterMs: nonNegativeNumber(options.reconnect?.jitterMs ?? d.reconnect.jitterMs, 'reconnect.jitterMs'),

@@ -14,7 +14,7 @@ export async function deleteNamespace(namespace: string, url = NATS_URL): Promis
   const nc = await connect({ servers: url });
   try {
     const jsm = await jetstreamManager(nc);
-    for (const stream of [`AB_${namespace}`, `AB_${namespace}_DLQ`]) {
+    for (const stream of [`AB_${namespace}`, `AB_${namespace}_DLQ`, `AB_${namespace}_ERR`]) {
       await jsm.streams.delete(stream).catch(() => false);
     }
   } finally {
