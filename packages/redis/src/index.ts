@@ -12,6 +12,12 @@ export {
   redisIdempotencyStore,
 } from './redis-idempotency-store.js';
 export {
+  REDIS_RATE_LIMITER_DEFAULTS,
+  type RedisRateLimiter,
+  type RedisRateLimiterOptions,
+  redisRateLimiter,
+} from './redis-rate-limiter.js';
+export {
   type RedisSequenceStore,
   type RedisSequenceStoreOptions,
   redisSequenceStore,
