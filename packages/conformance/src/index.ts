@@ -4,6 +4,7 @@ export * from './crash-soak.js';
 export * from './dedup-scenario.js';
 export * from './middleware-scenarios.js';
 export * from './middleware-suite.js';
+export * from './rate-limit-scenario.js';
 export * from './sequence-store-tests.js';
 export * from './server.js';
 export * from './suite.js';

@@ -1,7 +1,15 @@
-import { createBus, type IdempotencyStore, memoryIdempotencyStore, TimeoutError, type Transport } from '@agentbus/core';
+import {
+  createBus,
+  type IdempotencyStore,
+  memoryIdempotencyStore,
+  RateLimitedError,
+  TimeoutError,
+  type Transport,
+} from '@agentbus/core';
 import { describe, expect, it } from 'vitest';
 import { dedupScenario } from './dedup-scenario.js';
 import { circuitBreakerScenario, handlerTimeoutScenario } from './middleware-scenarios.js';
+import { rateLimitScenario } from './rate-limit-scenario.js';
 
 export interface MiddlewareConformanceOptions {
   /** Shown in the describe block. */
@@ -14,7 +22,7 @@ export interface MiddlewareConformanceOptions {
   readonly skipReason?: string | undefined;
 }
 
-/** Registers the middleware scenarios (dedup, handler timeout, circuit breaker) for one transport. */
+/** Registers the middleware scenarios (dedup, handler timeout, circuit breaker, rate limit) for one transport. */
 export function middlewareConformance(o: MiddlewareConformanceOptions): void {
   describe.skipIf(o.skipReason)(`middleware on ${o.name}`, () => {
     it('dedup: every message delivered three times, side effect once per group', async () => {
@@ -45,6 +53,18 @@ export function middlewareConformance(o: MiddlewareConformanceOptions): void {
       expect(r.handled).toEqual([0, 1, 2, 3, 4]);
       expect(r.runsAfterOpen).toBe(5); // the trial, then the four others
       expect(r.finalState).toBe('closed');
+      await bus.close();
+    });
+
+    it('rate limit refuses a publish over the budget and puts deliveries over it back until tokens refill', async () => {
+      const bus = createBus({ transport: o.open() });
+      const r = await rateLimitScenario(bus, 'mw.ratelimit', 'ratelimit-workers');
+      expect(r.refused).toBeInstanceOf(RateLimitedError);
+      expect((r.refused as RateLimitedError).retryAfterMs).toBe(1_000);
+      expect(r.handledWhileFrozen).toHaveLength(2);
+      expect(r.handled).toEqual(['agent-a:1', 'agent-a:2', 'agent-a:3', 'agent-a:4', 'agent-b:1']);
+      expect(r.handlerRuns).toBe(5); // no put-back delivery ran the handler
+      expect(r.putBack).toBeGreaterThanOrEqual(2);
       await bus.close();
     });
   });
