@@ -203,8 +203,9 @@ export function sequencing(options: SequencingOptions): Sequencing {
     try {
       let waiting = false;
       for (const l of [...lanes.values()]) {
-        if (l.running || l.buf.lowestHeld === undefined) continue;
+        if (l.buf.lowestHeld === undefined) continue;
         waiting = true;
+        if (l.running) continue;
         const n = await store.expected(l.group, l.workflowId);
         if (l.running) continue;
         release(l.buf.moveTo(n), { kind: 'duplicate' });
@@ -344,7 +345,8 @@ export function sequencing(options: SequencingOptions): Sequencing {
       const early = seq > l.buf.expected;
       if (early) {
         l.fresh = false;
-        if (l.buf.held === 1 && !l.running) l.since = clock.now();
+        // The gap clock starts when the lane starts holding (or at its last progress, see run).
+        if (l.buf.held === 1) l.since = clock.now();
         countHeld(sub, 1);
         startTimer();
       }

@@ -142,6 +142,47 @@ describe('sequencing middleware', () => {
     seqr.close();
   });
 
+  it('does not time a gap out while the missing message is running or being retried', async () => {
+    const clock = new ManualClock();
+    const seqr = sequencing({ store: memorySequenceStore(), clock, gapTimeoutMs: 10_000, checkEveryMs: 5 });
+    const bus = createBus({ transport: memoryTransport() });
+    bus.use(seqr);
+    const order: number[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let firstRuns = 0;
+    await bus.subscribe<Step>(
+      'seq.slow',
+      async (d) => {
+        if (d.data.seq === 1 && ++firstRuns === 1) {
+          await gate;
+          throw new Error('the model call timed out');
+        }
+        order.push(d.data.seq);
+      },
+      // The retry waits long enough for many gap checks to run meanwhile.
+      { group: 'g', concurrency: 2, prefetch: 16, backoff: { initialDelayMs: 100, maxDelayMs: 100, jitter: 'none' } },
+    );
+    await publishSteps(bus, 'seq.slow', [{ wf: 'w', seq: 1 }]);
+    await until(() => firstRuns === 1, 5_000, '1 running');
+    await publishSteps(
+      bus,
+      'seq.slow',
+      [2, 3].map((seq) => ({ wf: 'w', seq })),
+    );
+    await until(() => seqr.held() === 2, 5_000, '2 and 3 held behind the running 1');
+    clock.advance(9_000);
+    await new Promise((r) => setTimeout(r, 30)); // several checks run
+    release();
+    await until(() => order.length === 3, 5_000, 'all three');
+    expect(order).toEqual([1, 2, 3]);
+    expect(seqr.gaps()).toEqual([]);
+    await bus.close();
+    seqr.close();
+  });
+
   it("with onGap 'dead-letter' dead-letters what waits behind a gap, and replayWorkflow brings it back in order", async () => {
     const clock = new ManualClock();
     const seqr = sequencing({
