@@ -5,6 +5,9 @@ export interface ChildLine {
   readonly id?: string;
   readonly attempt?: number;
   readonly ready?: boolean;
+  /** chaos-child: a random handler failure, and that it went idle. */
+  readonly failed?: boolean;
+  readonly idle?: boolean;
 }
 
 /** A consumer child process and the lines it printed. */
@@ -30,23 +33,25 @@ export function startConsumerChild(args: {
   prefetch: number;
   mode: 'hold' | 'ack';
 }): ConsumerChild {
-  const script = fileURLToPath(new URL(`./child-consumer${ext}`, here));
+  return startChild('child-consumer', [
+    args.module,
+    args.arg,
+    args.pattern,
+    args.group,
+    String(args.ackTimeoutMs),
+    String(args.prefetch),
+    args.mode,
+  ]);
+}
+
+/**
+ * Starts one of this package's child scripts (`name` without extension) in a new Node process;
+ * it prints one JSON line per event on stdout.
+ */
+export function startChild(name: string, argv: readonly string[]): ConsumerChild {
+  const script = fileURLToPath(new URL(`./${name}${ext}`, here));
   const nodeArgs = ext === '.ts' ? ['--conditions=source', '--import', 'tsx'] : [];
-  const child = spawn(
-    process.execPath,
-    [
-      ...nodeArgs,
-      script,
-      args.module,
-      args.arg,
-      args.pattern,
-      args.group,
-      String(args.ackTimeoutMs),
-      String(args.prefetch),
-      args.mode,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const child = spawn(process.execPath, [...nodeArgs, script, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: ChildLine[] = [];
   let partial = '';
   child.stdout?.setEncoding('utf8');

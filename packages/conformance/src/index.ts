@@ -1,3 +1,4 @@
+export * from './chaos.js';
 export * from './child-process.js';
 export * from './context.js';
 export * from './crash-soak.js';
