@@ -9,8 +9,12 @@ import type { DeadLetterOptions, NackOptions, RawDelivery } from './transport.js
 /** The signal of a delivery no middleware gave one: never aborted. */
 const NEVER = new AbortController().signal;
 
+/** How a handler (or middleware) settled a delivery through its `Delivery`. */
+export type Settlement = 'ack' | 'nack' | 'dead-letter';
+
 export class Delivery<T = unknown> {
   #signal: AbortSignal | undefined;
+  #settledAs: Settlement | undefined;
 
   constructor(
     readonly envelope: Envelope<T>,
@@ -64,14 +68,27 @@ export class Delivery<T = unknown> {
   digest(): string {
     return payloadDigest(this.raw.message.body);
   }
+  /**
+   * How it was settled through this object, if it was (the first settle wins); undefined when
+   * not, or when it was settled otherwise (its lease ran out).
+   */
+  get settledAs(): Settlement | undefined {
+    return this.#settledAs;
+  }
   ack(): Promise<void> {
+    this.#mark('ack');
     return this.raw.ack();
   }
   nack(options?: NackOptions): Promise<void> {
+    this.#mark('nack');
     return this.raw.nack(options);
   }
   deadLetter(reason: string, options?: DeadLetterOptions): Promise<void> {
+    this.#mark('dead-letter');
     return this.raw.deadLetter(reason, options);
+  }
+  #mark(how: Settlement): void {
+    if (this.#settledAs === undefined && !this.raw.settled) this.#settledAs = how;
   }
   /** Keeps the lease `ms` more from now. The bus already extends leases while a handler runs. */
   extend(ms: number): Promise<void> {

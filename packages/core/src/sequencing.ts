@@ -261,8 +261,9 @@ export function sequencing(options: SequencingOptions): Sequencing {
         }
       }
       await runGuarded(ctx, next, seq);
-      // Put back by the handler or an inner middleware (a busy dedup claim …): not processed yet.
-      if (ctx.delivery.settled) return;
+      // Put back or dead-lettered by the handler or an inner middleware (a busy dedup claim …):
+      // not processed (a dead-lettered one has blocked its workflow in runGuarded if asked to).
+      if (ctx.delivery.settled && ctx.delivery.settledAs !== 'ack') return;
       const n = await store.advance(group, wf, seq);
       release(l.buf.moveTo(n), { kind: 'duplicate' });
       l.since = clock.now();
@@ -284,24 +285,21 @@ export function sequencing(options: SequencingOptions): Sequencing {
       await next();
     } catch (err) {
       if (!isRetryable(err) || ctx.delivery.attempt >= ctx.subscription.maxAttempts) {
-        const wf = ctx.envelope.workflowid as string;
-        const block: WorkflowBlock = {
-          messageId: ctx.envelope.id,
-          sequence: seq,
-          reason: describeError(err),
-          atMs: clock.now(),
-        };
-        await store.block(ctx.group, wf, block);
-        const l = lanes.get(laneKey(ctx.group, wf));
-        if (l)
-          release(l.buf.drain(), {
-            kind: 'dead-letter',
-            reason: SequencingReason.blocked,
-            error: blockedError(wf, block),
-          });
+        await blockBy(ctx, seq, describeError(err));
       }
       throw err;
     }
+    if (ctx.delivery.settledAs === 'dead-letter') await blockBy(ctx, seq, 'dead-lettered by a handler or middleware');
+  };
+
+  /** Blocks the delivery's workflow (it is being dead-lettered) and dead-letters what waits behind it. */
+  const blockBy = async (ctx: ConsumeContext, seq: number | undefined, reason: string) => {
+    const wf = ctx.envelope.workflowid as string;
+    const block: WorkflowBlock = { messageId: ctx.envelope.id, sequence: seq, reason, atMs: clock.now() };
+    await store.block(ctx.group, wf, block);
+    const l = lanes.get(laneKey(ctx.group, wf));
+    if (l)
+      release(l.buf.drain(), { kind: 'dead-letter', reason: SequencingReason.blocked, error: blockedError(wf, block) });
   };
 
   const consume = async (ctx: ConsumeContext, next: Next): Promise<void> => {

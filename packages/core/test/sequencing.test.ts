@@ -305,6 +305,39 @@ describe('sequencing middleware', () => {
     seqr.close();
   });
 
+  it('counts a message the handler acked itself as done, and one it dead-lettered itself as blocking', async () => {
+    const store = memorySequenceStore();
+    const seqr = sequencing({ store, preserveOrderOnDeadLetter: true });
+    const transport = memoryTransport();
+    const bus = createBus({ transport });
+    bus.use(seqr);
+    const order: number[] = [];
+    await bus.subscribe<Step>(
+      'seq.self',
+      async (d) => {
+        if (d.data.seq === 3) {
+          await d.deadLetter('invalid-plan', { error: 'the plan names no tool' });
+          return;
+        }
+        order.push(d.data.seq);
+        await d.ack();
+      },
+      { group: 'g', prefetch: 8 },
+    );
+    await publishSteps(
+      bus,
+      'seq.self',
+      [2, 1, 3, 4].map((seq) => ({ wf: 'w', seq })),
+    );
+    await until(async () => (await transport.deadLetters.list({ group: 'g' })).length === 2, 5_000, 'two dead letters');
+    expect(order).toEqual([1, 2]);
+    const dead = await transport.deadLetters.list({ group: 'g' });
+    expect(dead.map((d) => d.reason)).toEqual(['invalid-plan', 'workflow-blocked']);
+    expect(await store.blocked('g', 'w')).toMatchObject({ sequence: 3 });
+    await bus.close();
+    seqr.close();
+  });
+
   it('hands held messages back when the bus closes, and the next consumer handles them in order', async () => {
     const store = memorySequenceStore();
     const transport = memoryTransport();
