@@ -1,5 +1,5 @@
 import { middlewareConformance, serverSkipReason } from '@agentbus/conformance';
-import { redisIdempotencyStore, redisTransport } from '@agentbus/redis';
+import { redisIdempotencyStore, redisSequenceStore, redisTransport } from '@agentbus/redis';
 import { afterAll } from 'vitest';
 import { deleteKeys, REDIS_URL, testPrefix } from './helpers.js';
 
@@ -17,6 +17,12 @@ middlewareConformance({
   // Dedup through the Redis store, shared by every process.
   store: () => {
     const s = redisIdempotencyStore({ url: REDIS_URL, keyPrefix: `${keyPrefix}:store` });
+    stores.push(s);
+    return s;
+  },
+  // Sequencing through the Redis store; its keys live under the file's prefix and go with it.
+  sequenceStore: () => {
+    const s = redisSequenceStore({ url: REDIS_URL, keyPrefix: `${keyPrefix}:seq` });
     stores.push(s);
     return s;
   },

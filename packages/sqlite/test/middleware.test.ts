@@ -3,11 +3,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { middlewareConformance } from '@agentbus/conformance';
 import { ConfigError, createBus, handlerTimeout, memoryTransport, type Transport } from '@agentbus/core';
-import { sqliteIdempotencyStore, sqliteTransport } from '@agentbus/sqlite';
+import {
+  type SqliteSequenceStore,
+  sqliteIdempotencyStore,
+  sqliteSequenceStore,
+  sqliteTransport,
+} from '@agentbus/sqlite';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const dir = mkdtempSync(join(tmpdir(), 'agentbus-middleware-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const sequenceStores: SqliteSequenceStore[] = [];
+afterAll(() => {
+  for (const s of sequenceStores.splice(0)) s.close();
+  rmSync(dir, { recursive: true, force: true });
+});
 
 const transports: [string, () => Transport][] = [
   ['memory', () => memoryTransport()],
@@ -19,6 +28,12 @@ middlewareConformance({
   name: 'SQLite',
   open: () => sqliteTransport({ path: join(dir, `t-${Math.random().toString(36).slice(2)}.db`) }),
   store: () => sqliteIdempotencyStore({ path: join(dir, 'idempotency.db') }),
+  // Sequencing through the durable store, a file of its own per test.
+  sequenceStore: () => {
+    const s = sqliteSequenceStore({ path: join(dir, `seq-${Math.random().toString(36).slice(2)}.db`) });
+    sequenceStores.push(s);
+    return s;
+  },
 });
 
 describe.each(transports)('handler timeout on %s', (_name, open) => {
