@@ -1,6 +1,15 @@
 import { type Bus, type DeadLetter, retryPolicy } from '@agentbus/core';
 import { until } from './wait.js';
 
+/** {@link until}, describing the state when the wait gives up (a template string would show it as it was at the start). */
+async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: () => string) {
+  try {
+    await until(condition, timeoutMs);
+  } catch (err) {
+    throw new Error(`timed out after ${timeoutMs} ms waiting for ${what()}`, { cause: err });
+  }
+}
+
 /** One run of the handler in {@link retryScenario}. */
 export interface RetryAttempt {
   readonly attempt: number;
@@ -32,14 +41,15 @@ export class RetryScenarioBadRequest extends Error {
 }
 
 const INITIAL_DELAY_MS = 10;
-const FACTOR = 3;
+const FACTOR = 4;
 
 /**
  * Retries on the real transport, with `retryPolicy` classing BadRequest as unrecoverable. A
  * message whose handler fails twice with a retryable error is handled on attempt 3, after an
- * exponential backoff (10 ms, then 30 ms, jitter off), and each retry sees the previous
- * attempt's error as `delivery.lastError`; a BadRequest is dead-lettered at once (attempt 1,
- * reason `unrecoverable`); a message that always fails is dead-lettered `max-attempts` after
+ * exponential backoff (10 ms, then 40 ms, jitter off; RabbitMQ rounds both up to the first step
+ * of its retry ladder, 100 ms by default), and each retry sees the previous attempt's error as
+ * `delivery.lastError`; a BadRequest is dead-lettered at once (attempt 1, reason
+ * `unrecoverable`); a message that always fails is dead-lettered `max-attempts` after
  * `maxAttempts` runs.
  */
 export async function retryScenario(bus: Bus, topic: string, group: string): Promise<RetryScenarioResult> {
@@ -76,7 +86,7 @@ export async function retryScenario(bus: Bus, topic: string, group: string): Pro
   );
   for (const kind of ['flaky', 'unrecoverable', 'failing']) await bus.publish(topic, { kind });
   const deadLetters = new Map<string, DeadLetter>();
-  await until(
+  await waitFor(
     async () => {
       deadLetters.clear();
       for (const dl of await bus.transport.deadLetters.list({ group })) {
@@ -85,7 +95,8 @@ export async function retryScenario(bus: Bus, topic: string, group: string): Pro
       return flakyDone && deadLetters.size >= 2;
     },
     20_000,
-    `the flaky message handled and two dead letters (flaky runs ${flaky.length}, dead letters ${[...deadLetters.keys()].join(', ') || 'none'})`,
+    () =>
+      `the flaky message handled and two dead letters (flaky runs ${flaky.length}, dead letters ${[...deadLetters.keys()].join(', ') || 'none'})`,
   );
   await sub.close();
   return {
