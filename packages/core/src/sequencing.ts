@@ -315,7 +315,10 @@ export function sequencing(options: SequencingOptions): Sequencing {
     }
     const seq = envelope.sequence;
     if (seq === undefined || !Number.isInteger(seq) || seq < 1) return runGuarded(ctx, next, undefined);
-    const l = await lane(group, wf);
+    let l = await lane(group, wf);
+    // Forgotten while this delivery waited for it (its last message finished meanwhile), a lane
+    // is stale: a later delivery makes a new one, and whatever waited in the old one would wait forever.
+    while (lanes.get(laneKey(group, wf)) !== l) l = await lane(group, wf);
     const sub = ctx.subscription;
     let verdict: Verdict;
     for (;;) {
