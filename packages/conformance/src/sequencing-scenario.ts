@@ -36,9 +36,8 @@ export interface SequencingScenarioOptions {
 
 export interface OrderedDeadLetterOptions extends SequencingScenarioOptions {
   /**
-   * Handlers at once (default 1). With more, the replay currently fails: a replayed w3 that is
-   * handed to the middleware while the replayed w2 (the blocking message) still runs finds the
-   * workflow still blocked and is dead-lettered `workflow-blocked` again, and nothing replays it.
+   * Handlers at once (default 4): the replayed later messages reach the middleware while the
+   * replayed blocking one still runs, and must wait for it rather than be dead-lettered again.
    */
   readonly concurrency?: number;
 }
@@ -192,7 +191,7 @@ export async function orderedDeadLetterScenario(o: OrderedDeadLetterOptions): Pr
     },
     {
       group,
-      concurrency: o.concurrency ?? 1,
+      concurrency: o.concurrency ?? 4,
       prefetch: 32,
       maxAttempts: 5,
       backoff: { initialDelayMs: 5, maxDelayMs: 20 },

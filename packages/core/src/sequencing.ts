@@ -5,6 +5,7 @@ import type { Logger } from './logger.js';
 import type { ConsumeContext, Middleware, Next, PublishContext, SubscriptionInfo } from './middleware.js';
 import { ReorderBuffer } from './reorder-buffer.js';
 import type { SequenceStore, WorkflowBlock } from './sequence-store.js';
+import { REPLAY_COUNT_HEADER } from './transport.js';
 import { positiveInteger, positiveNumber } from './validate.js';
 
 /** Dead-letter reasons written by the sequencing middleware. */
@@ -249,7 +250,7 @@ export function sequencing(options: SequencingOptions): Sequencing {
 
   /** Runs the handler chain for the message whose turn it is; the lane is marked running. */
   const run = async (ctx: ConsumeContext, l: Lane, seq: number, next: Next) => {
-    const { group, envelope } = ctx;
+    const { group } = ctx;
     const wf = l.workflowId;
     try {
       if (!l.fresh) {
@@ -267,10 +268,6 @@ export function sequencing(options: SequencingOptions): Sequencing {
       const n = await store.advance(group, wf, seq);
       release(l.buf.moveTo(n), { kind: 'duplicate' });
       l.since = clock.now();
-      if (o.preserveOrderOnDeadLetter) {
-        const b = await store.blocked(group, wf);
-        if (b?.messageId === envelope.id) await store.unblock(group, wf);
-      }
     } finally {
       l.running = false;
       l.fresh = false;
@@ -306,15 +303,34 @@ export function sequencing(options: SequencingOptions): Sequencing {
     const { envelope, group, delivery } = ctx;
     const wf = envelope.workflowid;
     if (wf === undefined) return next();
+    const seq = envelope.sequence;
+    const sequenced = seq !== undefined && Number.isInteger(seq) && seq >= 1;
     if (o.preserveOrderOnDeadLetter) {
       const b = await store.blocked(group, wf);
-      if (b && b.messageId !== envelope.id) {
+      // A replayed message behind a sequenced block waits for its turn instead (the blocking one is
+      // likely being replayed with it; if it is not, the gap timeout dead-letters it again).
+      const waits =
+        b?.sequence !== undefined &&
+        sequenced &&
+        seq > b.sequence &&
+        delivery.transportHeaders[REPLAY_COUNT_HEADER] !== undefined;
+      if (b && b.messageId !== envelope.id && !waits) {
         await delivery.deadLetter(SequencingReason.blocked, { error: blockedError(wf, b) });
         return;
       }
+      // The blocking message is back (replayed). Sequenced, the block lifts now: its sequence keeps
+      // the messages replayed after it waiting for it, and a new failure blocks again. Unsequenced,
+      // only its success lifts the block (nothing else would keep the others behind it).
+      if (b && sequenced && b.sequence === seq) await store.unblock(group, wf);
     }
-    const seq = envelope.sequence;
-    if (seq === undefined || !Number.isInteger(seq) || seq < 1) return runGuarded(ctx, next, undefined);
+    if (!sequenced) {
+      await runGuarded(ctx, next, undefined);
+      if (o.preserveOrderOnDeadLetter && (!ctx.delivery.settled || ctx.delivery.settledAs === 'ack')) {
+        const b = await store.blocked(group, wf);
+        if (b?.messageId === envelope.id) await store.unblock(group, wf);
+      }
+      return;
+    }
     let l = await lane(group, wf);
     // Forgotten while this delivery waited for it (its last message finished meanwhile), a lane
     // is stale: a later delivery makes a new one, and whatever waited in the old one would wait forever.
