@@ -85,6 +85,13 @@ export interface TransportSubscribeOptions {
    * than this, so that the bus sees that attempt. Absent: unlimited.
    */
   readonly maxAttempts?: number;
+  /**
+   * The group lives only as long as this subscription (a requester's private reply inbox, an
+   * agent directory's listener): not durable, and removed with whatever it still holds when the
+   * subscription closes or its process dies (after at most a minute). One subscriber per
+   * ephemeral group. Default false.
+   */
+  readonly ephemeral?: boolean;
 }
 
 /** An async iterable of deliveries with idempotent close. */
@@ -173,6 +180,14 @@ export interface HealthReport {
   readonly error?: string;
 }
 
+/** What {@link Transport.groupStats} reports of a consumer group. */
+export interface GroupStats {
+  /** Messages waiting to be delivered to the group (ready or delayed), not counting in-flight ones. */
+  readonly backlog: number;
+  /** Messages delivered to the group and not yet settled. */
+  readonly inFlight: number;
+}
+
 export interface Transport {
   readonly name: string;
   readonly capabilities: TransportCapabilities;
@@ -184,6 +199,13 @@ export interface Transport {
   subscribe(pattern: string, options: TransportSubscribeOptions): Promise<Subscription<RawDelivery>>;
   readonly deadLetters: DeadLetterStore;
   health(deep?: boolean): Promise<HealthReport>;
+  /**
+   * How many groups a message published on `topic` now would reach. Lets request-reply fail
+   * fast with NoRespondersError. Optional: absent where the backend cannot tell cheaply.
+   */
+  routeCount?(topic: string): Promise<number>;
+  /** Backlog and in-flight count of a group, for work-queue stats and autoscaling. Optional. */
+  groupStats?(group: string): Promise<GroupStats>;
   /** Idempotent. Open subscriptions are closed; later calls reject with ClosedError. */
   close(): Promise<void>;
 }
