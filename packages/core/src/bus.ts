@@ -20,6 +20,7 @@ import {
   type PublishContext,
   type SubscriptionInfo,
 } from './middleware.js';
+import { type ReplyOptions, type RequestOptions, RequestReply } from './request-reply.js';
 import type { RawDelivery, Subscription, Transport, TransportMessage } from './transport.js';
 
 export interface BusOptions {
@@ -60,6 +61,11 @@ export interface SubscribeOptions {
   /** Lease length; the bus renews it every third of it while the handler runs. */
   readonly ackTimeoutMs?: number;
   readonly backoff?: Partial<BackoffOptions>;
+  /**
+   * A group that lives only as long as this subscription (a private inbox): not durable, removed
+   * with what it holds when the subscription closes. Default false.
+   */
+  readonly ephemeral?: boolean;
 }
 
 export const SUBSCRIBE_DEFAULTS = Object.freeze({
@@ -136,6 +142,7 @@ export class Bus {
   #publishChain!: (ctx: PublishContext) => Promise<void>;
   #consumeHooks: ConsumeHook[] = [];
   #closing: Promise<void> | undefined;
+  #requestReply: RequestReply | undefined;
 
   constructor(options: BusOptions) {
     if (!options || typeof options.transport?.publish !== 'function') {
@@ -296,6 +303,7 @@ export class Bus {
       prefetch,
       ackTimeoutMs: settings.ackTimeoutMs,
       maxAttempts: settings.maxAttempts,
+      ...(options.ephemeral ? { ephemeral: true } : {}),
     });
     if (this.#closing) {
       // The bus closed while the transport was subscribing: give the subscription back.
@@ -313,9 +321,40 @@ export class Bus {
     return sub;
   }
 
+  get #rr(): RequestReply {
+    this.#requestReply ??= new RequestReply(this);
+    return this.#requestReply;
+  }
+
+  /**
+   * Sends `data` to `topic` and resolves with the reply (see {@link RequestReply}): TimeoutError
+   * after `timeoutMs`, NoRespondersError at once where the transport can tell nobody subscribes,
+   * a replier's error rebuilt as the same class, the signal's reason when aborted.
+   */
+  request<R = unknown, T = unknown>(topic: string, data: T, options?: RequestOptions): Promise<R> {
+    this.#assertOpen();
+    return this.#rr.request<R, T>(topic, data, options);
+  }
+
+  /** Answers requests on `pattern` with the handler's result (or error). */
+  reply<T = unknown, R = unknown>(
+    pattern: string,
+    handler: (d: Delivery<T>) => R | Promise<R>,
+    options?: ReplyOptions,
+  ): Promise<BusSubscription> {
+    this.#assertOpen();
+    return this.#rr.reply<T, R>(pattern, handler, options);
+  }
+
+  /** Replies that arrived after their request had timed out or been cancelled (dropped). */
+  get lateReplies(): number {
+    return this.#requestReply?.lateReplies ?? 0;
+  }
+
   /** Stops every subscription, waits for running handlers to settle, then closes the transport (if owned). Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      await this.#requestReply?.close();
       await Promise.all([...this.#subscriptions].map((s) => s.close()));
       if (this.#ownsTransport) await this.transport.close();
     })();

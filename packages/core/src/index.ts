@@ -17,6 +17,7 @@ export * from './polling-subscription.js';
 export * from './push-subscription.js';
 export * from './rate-limit.js';
 export * from './reorder-buffer.js';
+export * from './request-reply.js';
 export * from './retry-policy.js';
 export * from './sequence-store.js';
 export * from './sequencing.js';
