@@ -19,6 +19,17 @@ export interface ConformanceOptions {
    */
   readonly childModule?: string;
   readonly childArg?: string;
+  /**
+   * The optional Transport methods the transport has; the suite checks that this matches and
+   * skips the tests of a method declared absent. Default: neither.
+   */
+  readonly methods?: { readonly routeCount: boolean; readonly groupStats: boolean };
+  /**
+   * With `childModule`: how long an ephemeral group may outlive its consumer process once that is
+   * SIGKILLed, with the settings of `createTransport` and of `open` (the suite waits at most this
+   * long for it to be removed). Omit to skip that test.
+   */
+  readonly ephemeralCrashBoundMs?: number;
   /** Lease length the suite uses for redelivery tests (default 400 ms). */
   readonly ackTimeoutMs?: number;
   /** If set, the whole suite is skipped with this reason (e.g. server unreachable outside CI). */

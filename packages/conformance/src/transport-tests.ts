@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { ClosedError, LAST_ERROR_MAX_BYTES, type RawDelivery, REPLAY_COUNT_HEADER } from '@agentbus/core';
 import { expect } from 'vitest';
 import type { ConformanceOptions, TestContext } from './context.js';
+import { groupTests } from './group-tests.js';
 import { firstOf, Reader, until } from './wait.js';
 
 type Test = (name: string, fn: (c: TestContext) => Promise<void>, timeoutMs?: number) => void;
@@ -377,6 +378,8 @@ export function transportTests(options: ConformanceOptions, test: Test): void {
     expect(h.transport).toBe(t.name);
     expect(typeof h.latencyMs).toBe('number');
   });
+
+  groupTests(options, test);
 
   test('close is idempotent and later calls reject with ClosedError', async (c) => {
     const t = await c.open();

@@ -1,5 +1,5 @@
 import { type Clock, type IdGenerator, systemClock, uuidv7Ids } from './clock.js';
-import { assertPattern, MAX_PRIORITY, topicMatches } from './envelope.js';
+import { assertPattern, assertTopic, MAX_PRIORITY, topicMatches } from './envelope.js';
 import { ClosedError, ConfigError } from './errors.js';
 import { Fifo, MinHeap } from './fifo.js';
 import { type LeaseOps, ManagedDelivery } from './managed-delivery.js';
@@ -9,6 +9,7 @@ import {
   type DeadLetterFilter,
   type DeadLetterOptions,
   type DeadLetterStore,
+  type GroupStats,
   type HealthReport,
   type InboundMessage,
   type NackOptions,
@@ -66,7 +67,11 @@ class GroupQueue {
   readonly leases = new MinHeap<LeaseItem>((l) => l.untilMs);
   inflight = 0;
   readonly subscriptions = new Set<PollingSubscription>();
-  constructor(readonly name: string) {}
+  constructor(
+    readonly name: string,
+    /** Lives as long as its one subscription (see TransportSubscribeOptions.ephemeral). */
+    readonly ephemeral: boolean,
+  ) {}
 
   enqueue(entry: Entry, front = false): void {
     const q = this.ready[entry.message.priority] as Fifo<Entry>;
@@ -146,7 +151,8 @@ class EntryLease implements LeaseOps {
 
 /**
  * The in-process transport: the full delivery contract (groups, leases, priority, delays, TTL,
- * dead letters) without persistence. For tests, demos and single-process agents.
+ * dead letters, ephemeral groups, routeCount, groupStats) without persistence. For tests, demos
+ * and single-process agents.
  */
 export class MemoryTransport implements Transport {
   readonly name = 'memory';
@@ -199,12 +205,26 @@ export class MemoryTransport implements Transport {
     for (const g of touched) g.wake();
   }
 
+  /**
+   * Declares the group for `pattern` and starts consuming. An ephemeral group (`ephemeral: true`)
+   * has one subscription and is removed, with what it holds and its dead letters, when that
+   * subscription closes; a group is either durable or ephemeral (ConfigError otherwise).
+   */
   async subscribe(pattern: string, options: TransportSubscribeOptions): Promise<Subscription<ManagedDelivery>> {
     this.#assertOpen();
     assertPattern(pattern);
+    const ephemeral = options.ephemeral === true;
     let group = this.#groups.get(options.group);
+    if (group && group.ephemeral !== ephemeral) {
+      throw new ConfigError(`group ${options.group} is ${group.ephemeral ? 'ephemeral' : 'durable'}`, {
+        path: 'subscribe.ephemeral',
+      });
+    }
+    if (group?.ephemeral) {
+      throw new ConfigError(`ephemeral group ${options.group} already has a subscriber`, { path: 'subscribe.group' });
+    }
     if (!group) {
-      group = new GroupQueue(options.group);
+      group = new GroupQueue(options.group, ephemeral);
       this.#groups.set(options.group, group);
     }
     if (!group.patterns.has(pattern)) {
@@ -216,12 +236,31 @@ export class MemoryTransport implements Transport {
       {
         claim: (max) => this.#claim(g, max, options.ackTimeoutMs),
         release: (d, handedOut) => this.#release(g, d, handedOut),
-        onClose: () => g.subscriptions.delete(sub),
+        onClose: () => {
+          g.subscriptions.delete(sub);
+          if (g.ephemeral) this.#removeGroup(g);
+        },
       },
       { prefetch: options.prefetch, pollIntervalMs: this.#pollIntervalMs, leaseMs: options.ackTimeoutMs },
     );
     group.subscriptions.add(sub);
     return sub;
+  }
+
+  /** The groups a message published on `topic` now would reach. */
+  async routeCount(topic: string): Promise<number> {
+    this.#assertOpen();
+    assertTopic(topic);
+    return this.#route(topic).length;
+  }
+
+  /** Ready and delayed entries (backlog) and unsettled leases (inFlight) of `group`; zeros for an unknown group. */
+  async groupStats(group: string): Promise<GroupStats> {
+    this.#assertOpen();
+    const g = this.#groups.get(group);
+    if (!g) return { backlog: 0, inFlight: 0 };
+    this.#expireLeases(g, this.#clock.now());
+    return { backlog: g.backlog, inFlight: g.inflight };
   }
 
   async health(): Promise<HealthReport> {
@@ -262,9 +301,16 @@ export class MemoryTransport implements Transport {
     return groups;
   }
 
-  #claim(g: GroupQueue, max: number, ackTimeoutMs: number): ManagedDelivery[] {
-    const now = this.#clock.now();
-    while ((g.delayed.peek()?.readyAtMs ?? Number.POSITIVE_INFINITY) <= now) g.enqueue(g.delayed.pop() as Entry);
+  /** An ephemeral group goes with its subscription: its entries, its routes and its dead letters. */
+  #removeGroup(g: GroupQueue): void {
+    if (this.#groups.get(g.name) !== g) return;
+    this.#groups.delete(g.name);
+    this.#routes.clear();
+    for (const [id, d] of this.#dead) if (d.group === g.name) this.#dead.delete(id);
+  }
+
+  /** Leases that ran out go back to the front of the ready queues. */
+  #expireLeases(g: GroupQueue, now: number): void {
     for (let l = g.leases.peek(); l && l.untilMs <= now; l = g.leases.peek()) {
       g.leases.pop();
       const e = l.entry;
@@ -277,6 +323,12 @@ export class MemoryTransport implements Transport {
       e.token = 0;
       g.enqueue(e, true);
     }
+  }
+
+  #claim(g: GroupQueue, max: number, ackTimeoutMs: number): ManagedDelivery[] {
+    const now = this.#clock.now();
+    while ((g.delayed.peek()?.readyAtMs ?? Number.POSITIVE_INFINITY) <= now) g.enqueue(g.delayed.pop() as Entry);
+    this.#expireLeases(g, now);
     const out: ManagedDelivery[] = [];
     for (let p = MAX_PRIORITY; p >= 0 && out.length < max; p--) {
       const q = g.ready[p] as Fifo<Entry>;
@@ -319,6 +371,8 @@ export class MemoryTransport implements Transport {
   }
 
   #bury(g: GroupQueue, e: Entry, reason: string, error: string | undefined): void {
+    // An ephemeral group that is gone keeps no dead letters.
+    if (this.#groups.get(g.name) !== g) return;
     const id = this.#ids();
     this.#dead.set(id, {
       id,

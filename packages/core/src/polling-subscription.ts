@@ -12,8 +12,11 @@ export interface ClaimSource {
    * delivery that was claimed but never seen by the consumer (its attempt must not count).
    */
   release(delivery: ManagedDelivery, handedOut: boolean): void | Promise<void>;
-  /** Called once when the subscription closes. */
-  onClose?(): void;
+  /**
+   * Called once when the subscription closes, after its deliveries were released (an ephemeral
+   * group is removed here); close() resolves when it has.
+   */
+  onClose?(): void | Promise<void>;
 }
 
 export interface PollingSubscriptionOptions {
@@ -222,7 +225,7 @@ export class PollingSubscription implements Subscription<ManagedDelivery> {
       }
       await this.#releaseAll(pending.map((d) => [d, !buffered.has(d)]));
     } finally {
-      this.#source.onClose?.();
+      await this.#source.onClose?.();
     }
   }
 

@@ -5,4 +5,5 @@ transportConformance({
   name: 'memory',
   open: () => memoryTransport(),
   capabilities: memoryTransport().capabilities,
+  methods: { routeCount: true, groupStats: true },
 });
