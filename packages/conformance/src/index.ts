@@ -6,6 +6,7 @@ export * from './dedup-scenario.js';
 export * from './middleware-scenarios.js';
 export * from './middleware-suite.js';
 export * from './rate-limit-scenario.js';
+export * from './request-reply-scenario.js';
 export * from './retry-scenario.js';
 export * from './sequence-store-tests.js';
 export * from './sequencing-scenario.js';

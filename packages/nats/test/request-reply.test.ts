@@ -1,0 +1,16 @@
+import { requestReplyConformance, serverSkipReason } from '@agentbus/conformance';
+import { natsTransport } from '@agentbus/nats';
+import { afterAll } from 'vitest';
+import { deleteNamespace, NATS_URL, testNamespace } from './helpers.js';
+
+const skipReason = await serverSkipReason('NATS', NATS_URL, 4222);
+const namespace = testNamespace('rr');
+afterAll(async () => {
+  if (!skipReason) await deleteNamespace(namespace);
+});
+
+requestReplyConformance({
+  name: 'NATS JetStream',
+  open: () => natsTransport({ url: NATS_URL, namespace }),
+  skipReason,
+});
