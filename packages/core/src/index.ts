@@ -25,4 +25,5 @@ export * from './token-bucket.js';
 export * from './transport.js';
 export * from './uuidv7.js';
 export * from './validate.js';
+export * from './worker-pool.js';
 export * from './workflow-replay.js';
