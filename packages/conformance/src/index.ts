@@ -13,3 +13,4 @@ export * from './sequencing-scenario.js';
 export * from './server.js';
 export * from './suite.js';
 export * from './wait.js';
+export * from './work-queue-scenario.js';
