@@ -29,8 +29,18 @@ export interface SqliteTransportOptions {
   readonly busyTimeoutMs?: number;
   readonly synchronous?: SqliteSynchronous;
   readonly retention?: SqliteRetentionOptions;
-  /** How often the retention sweep runs; `0` disables the timer (call `sweep()` yourself). */
+  /**
+   * How often the retention sweep runs, which also removes ephemeral groups whose process died;
+   * `0` disables the timer (call `sweep()` yourself).
+   */
   readonly sweepIntervalMs?: number;
+  /**
+   * An ephemeral subscription renews its group every third of this (30 s by default); a group
+   * not renewed for this long (its process died or stalled) is removed by the next sweep of any
+   * process that has the file open. So a crashed process's ephemeral group is gone after at most
+   * `ephemeralTtlMs` + `sweepIntervalMs`, provided some process keeps sweeping.
+   */
+  readonly ephemeralTtlMs?: number;
   /**
    * SQLite page size in bytes for a new database file (a power of two, 512–65536); an existing
    * file keeps the size it was created with. 16 KiB by default: a queue writes whole messages
@@ -47,6 +57,7 @@ export const SQLITE_TRANSPORT_DEFAULTS = Object.freeze({
   synchronous: 'normal' as SqliteSynchronous,
   retention: Object.freeze({ maxAgeMs: 0, maxMessages: Number.POSITIVE_INFINITY }),
   sweepIntervalMs: 1000,
+  ephemeralTtlMs: 30_000,
   pageSize: 16_384,
 });
 
@@ -60,6 +71,7 @@ export interface ResolvedSqliteOptions {
   readonly synchronous: SqliteSynchronous;
   readonly retention: Required<SqliteRetentionOptions>;
   readonly sweepIntervalMs: number;
+  readonly ephemeralTtlMs: number;
   readonly pageSize: number;
 }
 
@@ -72,6 +84,7 @@ const TOP_LEVEL = new Set([
   'synchronous',
   'retention',
   'sweepIntervalMs',
+  'ephemeralTtlMs',
   'pageSize',
 ]);
 const RETENTION = new Set(['maxAgeMs', 'maxMessages']);
@@ -140,6 +153,7 @@ export function resolveSqliteOptions(options: SqliteTransportOptions): ResolvedS
       maxMessages: nonNegativeInt(retention.maxMessages ?? d.retention.maxMessages, 'retention.maxMessages', true),
     },
     sweepIntervalMs: nonNegativeInt(options.sweepIntervalMs ?? d.sweepIntervalMs, 'sweepIntervalMs'),
+    ephemeralTtlMs: positiveNumber(options.ephemeralTtlMs ?? d.ephemeralTtlMs, 'ephemeralTtlMs'),
     pageSize,
   };
 }

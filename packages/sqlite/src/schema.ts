@@ -14,6 +14,7 @@ export const SCHEMA_VERSION = 1;
  */
 const ADDED_COLUMNS: readonly { readonly table: string; readonly column: string; readonly type: string }[] = [
   { table: 'deliveries', column: 'last_error', type: 'TEXT' },
+  { table: 'groups', column: 'ephemeral_until', type: 'INTEGER' },
 ];
 
 /**
@@ -33,6 +34,9 @@ const ADDED_COLUMNS: readonly { readonly table: string; readonly column: string;
  *   `last_error` is the error of the nack that made the row ready again (cut to 1 KiB), shown
  *   as the next delivery's `lastError`; a claim clears it, so a lease that runs out leaves none.
  * - `dead_letters` keeps its own copy of the message, so retention never touches it.
+ * - `groups` holds each group's patterns. `ephemeral_until` is NULL for a durable group; for an
+ *   ephemeral one, the time its subscription last promised to renew it by (see SqliteGroups). An
+ *   older version ignores the column and treats such a group as durable.
  */
 const DDL = `
 CREATE TABLE IF NOT EXISTS messages (
@@ -49,6 +53,7 @@ CREATE TABLE IF NOT EXISTS groups (
   group_name TEXT NOT NULL,
   pattern TEXT NOT NULL,
   declared_at INTEGER NOT NULL,
+  ephemeral_until INTEGER,
   PRIMARY KEY (group_name, pattern)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deliveries (

@@ -2,8 +2,10 @@ import { statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import {
   assertPattern,
+  assertTopic,
   ClosedError,
   ConfigError,
+  type GroupStats,
   type HealthReport,
   type ManagedDelivery,
   PollingSubscription,
@@ -19,6 +21,7 @@ import { RetentionSweeper } from './retention-sweeper.js';
 import { openDatabase } from './schema.js';
 import { type ClaimContext, SqliteClaimSource } from './sqlite-claim-source.js';
 import { SqliteDeadLetterStore } from './sqlite-dead-letter-store.js';
+import { SqliteGroups } from './sqlite-groups.js';
 import { SqliteStore, toMessageRow } from './sqlite-store.js';
 import { WriteQueue } from './write-queue.js';
 
@@ -38,6 +41,7 @@ const CAPABILITIES: TransportCapabilities = Object.freeze({
 /** The open database and what hangs off it; created on first use. */
 interface Connection {
   readonly store: SqliteStore;
+  readonly groups: SqliteGroups;
   readonly queue: WriteQueue;
   readonly sweeper: RetentionSweeper;
   readonly timer: NodeJS.Timeout | undefined;
@@ -110,6 +114,12 @@ export class SqliteTransport implements Transport {
   /**
    * Declares `group` durably for `pattern` (it receives messages published from now on, also
    * while no consumer runs) and starts consuming its delivery rows.
+   *
+   * With `ephemeral`, the group is this subscription's alone: it renews the group every third of
+   * `ephemeralTtlMs`, and on close deletes the group with its delivery rows and dead letters.
+   * Should the process die, the group expires after `ephemeralTtlMs` (no routes from then on) and
+   * the next sweep of any process with the file open deletes it. A group is either durable or
+   * ephemeral, and an ephemeral one has one subscriber: otherwise ConfigError.
    */
   async subscribe(pattern: string, options: TransportSubscribeOptions): Promise<Subscription<ManagedDelivery>> {
     const connection = this.#connect();
@@ -119,14 +129,40 @@ export class SqliteTransport implements Transport {
     }
     positiveInt(options.prefetch, 'subscribe.prefetch');
     positiveInt(options.ackTimeoutMs, 'subscribe.ackTimeoutMs');
+    const { group } = options;
+    const ephemeral = options.ephemeral === true;
+    const ttlMs = this.#options.ephemeralTtlMs;
     try {
-      connection.store.declareGroup(options.group, pattern, this.#options.clock.now());
+      const now = this.#options.clock.now();
+      connection.groups.declare(group, pattern, now, ephemeral ? now + ttlMs : undefined);
     } catch (err) {
       throw toBusError(err, 'subscribe');
     }
-    const source = new SqliteClaimSource(this.#claimContext(connection), options.group, options.ackTimeoutMs, () =>
-      this.#subscriptions.delete(sub),
-    );
+    let renewer: NodeJS.Timeout | undefined;
+    if (ephemeral) {
+      renewer = setInterval(
+        () => {
+          connection.queue
+            .enqueue((now) => {
+              connection.groups.renew(group, pattern, now, now + ttlMs);
+              return false;
+            })
+            .catch(() => {}); // the next renewal tries again; the group lasts ephemeralTtlMs
+        },
+        Math.max(1, Math.floor(ttlMs / 3)),
+      );
+      renewer.unref();
+    }
+    const source = new SqliteClaimSource(this.#claimContext(connection), group, options.ackTimeoutMs, () => {
+      this.#subscriptions.delete(sub);
+      if (!renewer) return;
+      clearInterval(renewer);
+      try {
+        connection.groups.remove(group);
+      } catch {
+        // Left to the sweep, which removes it once ephemeralTtlMs has passed.
+      }
+    });
     const sub: PollingSubscription = new PollingSubscription(source, {
       prefetch: options.prefetch,
       pollIntervalMs: this.#options.pollIntervalMs,
@@ -134,6 +170,30 @@ export class SqliteTransport implements Transport {
     });
     this.#subscriptions.add(sub);
     return sub;
+  }
+
+  /** The live groups whose patterns match `topic` (an ephemeral group past its deadline does not count). */
+  async routeCount(topic: string): Promise<number> {
+    const { groups } = this.#connect();
+    assertTopic(topic);
+    try {
+      return groups.routeCount(topic, this.#options.clock.now());
+    } catch (err) {
+      throw toBusError(err, 'routeCount');
+    }
+  }
+
+  /**
+   * Counts of the group's delivery rows: backlog = ready, delayed by a nack, or leased with the
+   * lease run out; inFlight = leased to a consumer (of any process). Zeros for an unknown group.
+   */
+  async groupStats(group: string): Promise<GroupStats> {
+    const { groups } = this.#connect();
+    try {
+      return groups.stats(group, this.#options.clock.now());
+    } catch (err) {
+      throw toBusError(err, 'groupStats');
+    }
   }
 
   /**
@@ -176,12 +236,13 @@ export class SqliteTransport implements Transport {
   }
 
   /**
-   * Deletes settled messages that retention no longer keeps (also run every `sweepIntervalMs`).
-   * Resolves with the number of messages deleted.
+   * Removes expired ephemeral groups and deletes settled messages that retention no longer keeps
+   * (also run every `sweepIntervalMs`). Resolves with the number of messages deleted.
    */
   async sweep(): Promise<number> {
-    const { sweeper } = this.#connect();
+    const { sweeper, groups } = this.#connect();
     try {
+      groups.sweep(this.#options.clock.now());
       return sweeper.sweep(this.#options.clock.now());
     } catch (err) {
       throw toBusError(err, 'sweep');
@@ -220,13 +281,14 @@ export class SqliteTransport implements Transport {
     }
     const queue = new WriteQueue(store, this.#options.clock, () => this.#wakeAll());
     const sweeper = new RetentionSweeper(store, this.#options.retention);
+    const groups = new SqliteGroups(store);
     let timer: NodeJS.Timeout | undefined;
     if (this.#options.sweepIntervalMs > 0) {
-      timer = setInterval(() => this.#sweepInBackground(sweeper), this.#options.sweepIntervalMs);
+      timer = setInterval(() => this.#sweepInBackground(sweeper, groups), this.#options.sweepIntervalMs);
       // Retention must never keep a process alive.
       timer.unref();
     }
-    this.#connection = { store, queue, sweeper, timer };
+    this.#connection = { store, groups, queue, sweeper, timer };
     return this.#connection;
   }
 
@@ -235,9 +297,16 @@ export class SqliteTransport implements Transport {
    * BACKGROUND_STEPS per interval: with a large backlog a whole pass would scan every live message
    * each interval. The sweeper keeps its place, so the next interval goes on from there.
    */
-  #sweepInBackground(sweeper: RetentionSweeper): void {
+  #sweepInBackground(sweeper: RetentionSweeper, groups: SqliteGroups): void {
     if (this.#sweeping) return;
     this.#sweeping = true;
+    try {
+      groups.sweep(this.#options.clock.now());
+    } catch (err) {
+      this.#lastSweepError = err; // usually SQLITE_BUSY: the next interval tries again
+      this.#sweeping = false;
+      return;
+    }
     let steps = 0;
     const step = () => {
       try {

@@ -23,6 +23,9 @@ transportConformance({
     wildcards: true,
     deadLetterReplay: true,
   },
+  methods: { routeCount: true, groupStats: true },
   childModule: fileURLToPath(new URL('./fixtures/child-transport.ts', import.meta.url)),
   childArg: path,
+  // The child's ephemeralTtlMs (1 s) + this process's sweepIntervalMs (1 s), with room to spare.
+  ephemeralCrashBoundMs: 10_000,
 });
