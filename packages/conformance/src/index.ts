@@ -3,6 +3,7 @@ export * from './child-process.js';
 export * from './context.js';
 export * from './crash-soak.js';
 export * from './dedup-scenario.js';
+export * from './event-store-tests.js';
 export * from './middleware-scenarios.js';
 export * from './middleware-suite.js';
 export * from './rate-limit-scenario.js';

@@ -115,6 +115,33 @@ export class CircuitOpenError extends BusError {
   override readonly code = 'CIRCUIT_OPEN';
   override readonly retryable = true;
 }
+/** What a {@link ConcurrencyError} carries in `data` (and so across the wire). */
+export interface ConcurrencyErrorData {
+  readonly streamId: string;
+  /** The expectation the append was made with: a version, `'no-stream'` or `'any'`. */
+  readonly expectedVersion: number | string;
+  /** The stream's version when the append was refused (0: no events). */
+  readonly actualVersion: number;
+}
+
+/**
+ * An event-store append found the stream at another version than it expected (optimistic
+ * concurrency): nothing was appended. Not retryable as it is — read the stream again, decide
+ * again, append with the new version. Details in `data` ({@link ConcurrencyErrorData}).
+ */
+export class ConcurrencyError extends BusError {
+  override readonly code = 'CONCURRENCY';
+  declare readonly data: ConcurrencyErrorData | undefined;
+  get streamId(): string | undefined {
+    return this.data?.streamId;
+  }
+  get expectedVersion(): number | string | undefined {
+    return this.data?.expectedVersion;
+  }
+  get actualVersion(): number | undefined {
+    return this.data?.actualVersion;
+  }
+}
 /** A handler failed in a way that may succeed on a later attempt. */
 export class HandlerError extends BusError {
   override readonly code = 'HANDLER';
@@ -141,6 +168,7 @@ const byCode = new Map<string, BusErrorClass>(
       ForbiddenError,
       RateLimitedError,
       CircuitOpenError,
+      ConcurrencyError,
       SerializationError,
       PayloadTooLargeError,
       HandlerError,

@@ -7,6 +7,7 @@ export * from './dedup.js';
 export * from './delivery.js';
 export * from './envelope.js';
 export * from './errors.js';
+export * from './event-sourcing.js';
 export * from './fifo.js';
 export * from './handler-timeout.js';
 export * from './logger.js';

@@ -8,6 +8,7 @@ export {
 } from './options.js';
 export { SCHEMA_VERSION } from './schema.js';
 export { SqliteDeadLetterStore } from './sqlite-dead-letter-store.js';
+export { type SqliteEventStore, type SqliteEventStoreOptions, sqliteEventStore } from './sqlite-event-store.js';
 export {
   type SqliteIdempotencyStore,
   type SqliteIdempotencyStoreOptions,
