@@ -6,6 +6,7 @@ export {
   resolveRedisOptions,
 } from './options.js';
 export { RedisDeadLetterStore } from './redis-dead-letter-store.js';
+export { type RedisEventStore, type RedisEventStoreOptions, redisEventStore } from './redis-event-store.js';
 export {
   type RedisIdempotencyStore,
   type RedisIdempotencyStoreOptions,
