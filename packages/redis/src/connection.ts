@@ -1,6 +1,7 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { DECLARE, DROP_STREAM, FORGET, RENEW } from './group-scripts.js';
 import type { ResolvedRedisOptions } from './options.js';
-import { ACK, BURY, CLAIM, DECLARE, EXTEND, PUBLISH, REPLAY, REQUEUE, TRIM } from './scripts.js';
+import { ACK, BURY, CLAIM, EXTEND, PUBLISH, REPLAY, REQUEUE, TRIM } from './scripts.js';
 
 /** A script reply in Buffer mode: nested arrays of Buffers and integers. */
 export type Reply = Buffer | number | null | Reply[];
@@ -14,7 +15,10 @@ export interface ScriptCommands {
   agentbusRequeue(numKeys: number, ...args: (string | number)[]): Promise<number>;
   agentbusBury(numKeys: number, ...args: (string | number)[]): Promise<string | null>;
   agentbusReplay(numKeys: number, ...args: (string | number)[]): Promise<number>;
-  agentbusDeclare(numKeys: number, ...args: (string | number)[]): Promise<string>;
+  agentbusDeclare(numKeys: number, ...args: (string | number)[]): Promise<[string, string]>;
+  agentbusRenew(numKeys: number, ...args: (string | number)[]): Promise<[number, string]>;
+  agentbusForget(numKeys: number, ...args: (string | number)[]): Promise<string | null>;
+  agentbusDropStream(numKeys: number, ...args: (string | number)[]): Promise<number>;
   agentbusTrim(numKeys: number, ...args: (string | number)[]): Promise<[number, string]>;
 }
 
@@ -29,6 +33,9 @@ const SCRIPTS = {
   agentbusBury: BURY,
   agentbusReplay: REPLAY,
   agentbusDeclare: DECLARE,
+  agentbusRenew: RENEW,
+  agentbusForget: FORGET,
+  agentbusDropStream: DROP_STREAM,
   agentbusTrim: TRIM,
 };
 

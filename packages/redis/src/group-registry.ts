@@ -3,6 +3,13 @@ import { topicMatches } from '@agentbus/core';
 /** A group's registry entry: when each of its patterns was first declared (server ms). */
 export interface GroupEntry {
   readonly patterns: Readonly<Record<string, number>>;
+  /** An ephemeral group: held until this time (server ms), renewed by its subscription. */
+  readonly ephemeral?: number;
+}
+
+/** Whether the group counts now: durable, or ephemeral and still held at `nowMs`. */
+export function isLive(entry: GroupEntry, nowMs: number): boolean {
+  return entry.ephemeral === undefined || entry.ephemeral > nowMs;
 }
 
 /** When `group` started receiving `topic`: the earliest declaration of its patterns that match, if any. */

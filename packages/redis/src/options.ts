@@ -32,8 +32,18 @@ export interface RedisTransportOptions {
   readonly blockMs?: number;
   /** How often a pattern subscription looks for new topics (announced ones are seen at once). */
   readonly discoveryIntervalMs?: number;
-  /** How often the retention pass runs (one process at a time); `0` disables it. */
+  /**
+   * How often the retention pass runs (one process at a time); it also removes the ephemeral
+   * groups whose process died. `0` disables it (call `trim()` yourself).
+   */
   readonly trimIntervalMs?: number;
+  /**
+   * An ephemeral subscription renews its group every third of this (server time; 30 s by
+   * default). A group not renewed for this long no longer counts for routeCount, and the next
+   * retention pass of any process of the same prefix removes it: a crashed process's ephemeral
+   * group is gone after at most `ephemeralTtlMs` + `trimIntervalMs`, while some process runs.
+   */
+  readonly ephemeralTtlMs?: number;
   readonly retention?: RedisRetentionOptions;
   /** Reconnect backoff: first delay and cap (ms); the delay doubles with jitter. */
   readonly reconnect?: { readonly initialMs?: number; readonly maxMs?: number };
@@ -47,6 +57,7 @@ export const REDIS_TRANSPORT_DEFAULTS = Object.freeze({
   blockMs: 5_000,
   discoveryIntervalMs: 2_000,
   trimIntervalMs: 5_000,
+  ephemeralTtlMs: 30_000,
   retention: Object.freeze({ maxAgeMs: 0 }),
   reconnect: Object.freeze({ initialMs: 50, maxMs: 5_000 }),
 });
@@ -61,6 +72,7 @@ export interface ResolvedRedisOptions {
   readonly blockMs: number;
   readonly discoveryIntervalMs: number;
   readonly trimIntervalMs: number;
+  readonly ephemeralTtlMs: number;
   readonly retention: Required<RedisRetentionOptions>;
   readonly reconnect: { readonly initialMs: number; readonly maxMs: number };
 }
@@ -75,6 +87,7 @@ const KNOWN = new Set([
   'blockMs',
   'discoveryIntervalMs',
   'trimIntervalMs',
+  'ephemeralTtlMs',
   'retention',
   'reconnect',
 ]);
@@ -107,6 +120,7 @@ export function resolveRedisOptions(options: RedisTransportOptions = {}): Resolv
     blockMs: positiveNumber(options.blockMs ?? d.blockMs, 'blockMs'),
     discoveryIntervalMs: positiveNumber(options.discoveryIntervalMs ?? d.discoveryIntervalMs, 'discoveryIntervalMs'),
     trimIntervalMs: nonNegativeNumber(options.trimIntervalMs ?? d.trimIntervalMs, 'trimIntervalMs'),
+    ephemeralTtlMs: positiveNumber(options.ephemeralTtlMs ?? d.ephemeralTtlMs, 'ephemeralTtlMs'),
     retention: { maxAgeMs },
     reconnect,
   };

@@ -116,6 +116,15 @@ export class RedisClaimSource implements ClaimSource {
     if (!this.ctx.clustered) this.#bellLoop = this.#ring();
   }
 
+  /**
+   * The group was declared afresh (an ephemeral group removed after it missed its renewals): it
+   * starts over from the new declaration on every topic.
+   */
+  redeclared(entry: GroupEntry): void {
+    this.#registry = entry;
+    this.#setTopics([...this.#topics]);
+  }
+
   /** A topic was published to for the first time (announced by a publisher). */
   topicAnnounced(topic: string): void {
     if (this.wildcard && !this.#since.has(topic) && topicMatches(this.pattern, topic)) {

@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import {
   assertSubscribeOptions,
+  assertTopic,
   assertTransportBatch,
   type Clock,
   ClosedError,
+  type GroupStats,
   type HealthReport,
   type ManagedDelivery,
   PollingSubscription,
@@ -15,12 +17,14 @@ import {
 } from '@agentbus/core';
 import type { Cluster, Redis } from 'ioredis';
 import { type Client, consumerClient, createClient, duplicateClient, isCluster, withScripts } from './connection.js';
-import { parseGroupEntry } from './group-registry.js';
+import type { GroupEntry } from './group-registry.js';
 import { RedisKeys } from './keys.js';
 import { type RedisTransportOptions, type ResolvedRedisOptions, resolveRedisOptions } from './options.js';
+import { packBatch } from './pack-batch.js';
 import { RedisClaimSource, type SourceContext } from './redis-claim-source.js';
 import { RedisDeadLetterStore } from './redis-dead-letter-store.js';
 import { toBusError } from './redis-errors.js';
+import { RedisGroups } from './redis-groups.js';
 import { RetentionPass } from './retention.js';
 import { SettleBatcher } from './settle-batcher.js';
 
@@ -33,54 +37,6 @@ const CAPABILITIES: TransportCapabilities = Object.freeze({
   wildcards: true,
   deadLetterReplay: true,
 });
-
-/**
- * Packs a batch for the publish script: its distinct stream keys, and per message the index of
- * its key, id, headers, expiry and body, length-prefixed, in one buffer (one argument instead of
- * four per message).
- */
-function packBatch(msgs: readonly TransportMessage[], names: RedisKeys): { keys: string[]; packed: Buffer } {
-  const n = msgs.length;
-  const keys: string[] = [];
-  const index = new Map<string, number>();
-  const keyOf: number[] = new Array(n);
-  const headers: string[] = new Array(n);
-  const expiries: string[] = new Array(n);
-  let total = 0;
-  for (let i = 0; i < n; i++) {
-    const m = msgs[i] as TransportMessage;
-    const key = names.stream(m.topic, m.priority);
-    let k = index.get(key);
-    if (k === undefined) {
-      k = keys.push(key);
-      index.set(key, k);
-    }
-    keyOf[i] = k;
-    const h = JSON.stringify(m.headers);
-    const x = m.expiresAtMs === undefined ? '' : String(m.expiresAtMs);
-    headers[i] = h;
-    expiries[i] = x;
-    total += 14 + Buffer.byteLength(m.id, 'utf8') + Buffer.byteLength(h, 'utf8') + x.length + m.body.byteLength;
-  }
-  // One allocation for the batch; every message is written into it in place.
-  const packed = Buffer.allocUnsafe(total);
-  let o = 0;
-  for (let i = 0; i < n; i++) {
-    const m = msgs[i] as TransportMessage;
-    o = packed.writeUInt16BE(keyOf[i] as number, o);
-    const idLength = packed.write(m.id, o + 2, 'utf8');
-    o = packed.writeUInt16BE(idLength, o) + idLength;
-    const headersLength = packed.write(headers[i] as string, o + 4, 'utf8');
-    o = packed.writeUInt32BE(headersLength, o) + headersLength;
-    const x = expiries[i] as string;
-    o = packed.writeUInt16BE(x.length, o);
-    o += packed.write(x, o, 'latin1');
-    o = packed.writeUInt32BE(m.body.byteLength, o);
-    packed.set(m.body, o);
-    o += m.body.byteLength;
-  }
-  return { keys, packed };
-}
 
 /**
  * Redis Streams: one stream per topic and priority, one consumer group per subscriber group,
@@ -97,7 +53,10 @@ export class RedisTransport implements Transport {
   readonly #owned: boolean;
   readonly #batcher: SettleBatcher;
   readonly #sources = new Set<RedisClaimSource>();
+  /** The sources of ephemeral subscriptions (renewed, and removed with their group on close). */
+  readonly #ephemeral = new Set<RedisClaimSource>();
   readonly #subscriptions = new Set<PollingSubscription>();
+  readonly #groups: RedisGroups;
   readonly #retention: RetentionPass;
   #client: Client | undefined;
   #consumer: Client | undefined;
@@ -112,7 +71,14 @@ export class RedisTransport implements Transport {
     this.#owned = this.#options.client === undefined;
     this.#batcher = new SettleBatcher(() => this.#consumerReady());
     this.deadLetters = new RedisDeadLetterStore(() => this.#connect(), this.keys);
-    this.#retention = new RetentionPass(() => this.#connect(), this.keys, this.#options.retention.maxAgeMs);
+    // Also while closing: subscriptions closing then remove their ephemeral groups.
+    this.#groups = new RedisGroups(() => (this.#client ? Promise.resolve(this.#client) : this.#connect()), this.keys);
+    this.#retention = new RetentionPass(
+      () => this.#connect(),
+      this.keys,
+      this.#options.retention.maxAgeMs,
+      this.#groups,
+    );
   }
 
   get closed(): boolean {
@@ -160,27 +126,48 @@ export class RedisTransport implements Transport {
     for (const t of topics) for (const s of this.#sources) s.topicAnnounced(t);
   }
 
+  /**
+   * Declares the group in the registry and starts consuming. With `ephemeral`, the group is this
+   * subscription's alone: it renews the group every third of `ephemeralTtlMs`, and on close
+   * removes it with all it holds (see RedisGroups); should the process die, the next retention
+   * pass after `ephemeralTtlMs` does. A group is either durable or ephemeral, and an ephemeral one
+   * has one subscriber: otherwise ConfigError.
+   */
   async subscribe(pattern: string, options: TransportSubscribeOptions): Promise<Subscription<ManagedDelivery>> {
     this.#assertOpen();
     assertSubscribeOptions(pattern, options);
-    const c = await this.#connect();
-    let entryJson: string;
+    await this.#connect();
+    const { group } = options;
+    const ephemeral = options.ephemeral === true;
+    const ttlMs = this.#options.ephemeralTtlMs;
+    let entry: GroupEntry;
     try {
-      entryJson = await c.agentbusDeclare(1, this.keys.groups, options.group, pattern);
+      entry = await this.#groups.declare(group, pattern, ephemeral ? ttlMs : 0);
     } catch (err) {
       throw toBusError(err, 'subscribe');
     }
+    if (this.closed && ephemeral) await this.#groups.remove(group).catch(() => {});
     this.#assertOpen();
-    const entry = parseGroupEntry(entryJson) ?? { patterns: {} };
-    const source = new RedisClaimSource(this.#sourceContext(), pattern, options.group, options.ackTimeoutMs, entry);
+    const source = new RedisClaimSource(this.#sourceContext(), pattern, group, options.ackTimeoutMs, entry);
+    let renewer: NodeJS.Timeout | undefined;
+    if (ephemeral) {
+      this.#ephemeral.add(source);
+      renewer = setInterval(() => this.#renew(source), Math.max(1, Math.floor(ttlMs / 3)));
+      renewer.unref();
+    }
     const sub: PollingSubscription = new PollingSubscription(
       {
         claim: (max) => source.claim(max),
         release: (d, handedOut) => source.release(d, handedOut),
-        onClose: () => {
+        onClose: async () => {
           source.onClose();
           this.#sources.delete(source);
           this.#subscriptions.delete(sub);
+          if (!renewer) return;
+          clearInterval(renewer);
+          this.#ephemeral.delete(source);
+          // Not removed (Redis unreachable): the retention pass does once ephemeralTtlMs passed.
+          await this.#groups.remove(group).catch(() => {});
         },
       },
       { prefetch: options.prefetch, pollIntervalMs: this.#options.pollIntervalMs, leaseMs: options.ackTimeoutMs },
@@ -190,6 +177,41 @@ export class RedisTransport implements Transport {
     if (source.wildcard) await this.#listenForTopics();
     source.start(sub);
     return sub;
+  }
+
+  /** Renews an ephemeral subscription's group; one removed meanwhile (a stall) starts over from now. */
+  #renew(source: RedisClaimSource): void {
+    this.#groups.renew(source.group, source.pattern, this.#options.ephemeralTtlMs).then(
+      (fresh) => {
+        if (fresh && this.#ephemeral.has(source)) source.redeclared(fresh);
+      },
+      () => {}, // the next renewal tries again
+    );
+  }
+
+  /** The groups a message published on `topic` now would reach (an ephemeral group past its deadline does not count). */
+  async routeCount(topic: string): Promise<number> {
+    this.#assertOpen();
+    assertTopic(topic);
+    try {
+      return await this.#groups.routeCount(topic);
+    } catch (err) {
+      throw toBusError(err, 'routeCount');
+    }
+  }
+
+  /**
+   * Backlog (undelivered entries on the topics the group's patterns match, its retries and its
+   * delayed set) and inFlight (its pending entries); see RedisGroups.stats for the cost. Zeros
+   * for an unknown group.
+   */
+  async groupStats(group: string): Promise<GroupStats> {
+    this.#assertOpen();
+    try {
+      return await this.#groups.stats(group);
+    } catch (err) {
+      throw toBusError(err, 'groupStats');
+    }
   }
 
   /** Runs one retention pass now (normally a timer does, one process at a time); resolves with entries trimmed. */
@@ -295,7 +317,10 @@ export class RedisTransport implements Transport {
         connected = true;
         return;
       }
-      for (const s of this.#sources) c.agentbusDeclare(1, this.keys.groups, s.group, s.pattern).catch(() => {});
+      for (const s of this.#sources) {
+        if (this.#ephemeral.has(s)) this.#renew(s);
+        else c.agentbusDeclare(1, this.keys.groups, s.group, s.pattern, 0).catch(() => {});
+      }
     });
     if (this.#owned) {
       c.on('error', () => {}); // reconnects by itself; failed commands reject with ConnectionError

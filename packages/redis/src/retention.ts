@@ -3,6 +3,7 @@ import type { Client } from './connection.js';
 import { isCluster } from './connection.js';
 import { CLUSTER_CLOCK_MARGIN_MS, declaredFor, type GroupEntry, parseGroupEntry, startId } from './group-registry.js';
 import type { RedisKeys } from './keys.js';
+import type { RedisGroups } from './redis-groups.js';
 
 /** Consumers that hold nothing and were idle this long are forgotten by the retention pass. */
 const CONSUMER_IDLE_FORGET_MS = 10 * 60_000;
@@ -44,7 +45,9 @@ function groupsFor(topic: string, groups: ReadonlyMap<string, GroupEntry>): [str
  * registered groups that match but have not read them yet (at the time they were declared), so
  * they count; then it trims below the oldest entry any group still needs. The bound never passes
  * the time the registry was read, so a group declared meanwhile loses nothing. One process runs
- * it at a time (a lock key).
+ * it at a time (a lock key). First it removes the ephemeral groups whose deadline passed (their
+ * process died); last it clears again the ephemeral groups removed while it ran, which it may
+ * have attached to a stream once more.
  */
 export class RetentionPass {
   readonly #token = randomBytes(8).toString('hex');
@@ -53,6 +56,7 @@ export class RetentionPass {
     private readonly client: () => Promise<Client>,
     private readonly keys: RedisKeys,
     private readonly maxAgeMs: number,
+    private readonly registry: RedisGroups,
   ) {}
 
   /** Runs a pass unless another process holds the lock for `lockMs`; resolves with entries trimmed. */
@@ -68,8 +72,10 @@ export class RetentionPass {
     const [sec, micro] = await c.time();
     const snapshotMs = Number(sec) * 1000 + Math.floor(Number(micro) / 1000);
     const [rawGroups, topics] = await Promise.all([c.hgetall(this.keys.groups), c.smembers(this.keys.topics)]);
+    const expired = await this.registry.sweep(rawGroups, snapshotMs);
     const groups = new Map<string, GroupEntry>();
     for (const [name, json] of Object.entries(rawGroups)) {
+      if (expired.has(name)) continue;
       // A damaged entry is skipped: that group does not hold retention back.
       const entry = parseGroupEntry(json);
       if (entry) groups.set(name, entry);
@@ -88,6 +94,13 @@ export class RetentionPass {
       }
     }
     const trimmed = await Promise.all(calls);
+    const ephemeral = [...groups].filter(([, e]) => e.ephemeral !== undefined);
+    if (ephemeral.length > 0) {
+      const still = new Set(await c.hkeys(this.keys.groups));
+      await Promise.all(
+        ephemeral.filter(([name]) => !still.has(name)).map(([name, e]) => this.registry.clear(name, e)),
+      );
+    }
     return trimmed.reduce((a, b) => a + b, 0);
   }
 }

@@ -362,22 +362,6 @@ return 1
 `;
 
 /**
- * Declares `pattern` for `group` in the registry, remembering when (server time) it was first
- * declared: the group receives what is published to matching topics from then on.
- * KEYS[1] groups hash. ARGV: group, pattern. Returns the group's registry entry (JSON).
- */
-export const DECLARE = `${HELPERS}
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-local g = cur and cjson.decode(cur) or { patterns = {} }
-if g.patterns[ARGV[2]] == nil then
-  g.patterns[ARGV[2]] = now_ms()
-  cur = cjson.encode(g)
-  redis.call('HSET', KEYS[1], ARGV[1], cur)
-end
-return cur
-`;
-
-/**
  * Retention for one stream: attaches the registered groups that match but have not read it yet,
  * then trims the entries below the oldest one some group still needs (its oldest pending entry,
  * or the first it has not been delivered), and never at or above ARGV[1] ms. Also forgets

@@ -13,7 +13,8 @@ afterAll(async () => {
 transportConformance({
   name: 'redis',
   // Every open() is a new client of the same server and key prefix, as a second process would have.
-  open: () => redisTransport({ url: REDIS_URL, keyPrefix, pollIntervalMs: 50 }),
+  // A retention pass every 500 ms removes the ephemeral group of a killed child soon.
+  open: () => redisTransport({ url: REDIS_URL, keyPrefix, pollIntervalMs: 50, trimIntervalMs: 500 }),
   capabilities: {
     persistent: true,
     crossProcess: true,
@@ -23,7 +24,10 @@ transportConformance({
     wildcards: true,
     deadLetterReplay: true,
   },
+  methods: { routeCount: true, groupStats: true },
   childModule: fileURLToPath(new URL('./fixtures/child-transport.ts', import.meta.url)),
   childArg: JSON.stringify({ url: REDIS_URL, keyPrefix }),
+  // The child's ephemeralTtlMs (1 s) + a retention pass (every 500 ms), with room to spare.
+  ephemeralCrashBoundMs: 15_000,
   skipReason,
 });
