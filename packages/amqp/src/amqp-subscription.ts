@@ -68,6 +68,13 @@ export class AmqpSubscription extends PushSubscription {
     this.#leaseTimer.unref();
   }
 
+  /** Deliveries the broker gave this consumer that are not settled yet (buffered or handed out). */
+  get unsettled(): number {
+    let n = this.#handedOut.size;
+    for (const d of this.#buffer) if (!d.settled) n++;
+    return n;
+  }
+
   /** Whether a consumer is running on a live channel. */
   get consuming(): boolean {
     return this.#channel?.alive === true;

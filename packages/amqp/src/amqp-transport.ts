@@ -4,6 +4,7 @@ import {
   ClosedError,
   ConfigError,
   ConnectionError,
+  type GroupStats,
   type HealthReport,
   type ManagedDelivery,
   RateLimitedError,
@@ -17,6 +18,7 @@ import {
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type Options } from 'amqplib';
 import { AmqpDeadLetterStore } from './amqp-dead-letter-store.js';
 import { toBusError } from './amqp-errors.js';
+import { AmqpGroups } from './amqp-groups.js';
 import { AmqpSubscription } from './amqp-subscription.js';
 import { publishOptions } from './headers.js';
 import { AmqpNames, bindingKey } from './names.js';
@@ -81,7 +83,10 @@ export class AmqpTransport implements Transport {
   readonly names: AmqpNames;
   readonly deadLetters: AmqpDeadLetterStore;
   readonly #options: ResolvedAmqpOptions;
-  readonly #subs = new Map<AmqpSubscription, { readonly patterns: Set<string> }>();
+  readonly #subs = new Map<AmqpSubscription, { readonly patterns: Set<string>; readonly ephemeral: boolean }>();
+  readonly #groups: AmqpGroups;
+  /** The ephemeral groups of this connection's subscriptions, with the retry queues declared for each. */
+  readonly #ephemeral = new Map<string, Set<string>>();
   #model: RecoveringModel | undefined;
   #conn: ChannelModel | undefined;
   #connecting: Promise<ChannelModel> | undefined;
@@ -104,6 +109,11 @@ export class AmqpTransport implements Transport {
       ttl: true,
       wildcards: true,
       deadLetterReplay: true,
+    });
+    this.#groups = new AmqpGroups({
+      names: this.names,
+      options: this.#options,
+      createChannel: () => this.#createChannel(),
     });
     this.deadLetters = new AmqpDeadLetterStore({
       names: this.names,
@@ -345,18 +355,25 @@ export class AmqpTransport implements Transport {
     const name = this.names.retry(group, step);
     let declared = this.#retryQueues.get(name);
     if (!declared) {
+      const ephemeral = this.#ephemeral.get(group);
+      ephemeral?.add(name);
       declared = (async () => {
         const ch = await this.#createChannel();
         try {
-          await ch.assertQueue(name, {
-            durable: true,
-            arguments: {
-              ...this.#queueArgs(),
-              'x-message-ttl': step,
-              'x-dead-letter-exchange': '',
-              'x-dead-letter-routing-key': this.names.queue(group),
-            },
-          });
+          await ch.assertQueue(
+            name,
+            ephemeral
+              ? this.#groups.retryQueueOptions(group, step)
+              : {
+                  durable: true,
+                  arguments: {
+                    ...this.#queueArgs(),
+                    'x-message-ttl': step,
+                    'x-dead-letter-exchange': '',
+                    'x-dead-letter-routing-key': this.names.queue(group),
+                  },
+                },
+          );
         } catch (err) {
           throw toBusError(err, 'declare retry queue');
         } finally {
@@ -370,11 +387,32 @@ export class AmqpTransport implements Transport {
     return declared;
   }
 
+  /**
+   * Declares the group's queue (durably, see #declare) and consumes it. With `ephemeral`, the
+   * group's queues are exclusive to this connection (see AmqpGroups): deleted when the
+   * subscription closes, and by the broker when the connection goes. A group is either durable or
+   * ephemeral, and an ephemeral one has one subscriber: otherwise ConfigError.
+   */
   async subscribe(pattern: string, options: TransportSubscribeOptions): Promise<Subscription<ManagedDelivery>> {
     if (this.#closing) throw new ClosedError('transport is closed');
     // basic.qos takes a 16-bit count.
     assertSubscribeOptions(pattern, options, 65_535);
-    await this.#declare(options.group, pattern);
+    const { group } = options;
+    const ephemeral = options.ephemeral === true;
+    if (this.#ephemeral.has(group)) {
+      throw new ConfigError(`ephemeral group ${group} already has a subscriber`, { path: 'subscribe.group' });
+    }
+    if (ephemeral) {
+      this.#ephemeral.set(group, new Set());
+      try {
+        await this.#groups.declareEphemeral(group, pattern);
+      } catch (err) {
+        this.#ephemeral.delete(group);
+        throw err;
+      }
+    } else {
+      await this.#declare(group, pattern);
+    }
     const sub = new AmqpSubscription(
       {
         names: this.names,
@@ -390,11 +428,21 @@ export class AmqpTransport implements Transport {
       options.prefetch,
       options.ackTimeoutMs,
     );
-    this.#subs.set(sub, { patterns: new Set([pattern]) });
+    this.#subs.set(sub, { patterns: new Set([pattern]), ephemeral });
     const close = sub.close.bind(sub);
+    let closing: Promise<void> | undefined;
     sub.close = () => {
-      this.#subs.delete(sub);
-      return close();
+      closing ??= (async () => {
+        this.#subs.delete(sub);
+        await close();
+        if (!ephemeral) return;
+        const retryQueues = this.#ephemeral.get(group) ?? [];
+        this.#ephemeral.delete(group);
+        // Not deleted (connection down, transport closing): the broker deletes exclusive queues
+        // with their connection.
+        await this.#groups.removeEphemeral(group, retryQueues).catch(() => {});
+      })();
+      return closing;
     };
     try {
       await sub.start();
@@ -418,16 +466,36 @@ export class AmqpTransport implements Transport {
   async #restartAll(): Promise<void> {
     if (this.#closing || !this.#conn) return; // the next connect schedules it again
     let failed = false;
-    for (const [sub, { patterns }] of this.#subs) {
+    for (const [sub, { patterns, ephemeral }] of this.#subs) {
       if (sub.closed || sub.consuming) continue;
       try {
-        for (const p of patterns) await this.#declare(sub.group, p);
+        // An ephemeral group's queues went with the old connection: declared again, empty.
+        for (const p of patterns) {
+          if (ephemeral) await this.#groups.declareEphemeral(sub.group, p);
+          else await this.#declare(sub.group, p);
+        }
         await sub.start();
       } catch {
         failed = true;
       }
     }
     if (failed) this.#scheduleRestart(this.#options.reconnect.maxMs);
+  }
+
+  /**
+   * backlog = ready messages in the group's queue and its retry queues (the broker's count, as
+   * `queue.declare` passive reports it); inFlight = deliveries this transport's own consumers of
+   * the group hold unsettled (buffered or handed out). AMQP cannot tell how many other
+   * connections' consumers hold: their unacked messages count in neither. Zeros for an unknown
+   * group; a BusError for another connection's ephemeral group. (There is no routeCount: AMQP
+   * has no binding query, and RabbitMQ's HTTP API is not assumed.)
+   */
+  async groupStats(group: string): Promise<GroupStats> {
+    if (this.#closing) throw new ClosedError('transport is closed');
+    const backlog = await this.#groups.readyCount(group);
+    let inFlight = 0;
+    for (const sub of this.#subs.keys()) if (sub.group === group) inFlight += sub.unsettled;
+    return { backlog, inFlight };
   }
 
   async health(deep = false): Promise<HealthReport> {

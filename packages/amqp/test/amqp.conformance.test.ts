@@ -27,8 +27,13 @@ for (const queueType of ['quorum', 'classic'] as const) {
       wildcards: true,
       deadLetterReplay: true,
     },
+    // No routeCount: AMQP cannot query bindings.
+    methods: { routeCount: false, groupStats: true },
     childModule,
     childArg: JSON.stringify({ url: AMQP_URL, namespace, queueType }),
+    // Exclusive queues go when the killed child's socket closes (at the latest after two missed
+    // heartbeats, 10 s).
+    ephemeralCrashBoundMs: 15_000,
     skipReason,
   });
 }
