@@ -14,6 +14,8 @@ import {
 import { afterEach, describe, expect, it } from 'vitest';
 import { until } from './wait.js';
 
+export { type EventRelayScenarioOptions, eventRelayScenario } from './event-relay-scenario.js';
+
 /** An event store under test, with the checkpoints its projections use. */
 export type EventStoreUnderTest = EventStore & { readonly checkpoints: CheckpointStore };
 

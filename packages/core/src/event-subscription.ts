@@ -1,5 +1,18 @@
 import { ClosedError, isRetryable } from './errors.js';
-import type { EventHandler, EventSubscription, SubscriptionHost } from './event-store.js';
+import type { EventHandler, EventStoreEngine, EventSubscription } from './event-store.js';
+import type { Logger } from './logger.js';
+
+/** The parts of a store its subscriptions use. */
+export interface SubscriptionHost {
+  readonly engine: EventStoreEngine;
+  readonly batchSize: number;
+  readonly pollIntervalMs: number;
+  readonly logger: Logger;
+  /** Counts appends made through this store: a subscription that saw it change does not wait. */
+  appendCount(): number;
+  /** Resolves at the next append through this store, or when `signal` aborts. */
+  nextAppend(signal: AbortSignal): Promise<void>;
+}
 
 /** Longest wait between read attempts after the backend failed. */
 const MAX_RETRY_DELAY_MS = 5_000;

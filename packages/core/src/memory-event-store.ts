@@ -1,12 +1,6 @@
 import { type CheckpointStore, memoryCheckpointStore } from './checkpoint-store.js';
-import {
-  createEventStore,
-  type EventStore,
-  type EventStoreEngine,
-  type EventStoreOptions,
-  type PendingEvent,
-  type StoredEvent,
-} from './event-store.js';
+import { createEventStore, type EventStoreOptions } from './create-event-store.js';
+import type { EventStore, EventStoreEngine, PendingEvent, StoredEvent } from './event-store.js';
 
 /** An in-process event store with its checkpoints. */
 export interface MemoryEventStore extends EventStore {
