@@ -1,3 +1,5 @@
+import { Agent, type AgentCardInput, AgentDirectory, type AgentOptions } from './agent.js';
+import { closeAgents } from './agent-runtime.js';
 import { BACKOFF_DEFAULTS, type BackoffOptions, backoffDelayMs, validateBackoff } from './backoff.js';
 import { type Clock, type IdGenerator, systemClock, uuidv7Ids } from './clock.js';
 import { type Codec, jsonCodec } from './codec.js';
@@ -351,9 +353,24 @@ export class Bus {
     return this.#requestReply?.lateReplies ?? 0;
   }
 
+  /**
+   * An agent on this bus with an inbox, workspace broadcast and presence (see {@link Agent});
+   * `card` may be just the agent's id. Nothing happens on the bus until it is used or started.
+   */
+  agent(card: AgentCardInput | string, options?: AgentOptions): Agent {
+    this.#assertOpen();
+    return new Agent(this, card, options);
+  }
+
+  /** Who is alive in the workspace (see {@link AgentDirectory}); made on first use, closed with the bus. */
+  get agents(): AgentDirectory {
+    return AgentDirectory.of(this);
+  }
+
   /** Stops every subscription, waits for running handlers to settle, then closes the transport (if owned). Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      await closeAgents(this); // called before #closing is set: running agents can still announce they go offline
       await this.#requestReply?.close();
       await Promise.all([...this.#subscriptions].map((s) => s.close()));
       if (this.#ownsTransport) await this.transport.close();

@@ -1,3 +1,4 @@
+export * from './agent.js';
 export * from './backoff.js';
 export * from './bus.js';
 export * from './circuit-breaker.js';
