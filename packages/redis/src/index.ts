@@ -19,6 +19,11 @@ export {
   redisRateLimiter,
 } from './redis-rate-limiter.js';
 export {
+  type RedisSagaRepository,
+  type RedisSagaRepositoryOptions,
+  redisSagaRepository,
+} from './redis-saga-repository.js';
+export {
   type RedisSequenceStore,
   type RedisSequenceStoreOptions,
   redisSequenceStore,

@@ -15,6 +15,11 @@ export {
   sqliteIdempotencyStore,
 } from './sqlite-idempotency-store.js';
 export {
+  type SqliteSagaRepository,
+  type SqliteSagaRepositoryOptions,
+  sqliteSagaRepository,
+} from './sqlite-saga-repository.js';
+export {
   type SqliteSequenceStore,
   type SqliteSequenceStoreOptions,
   sqliteSequenceStore,
