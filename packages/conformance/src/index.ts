@@ -1,3 +1,4 @@
+export * from './agent-scenario.js';
 export * from './chaos.js';
 export * from './child-process.js';
 export * from './context.js';

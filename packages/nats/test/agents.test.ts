@@ -1,0 +1,12 @@
+import { agentConformance, serverSkipReason } from '@agentbus/conformance';
+import { natsTransport } from '@agentbus/nats';
+import { afterAll } from 'vitest';
+import { deleteNamespace, NATS_URL, testNamespace } from './helpers.js';
+
+const skipReason = await serverSkipReason('NATS', NATS_URL, 4222);
+const namespace = testNamespace('agents');
+afterAll(async () => {
+  if (!skipReason) await deleteNamespace(namespace);
+});
+
+agentConformance({ name: 'NATS JetStream', open: () => natsTransport({ url: NATS_URL, namespace }), skipReason });

@@ -1,0 +1,16 @@
+import { agentConformance, serverSkipReason } from '@agentbus/conformance';
+import { redisTransport } from '@agentbus/redis';
+import { afterAll } from 'vitest';
+import { deleteKeys, REDIS_URL, testPrefix } from './helpers.js';
+
+const skipReason = await serverSkipReason('Redis', REDIS_URL, 6379);
+const keyPrefix = testPrefix('agents');
+afterAll(async () => {
+  if (!skipReason) await deleteKeys(keyPrefix);
+});
+
+agentConformance({
+  name: 'Redis',
+  open: () => redisTransport({ url: REDIS_URL, keyPrefix, pollIntervalMs: 50 }),
+  skipReason,
+});
