@@ -10,6 +10,7 @@ export * from './middleware-suite.js';
 export * from './rate-limit-scenario.js';
 export * from './request-reply-scenario.js';
 export * from './retry-scenario.js';
+export * from './saga-crash.js';
 export * from './saga-fixtures.js';
 export * from './saga-repository-tests.js';
 export * from './saga-tests.js';
