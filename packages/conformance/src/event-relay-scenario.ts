@@ -71,7 +71,7 @@ export function eventRelayScenario(o: EventRelayScenarioOptions): void {
           if (e.version <= current.version) return; // a duplicate: already applied
           model.set(e.streamId, { ...apply(current, e), version: e.version });
         },
-        { group: 'balances', backoff: { initialMs: 10, maxMs: 100 } },
+        { group: 'balances', backoff: { initialDelayMs: 10, maxDelayMs: 100 } },
       );
 
       /** A command: decide on the current state, append at the version it was decided on. */

@@ -1,4 +1,5 @@
 import {
+  type AppendResult,
   type CheckpointStore,
   ClosedError,
   ConcurrencyError,
@@ -148,7 +149,7 @@ export function eventStoreContract(o: EventStoreContractOptions): void {
         );
         const won = results.filter((r) => r.status === 'fulfilled');
         expect(won).toHaveLength(1);
-        winners.push((won[0] as PromiseFulfilledResult<{ events: StoredEvent[] }>).value.events[0]?.id as string);
+        winners.push((won[0] as PromiseFulfilledResult<AppendResult>).value.events[0]?.id as string);
         for (const r of results) {
           if (r.status === 'rejected') {
             expect(r.reason).toBeInstanceOf(ConcurrencyError);

@@ -112,7 +112,7 @@ export interface EventStore extends AsyncDisposable {
    * A handler that throws stops the subscription (see `done`).
    */
   subscribeAll<T = unknown>(handler: EventHandler<T>, options?: SubscribeAllOptions): EventSubscription;
-  /** Closes the subscriptions, then the store. Idempotent. */
+  /** Closes the subscriptions, then the store. Idempotent. Stop projections first, so that they save their checkpoints. */
   close(): Promise<void>;
 }
 
