@@ -34,8 +34,9 @@ export class NatsNames {
     return `${this.namespace}.err.${consumer}.${streamSeq}`;
   }
 
-  lastErrorFilter(): string {
-    return `${this.namespace}.err.>`;
+  /** All last-error records, or those of one group's consumer. */
+  lastErrorFilter(consumer?: string): string {
+    return consumer === undefined ? `${this.namespace}.err.>` : `${this.namespace}.err.${consumer}.>`;
   }
 
   /** The subject of a topic (or pattern: `*` and `>` are NATS wildcards too). */
@@ -80,4 +81,6 @@ export const H = Object.freeze({
   dlAttempts: 'x-ab-dl-attempts',
   dlAt: 'x-ab-dl-at',
   dlGroup: 'x-ab-dl-group',
+  /** On a dead letter of an ephemeral group: purged once that group's consumer is gone. */
+  dlEphemeral: 'x-ab-dl-ephemeral',
 });

@@ -126,6 +126,12 @@ export class NatsSubscription extends PushSubscription {
     readonly consumer: string,
     readonly prefetch: number,
     readonly ackTimeoutMs: number,
+    /**
+     * The group is ephemeral (see NatsGroups): a pull request is kept waiting even while the
+     * subscription holds `prefetch` messages (the consumer's max_ack_pending holds it back), so
+     * the server never sees it inactive; on close nothing is handed back (the consumer goes).
+     */
+    readonly ephemeral = false,
   ) {
     super();
     this.#ctx = ctx;
@@ -157,9 +163,11 @@ export class NatsSubscription extends PushSubscription {
   /** Asks for as many messages as there is room for (in batches of at least half the room). */
   #pump(): void {
     if (this.closed) return;
-    const free = this.prefetch - this.#held - this.#credits;
-    if (free <= 0) return;
-    if (this.#credits > 0 && free < Math.ceil(this.prefetch / 2)) return;
+    let free = this.prefetch - this.#held - this.#credits;
+    if (free <= 0) {
+      if (!this.ephemeral || this.#credits > 0) return;
+      free = 1; // the keep-alive of an ephemeral group's consumer
+    } else if (this.#credits > 0 && free < Math.ceil(this.prefetch / 2)) return;
     const req = JSON.stringify({ batch: free, expires: PULL_EXPIRES_MS * 1_000_000 });
     try {
       this.#ctx
@@ -200,6 +208,8 @@ export class NatsSubscription extends PushSubscription {
     if (!msg.reply) return;
     this.#credits = Math.max(0, this.#credits - 1);
     this.#held++;
+    // An ephemeral group's consumer must keep seeing pull requests, also while this one is full.
+    if (this.ephemeral && this.#credits === 0) this.#pump();
     const info = ackInfo(msg.reply);
     if (info && info.delivered > 1 && info.streamSeq > 0) {
       const lookup = this.#ctx
@@ -320,6 +330,13 @@ export class NatsSubscription extends PushSubscription {
     }
     // Redeliveries still being looked up land in the buffer, and go back with it.
     await Promise.allSettled([...this.#lookingUp.keys()]);
+    if (this.ephemeral) {
+      // Its consumer is deleted next: nothing to give back.
+      for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) d.abandon();
+      for (const d of [...this.#handedOut]) d.abandon();
+      await Promise.allSettled([...this.#pending]);
+      return;
+    }
     // Taken back from the consumer now (its settles do nothing from here on)...
     const held: NatsLease[] = [];
     for (let d = this.#buffer.shift(); d; d = this.#buffer.shift()) {
@@ -409,6 +426,7 @@ export class NatsLease implements LeaseOps {
           [H.dlAttempts]: String(this.attempt),
           [H.publishedAt]: String(this.publishedAtMs),
           [H.dlGroup]: this.sub.group,
+          ...(this.sub.ephemeral ? { [H.dlEphemeral]: '1' } : {}),
         });
         this.ack();
       })(),

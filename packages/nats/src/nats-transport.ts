@@ -1,10 +1,12 @@
 import {
   assertSubscribeOptions,
+  assertTopic,
   assertTransportBatch,
   type BusError,
   ClosedError,
   ConfigError,
   ConnectionError,
+  type GroupStats,
   type HealthReport,
   type ManagedDelivery,
   type Subscription,
@@ -28,6 +30,7 @@ import {
 import { connect, headers, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import { H, NatsNames } from './names.js';
 import { NatsDeadLetterStore } from './nats-dead-letter-store.js';
+import { NatsGroups } from './nats-groups.js';
 import { NatsSubscription } from './nats-subscription.js';
 import { type NatsTransportOptions, type ResolvedNatsOptions, resolveNatsOptions } from './options.js';
 import { type Outgoing, PublishAcks } from './publish-acks.js';
@@ -74,6 +77,8 @@ export class NatsTransport implements Transport {
   readonly deadLetters: NatsDeadLetterStore;
   readonly #options: ResolvedNatsOptions;
   readonly #subs = new Set<NatsSubscription>();
+  readonly #groups: NatsGroups;
+  #sweepTimer: NodeJS.Timeout | undefined;
   #nc: NatsConnection | undefined;
   #js: JetStreamClient | undefined;
   #jsm: JetStreamManager | undefined;
@@ -89,6 +94,15 @@ export class NatsTransport implements Transport {
   constructor(options: NatsTransportOptions = {}) {
     this.#options = resolveNatsOptions(options);
     this.names = new NatsNames(this.#options.namespace);
+    this.#groups = new NatsGroups({
+      names: this.names,
+      manager: async () => {
+        // Also while closing: subscriptions closing then remove their ephemeral groups.
+        if (this.#jsm && this.#nc && !this.#nc.isClosed() && this.#streams) await this.#streams;
+        else await this.#ready();
+        return this.#jsm as JetStreamManager;
+      },
+    });
     this.deadLetters = new NatsDeadLetterStore({
       names: this.names,
       manager: async () => {
@@ -150,6 +164,10 @@ export class NatsTransport implements Transport {
         throw toBusError(err, 'connect');
       });
       void this.#watch(nc);
+      if (o.ephemeralSweepIntervalMs > 0) {
+        this.#sweepTimer = setInterval(() => void this.sweep().catch(() => {}), o.ephemeralSweepIntervalMs);
+        this.#sweepTimer.unref();
+      }
       return nc;
     })();
     return this.#connecting;
@@ -216,7 +234,8 @@ export class NatsTransport implements Transport {
   async #redeclare(sub: NatsSubscription, pattern: string, options: TransportSubscribeOptions): Promise<void> {
     this.#streams = undefined;
     await this.#ready();
-    await this.#declareConsumer(sub.consumer, sub.group, pattern, options);
+    if (options.ephemeral === true) await this.#declareEphemeral(sub.consumer, pattern, options);
+    else await this.#declareConsumer(sub.consumer, sub.group, pattern, options);
   }
 
   /** Connected, with both streams declared. */
@@ -403,12 +422,22 @@ export class NatsTransport implements Transport {
     }
   }
 
+  /**
+   * Declares the group's consumer (durable, see #declareConsumer) and pulls from it. With
+   * `ephemeral`, the consumer is non-durable with `inactive_threshold` = ephemeralInactiveMs and
+   * `max_ack_pending` = prefetch (see NatsGroups), deleted with the group's dead letters when the
+   * subscription closes, and by the server once its process died. A group is either durable or
+   * ephemeral, and an ephemeral one has one subscriber: otherwise ConfigError.
+   */
   async subscribe(pattern: string, options: TransportSubscribeOptions): Promise<Subscription<ManagedDelivery>> {
     if (this.#closing) throw new ClosedError('transport is closed');
     assertSubscribeOptions(pattern, options);
     await this.#ready();
-    const consumer = this.names.consumer(options.group);
-    await this.#declareConsumer(consumer, options.group, pattern, options);
+    const { group } = options;
+    const ephemeral = options.ephemeral === true;
+    const consumer = this.names.consumer(group);
+    if (ephemeral) await this.#declareEphemeral(consumer, pattern, options);
+    else await this.#declareConsumer(consumer, group, pattern, options);
     const sub = new NatsSubscription(
       {
         names: this.names,
@@ -422,18 +451,77 @@ export class NatsTransport implements Transport {
         lastErrorOf: (c, seq, delivered) => this.#lastErrorOf(c, seq, delivered),
         consumerLost: (s) => this.#redeclare(s, pattern, options),
       },
-      options.group,
+      group,
       consumer,
       options.prefetch,
       options.ackTimeoutMs,
+      ephemeral,
     );
     this.#subs.add(sub);
     const close = sub.close.bind(sub);
+    let closing: Promise<void> | undefined;
     sub.close = () => {
-      this.#subs.delete(sub);
-      return close();
+      closing ??= (async () => {
+        this.#subs.delete(sub);
+        await close();
+        // Not removed (unreachable): the server deletes the consumer after ephemeralInactiveMs,
+        // and a sweep its dead letters.
+        if (ephemeral) await this.#groups.remove(consumer, group).catch(() => {});
+      })();
+      return closing;
     };
     return sub;
+  }
+
+  async #declareEphemeral(consumer: string, pattern: string, options: TransportSubscribeOptions): Promise<void> {
+    try {
+      await this.#groups.declareEphemeral(consumer, options.group, pattern, options, this.#options.ephemeralInactiveMs);
+    } catch (err) {
+      if (err instanceof ConfigError) throw err;
+      throw toBusError(err, 'subscribe');
+    }
+  }
+
+  /**
+   * The consumers whose filter matches `topic`: one `CONSUMER.LIST` of the stream (paged by 256).
+   * An ephemeral group of a dead process counts until the server deleted it.
+   */
+  async routeCount(topic: string): Promise<number> {
+    if (this.#closing) throw new ClosedError('transport is closed');
+    assertTopic(topic);
+    try {
+      return await this.#groups.routeCount(topic);
+    } catch (err) {
+      throw toBusError(err, 'routeCount');
+    }
+  }
+
+  /**
+   * The group's consumer info: backlog = `num_pending` (matching messages not yet delivered; a
+   * replay meant for another group counts until this group skips it), inFlight =
+   * `num_ack_pending` (delivered, not acked, in any process; a message nacked with a delay counts
+   * here until redelivered). Zeros for an unknown group.
+   */
+  async groupStats(group: string): Promise<GroupStats> {
+    if (this.#closing) throw new ClosedError('transport is closed');
+    try {
+      return await this.#groups.stats(this.names.consumer(group));
+    } catch (err) {
+      throw toBusError(err, 'groupStats');
+    }
+  }
+
+  /**
+   * Purges the dead letters of ephemeral groups whose consumer is gone (their process died); run
+   * every `ephemeralSweepIntervalMs`. Resolves with the number of groups purged.
+   */
+  async sweep(): Promise<number> {
+    if (this.#closing) throw new ClosedError('transport is closed');
+    try {
+      return await this.#groups.sweep();
+    } catch (err) {
+      throw toBusError(err, 'sweep');
+    }
   }
 
   /**
@@ -451,6 +539,9 @@ export class NatsTransport implements Transport {
     const filter = this.names.subject(pattern);
     try {
       const info = await jsm.consumers.info(this.names.stream, name);
+      if (!info.config.durable_name) {
+        throw new ConfigError(`group ${group} is ephemeral`, { path: 'subscribe.ephemeral' });
+      }
       if (info.config.filter_subject && info.config.filter_subject !== filter) {
         throw new ConfigError(
           `group ${group} is bound to ${this.names.topicOf(info.config.filter_subject)}; on NATS a group has one pattern`,
@@ -514,6 +605,7 @@ export class NatsTransport implements Transport {
 
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      clearInterval(this.#sweepTimer);
       await Promise.allSettled([...this.#subs].map((s) => s.close()));
       await this.#connecting?.catch(() => {});
       const nc = this.#nc;

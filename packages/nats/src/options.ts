@@ -22,6 +22,17 @@ export interface NatsTransportOptions {
    * delay longer than this leaves the redelivery without it.
    */
   readonly lastErrorTtlMs?: number;
+  /**
+   * The `inactive_threshold` of an ephemeral group's consumer (30 s by default): the server
+   * deletes it once its subscription has sent no pull request for this long (its process died).
+   */
+  readonly ephemeralInactiveMs?: number;
+  /**
+   * How often this transport purges the dead letters of ephemeral groups whose consumer is gone
+   * (30 s by default; `0`: never, call `sweep()`). A crashed process's ephemeral group is gone
+   * after `ephemeralInactiveMs`, its dead letters after at most this much more.
+   */
+  readonly ephemeralSweepIntervalMs?: number;
   /** Reconnect: wait between attempts (ms) and random jitter added to it. */
   readonly reconnect?: { readonly waitMs?: number; readonly jitterMs?: number };
   readonly clock?: Clock;
@@ -35,6 +46,8 @@ export const NATS_TRANSPORT_DEFAULTS = Object.freeze({
   duplicateWindowMs: 120_000,
   publishTimeoutMs: 5_000,
   lastErrorTtlMs: 86_400_000,
+  ephemeralInactiveMs: 30_000,
+  ephemeralSweepIntervalMs: 30_000,
   reconnect: Object.freeze({ waitMs: 250, jitterMs: 250 }),
 });
 
@@ -46,6 +59,8 @@ export interface ResolvedNatsOptions {
   readonly duplicateWindowMs: number;
   readonly publishTimeoutMs: number;
   readonly lastErrorTtlMs: number;
+  readonly ephemeralInactiveMs: number;
+  readonly ephemeralSweepIntervalMs: number;
   readonly reconnect: { readonly waitMs: number; readonly jitterMs: number };
   readonly clock: Clock;
 }
@@ -58,6 +73,8 @@ const KNOWN = new Set([
   'duplicateWindowMs',
   'publishTimeoutMs',
   'lastErrorTtlMs',
+  'ephemeralInactiveMs',
+  'ephemeralSweepIntervalMs',
   'reconnect',
   'clock',
 ]);
@@ -100,6 +117,11 @@ export function resolveNatsOptions(options: NatsTransportOptions = {}): Resolved
     duplicateWindowMs: positiveNumber(options.duplicateWindowMs ?? d.duplicateWindowMs, 'duplicateWindowMs'),
     publishTimeoutMs: positiveNumber(options.publishTimeoutMs ?? d.publishTimeoutMs, 'publishTimeoutMs'),
     lastErrorTtlMs: positiveNumber(options.lastErrorTtlMs ?? d.lastErrorTtlMs, 'lastErrorTtlMs'),
+    ephemeralInactiveMs: positiveNumber(options.ephemeralInactiveMs ?? d.ephemeralInactiveMs, 'ephemeralInactiveMs'),
+    ephemeralSweepIntervalMs: nonNegativeNumber(
+      options.ephemeralSweepIntervalMs ?? d.ephemeralSweepIntervalMs,
+      'ephemeralSweepIntervalMs',
+    ),
     reconnect: {
       waitMs: positiveNumber(options.reconnect?.waitMs ?? d.reconnect.waitMs, 'reconnect.waitMs'),
       jitterMs: nonNegativeNumber(options.reconnect?.jitterMs ?? d.reconnect.jitterMs, 'reconnect.jitterMs'),

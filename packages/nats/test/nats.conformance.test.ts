@@ -13,7 +13,8 @@ afterAll(async () => {
 transportConformance({
   name: 'nats',
   // Every open() is a new connection to the same server and namespace, as a second process would have.
-  open: () => natsTransport({ url: NATS_URL, namespace }),
+  // A sweep every 500 ms purges the dead letters of a killed child's ephemeral group soon.
+  open: () => natsTransport({ url: NATS_URL, namespace, ephemeralSweepIntervalMs: 500 }),
   capabilities: {
     persistent: true,
     crossProcess: true,
@@ -24,7 +25,10 @@ transportConformance({
     wildcards: true,
     deadLetterReplay: true,
   },
+  methods: { routeCount: true, groupStats: true },
   childModule: fileURLToPath(new URL('./fixtures/child-transport.ts', import.meta.url)),
   childArg: JSON.stringify({ url: NATS_URL, namespace }),
+  // The child's ephemeralInactiveMs (1 s) + a sweep (every 500 ms), with room to spare.
+  ephemeralCrashBoundMs: 15_000,
   skipReason,
 });
