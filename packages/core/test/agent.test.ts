@@ -9,6 +9,7 @@ import {
   HandlerError,
   ManualClock,
   memoryTransport,
+  NoRespondersError,
   silentLogger,
   TimeoutError,
   ValidationError,
@@ -82,7 +83,10 @@ describe('agents on memory', () => {
       await expect(alice.request('bob', { a: -1, b: 0 }, { timeoutMs: 5_000 })).rejects.toBeInstanceOf(ValidationError);
       await expect(alice.request('bob', { a: 0, b: 0 }, { timeoutMs: 5_000 })).rejects.toBeInstanceOf(HandlerError);
       await bob.stop();
+      // Its inbox group still exists: the request waits (and expires) there.
       await expect(alice.request('bob', { a: 1, b: 1 }, { timeoutMs: 100 })).rejects.toBeInstanceOf(TimeoutError);
+      // An agent that never opened its inbox: nobody would ever get it (the memory transport can tell).
+      await expect(alice.request('nobody', {}, { timeoutMs: 5_000 })).rejects.toBeInstanceOf(NoRespondersError);
     } finally {
       await ws.close();
     }
