@@ -5,6 +5,7 @@ export * from './context.js';
 export * from './crash-soak.js';
 export * from './dedup-scenario.js';
 export * from './event-store-tests.js';
+export * from './group-chat-scenario.js';
 export * from './middleware-scenarios.js';
 export * from './middleware-suite.js';
 export * from './rate-limit-scenario.js';

@@ -10,6 +10,7 @@ export * from './envelope.js';
 export * from './errors.js';
 export * from './event-sourcing.js';
 export * from './fifo.js';
+export * from './group-chat.js';
 export * from './handler-timeout.js';
 export * from './logger.js';
 export * from './managed-delivery.js';
