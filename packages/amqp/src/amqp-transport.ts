@@ -74,7 +74,9 @@ function confirmBatch(timeoutMs: number, send: (cb: (err: unknown) => void) => n
 /**
  * RabbitMQ through amqplib: a durable topic exchange per namespace, a durable queue per group
  * (quorum by default) bound with the group's patterns, publisher confirms, manual acks with
- * prefetch, retries through a ladder of TTL queues, a dead-letter queue per group. See the
+ * prefetch, retries through a ladder of TTL queues, a dead-letter queue per group; ephemeral
+ * groups on exclusive queues. It has `groupStats` but no `routeCount`: AMQP cannot list an
+ * exchange's bindings (request-reply then cannot fail fast with NoRespondersError). See the
  * README's RabbitMQ section.
  */
 export class AmqpTransport implements Transport {
