@@ -1,4 +1,5 @@
 export * from './agent.js';
+export * from './agent-task.js';
 export * from './backoff.js';
 export * from './bus.js';
 export * from './circuit-breaker.js';
