@@ -18,58 +18,24 @@ import {
   turnOf,
 } from './chat-history.js';
 import type { Envelope } from './envelope.js';
-import { ClosedError, ConcurrencyError, ConfigError, describeError } from './errors.js';
+import { ClosedError, ConcurrencyError, ConfigError, describeError, isRetryable } from './errors.js';
 import type { EventStore, StoredEvent } from './event-store.js';
+import {
+  type ChatOpening,
+  GROUP_CHAT_DEFAULTS,
+  type GroupChatOptions,
+  type GroupChatStats,
+  openingOf,
+  stopPredicate,
+} from './group-chat-options.js';
 import { type Logger, stderrLogger } from './logger.js';
 import { roundRobin, type SpeakerSelector } from './speaker-selection.js';
 import { positiveInteger } from './validate.js';
 
 export * from './chat-history.js';
 export * from './chat-participant.js';
+export * from './group-chat-options.js';
 export * from './speaker-selection.js';
-
-/**
- * When a participant's turn ends the chat: its content contains the string (e.g. `TERMINATE`),
- * matches the RegExp, or the predicate holds.
- */
-export type StopCondition = string | RegExp | ((turn: ChatTurn, history: readonly ChatTurn[]) => boolean);
-
-export interface GroupChatOptions {
-  /** The conversation id (one topic segment): the envelopes' `workflowid`, the stream `chat-<id>`. */
-  readonly id: string;
-  /** The agents taking part (one topic segment each), in the order round robin gives them turns. */
-  readonly participants: readonly string[];
-  /** Where the conversation is stored: its history and the record a resumed moderator starts from. */
-  readonly store: EventStore;
-  /** Who speaks next (default {@link roundRobin}). */
-  readonly selectSpeaker?: SpeakerSelector;
-  /** The chat ends after this turn (default 20; an opening counts as a turn). */
-  readonly maxTurns?: number;
-  /** Ends the chat after a participant's turn that meets it (an opening never does). */
-  readonly stopWhen?: StopCondition;
-  /** Ends the chat (`turn-timeout`) when the speaker has not answered this long after its prompt (default: never). */
-  readonly turnTimeoutMs?: number;
-  /** A prompt carries at most this many of the latest turns (default: all of them). */
-  readonly promptHistory?: number;
-  /** Topics are `<prefix>.<id>.said|turn.<agent>|ended` (default `chat`); participants must use the same. */
-  readonly topicPrefix?: string;
-  readonly logger?: Logger;
-}
-
-export const GROUP_CHAT_DEFAULTS = Object.freeze({ maxTurns: 20, topicPrefix: 'chat', openingSpeaker: 'user' });
-
-/** How a chat was opened: what is said as turn 1, and by whom (default `user`). */
-export type ChatOpening = string | { readonly speaker?: string; readonly content: string };
-
-/** Counters of a moderator. */
-export interface GroupChatStats {
-  /** Turns in the history. */
-  readonly turns: number;
-  /** Turns received again after they were stored (redeliveries, publisher retries): not stored again. */
-  readonly duplicates: number;
-  /** Turns refused: out of turn, a second answer for a turn already spoken, after the end. */
-  readonly rejected: number;
-}
 
 interface Expected {
   readonly turn: number;
@@ -87,6 +53,10 @@ interface Expected {
  * Each turn is stored exactly once: its append expects the stream at the previous turn
  * (`expectedVersion`), so a redelivered or duplicated turn, a second answer to a repeated prompt,
  * or a turn another moderator stored first is never appended twice nor advances the chat twice.
+ * The version check, not the dedup or sequencing middleware, is what guarantees it: it is atomic
+ * with the append and kept with the history itself, it also refuses a *different* envelope for a
+ * turn already taken (dedup only knows envelope ids), and it never drops the real turn *n* because
+ * an envelope the moderator refused claimed *n* first (as sequencing would).
  * Turns are taken only from the agent whose turn it is (the envelope's `source` and the turn's
  * `speaker`). Everything the moderator decides is derived from the stored history, so a new
  * moderator started with the same id and store resumes a conversation whose moderator stopped or
@@ -352,13 +322,20 @@ export class GroupChat {
       participants: this.participants,
       history: this.#turns.slice(-this.#promptHistory),
     };
-    // Throws if the transport fails: the delivery that led here is retried, and its redelivery
-    // (a duplicate by then) comes back here to publish it again.
-    await this.#bus.publish(this.#topics.prompt(expected.speaker), prompt, {
-      type: CHAT_ENVELOPE_TYPES.prompt,
-      replyto: this.#topics.said,
-      correlationid: this.id,
-    });
+    try {
+      await this.#bus.publish(this.#topics.prompt(expected.speaker), prompt, {
+        type: CHAT_ENVELOPE_TYPES.prompt,
+        replyto: this.#topics.said,
+        correlationid: this.id,
+      });
+    } catch (err) {
+      // A transport hiccup: the delivery that led here is retried, and its redelivery (a duplicate
+      // by then) comes back here to publish the prompt again. A prompt that can never be sent (too
+      // large for maxPayloadBytes: see promptHistory) ends the chat instead of stalling it.
+      if (isRetryable(err)) throw err;
+      await this.#finish(() => ({ reason: 'error', note: `prompting ${expected.speaker}: ${describeError(err)}` }));
+      return this.#announce();
+    }
     expected.prompted = true;
     this.#armTimer(turn, expected.speaker);
   }
@@ -436,33 +413,6 @@ export class GroupChat {
       }).catch((err: unknown) => this.#logger.error({ err, chatId: this.id, turn }, 'ending a timed-out chat failed'));
     }, ms);
   }
-}
-
-function stopPredicate(
-  stop: StopCondition | undefined,
-): ((turn: ChatTurn, history: readonly ChatTurn[]) => boolean) | undefined {
-  if (stop === undefined) return undefined;
-  if (typeof stop === 'string') {
-    if (stop === '') throw new ConfigError('must not be empty', { path: 'stopWhen' });
-    return (t) => t.content.includes(stop);
-  }
-  if (stop instanceof RegExp) {
-    return (t) => {
-      stop.lastIndex = 0; // a global or sticky RegExp keeps state between tests
-      return stop.test(t.content);
-    };
-  }
-  if (typeof stop === 'function') return stop;
-  throw new ConfigError('must be a string, a RegExp or a predicate', { path: 'stopWhen' });
-}
-
-function openingOf(opening: ChatOpening): { speaker: string; content: string } {
-  const o = typeof opening === 'string' ? { content: opening } : opening;
-  const speaker = o?.speaker ?? GROUP_CHAT_DEFAULTS.openingSpeaker;
-  if (typeof o?.content !== 'string') throw new ConfigError('must be a string', { path: 'opening.content' });
-  if (typeof speaker !== 'string' || speaker === '')
-    throw new ConfigError('must be a non-empty string', { path: 'opening.speaker' });
-  return { speaker, content: o.content };
 }
 
 /**

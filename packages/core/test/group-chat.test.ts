@@ -398,6 +398,29 @@ describe('group chat', () => {
     await third.close();
   });
 
+  it('ends with reason error when a prompt can never be sent, and promptHistory keeps prompts small', async () => {
+    const long: Respond = (_h, ctx) => `${ctx.agentId} ${'x'.repeat(300)}`;
+    const r = await room({ a: long, b: long });
+    const small = createBus({
+      transport: r.transport,
+      ownsTransport: false,
+      logger: silentLogger,
+      maxPayloadBytes: 2_000,
+    });
+    r.buses.set('small-moderator', small);
+    const all = groupChat(small, chatOptions(r, { id: 'big', maxTurns: 12 }));
+    await all.start('go');
+    const end = await all.done;
+    expect(end.reason).toBe('error');
+    expect(end.note).toContain('PAYLOAD_TOO_LARGE');
+    expect(end.turns).toBeGreaterThan(2);
+    expect(end.turns).toBeLessThan(12);
+    const recent = groupChat(small, chatOptions(r, { id: 'recent', maxTurns: 12, promptHistory: 2 }));
+    await recent.start('go');
+    expect(await recent.done).toMatchObject({ reason: 'max-turns', turns: 12 });
+    expect(r.asked.get('a')?.length).toBeGreaterThan(0);
+  });
+
   it('stores each turn once with two moderators running at once on one store', async () => {
     const r = await room({ a: say('a'), b: say('b'), c: say('c') });
     const otherBus = createBus({ transport: r.transport, ownsTransport: false, logger: silentLogger });
