@@ -5,7 +5,7 @@
  * prints `{"effect":true}` per side effect recorded.
  */
 import { pathToFileURL } from 'node:url';
-import { createBus, sagaOrchestrator, silentLogger } from '@agentbus/core';
+import { createBus, sagaOrchestrator, silentLogger, stderrLogger } from '@agentbus/core';
 import { crashPayload, crashSaga, type SagaCrashFixture } from './saga-crash.js';
 
 const [moduleRef, arg, count, ownerId] = process.argv.slice(2);
@@ -35,8 +35,12 @@ const orchestrator = sagaOrchestrator({
   scanIntervalMs: 100,
   // Kills are the point here: never give a step up for being cut short.
   maxInterruptions: 1_000,
-  logger: silentLogger,
+  // Warnings and errors go to stderr, which the test shows when it fails.
+  logger: stderrLogger,
 });
+// Stay up until killed: while it waits for a dead orchestrator's leases to pass, nothing else
+// (the scan timer is unref'd) would keep this process alive.
+setInterval(() => {}, 60_000);
 const resumed = await orchestrator.resume();
 out({ ready: true, resumed: resumed.length });
 for (let i = 0; i < Number(count); i++) await orchestrator.start('crash', crashPayload(i), { id: `crash-${i}` });

@@ -1,28 +1,17 @@
-import { backoffDelayMs } from './backoff.js';
 import type { Bus } from './bus.js';
 import type { Clock, IdGenerator } from './clock.js';
-import { ClosedError, ConfigError, isRetryable, TimeoutError, ValidationError, type WireError } from './errors.js';
+import { ClosedError, ConfigError, TimeoutError, ValidationError, type WireError } from './errors.js';
 import type { Logger } from './logger.js';
-import type { SagaCompensationContext, SagaDefinition, SagaRequester, SagaStep, SagaStepContext } from './saga.js';
+import type { SagaDefinition, SagaRequester } from './saga.js';
 import {
-  SAGA_FINAL_STATUSES,
   SAGA_UNFINISHED_STATUSES,
   type SagaListFilter,
   type SagaRepository,
   type SagaState,
   type SagaStatus,
 } from './saga-repository.js';
-import {
-  delay,
-  dropUndefined,
-  errorToWire,
-  isTimeout,
-  matchesDefinition,
-  pendingStep,
-  toJson,
-  withOwner,
-  withStep,
-} from './saga-state.js';
+import { isFinalSagaStatus, SagaRun, type SagaRunHost } from './saga-run.js';
+import { delay, dropUndefined, matchesDefinition, pendingStep, toJson, withOwner } from './saga-state.js';
 import { nonNegativeNumber, positiveNumber } from './validate.js';
 
 export interface SagaOrchestratorOptions {
@@ -94,30 +83,7 @@ export interface SagaEvent {
   readonly error?: WireError;
 }
 
-/** The error persisted for a step cut short by crashes more than `maxInterruptions` times. */
-export const SAGA_INTERRUPTED = 'SAGA_INTERRUPTED';
-
-/** Another orchestrator wrote the saga: this one stops driving it. */
-class OwnershipLost extends Error {}
-
-/** One saga this orchestrator drives. */
-class Run {
-  readonly controller = new AbortController();
-  chain: Promise<void> = Promise.resolve();
-  pendingWrites = 0;
-  lost = false;
-  done: Promise<void> = Promise.resolve();
-  readonly wakers = new Set<() => void>();
-  constructor(
-    public state: SagaState,
-    readonly def: SagaDefinition<object>,
-  ) {}
-  get id(): string {
-    return this.state.id;
-  }
-}
-
-const isFinal = (status: SagaStatus) => SAGA_FINAL_STATUSES.includes(status);
+export { SAGA_INTERRUPTED } from './saga-run.js';
 
 /**
  * Runs sagas (see `defineSaga`) and keeps their state in a {@link SagaRepository} after every step
@@ -144,9 +110,12 @@ export class SagaOrchestrator {
   readonly #topicPrefix: string;
   readonly #events: boolean;
   readonly #waitPollMs: number;
-  readonly #active = new Map<string, Run>();
+  readonly #active = new Map<string, SagaRun>();
+  readonly #host: SagaRunHost;
   readonly #claiming = new Set<string>();
   readonly #wakers = new Set<() => void>();
+  /** start() calls and scans under way: close waits for them, so no saga is launched after it. */
+  readonly #inflight = new Set<Promise<unknown>>();
   readonly #renewer: NodeJS.Timeout;
   #scanTimer: NodeJS.Timeout | undefined;
   #scanning: Promise<string[]> | undefined;
@@ -190,6 +159,21 @@ export class SagaOrchestrator {
     }
     this.#events = o.events ?? d.events;
     this.#waitPollMs = positiveNumber(o.waitPollMs ?? d.waitPollMs, 'waitPollMs');
+    this.#host = {
+      ownerId: this.ownerId,
+      repository: this.#repository,
+      requester: this.#requester,
+      clock: this.#clock,
+      logger: this.#logger,
+      leaseMs: this.#leaseMs,
+      requestTimeoutMs: this.#requestTimeoutMs,
+      maxInterruptions: this.#maxInterruptions,
+      closing: () => this.#closing !== undefined,
+      emit: (state, event, extra) => this.#emit(state, event, extra),
+      finished: (run) => {
+        if (this.#active.get(run.id) === run) this.#active.delete(run.id);
+      },
+    };
     this.#renewer = setInterval(() => this.#renewLeases(), Math.max(1, Math.floor(this.#leaseMs / 3)));
     this.#renewer.unref();
   }
@@ -204,7 +188,11 @@ export class SagaOrchestrator {
    * background: see `wait`). Idempotent on `id`: starting an existing saga runs nothing again
    * (an abandoned unfinished one is taken over when its lease allows).
    */
-  async start(sagaName: string, payload: object, options: { readonly id?: string } = {}): Promise<string> {
+  start(sagaName: string, payload: object, options: { readonly id?: string } = {}): Promise<string> {
+    return this.#track(this.#start(sagaName, payload, options));
+  }
+
+  async #start(sagaName: string, payload: object, options: { readonly id?: string }): Promise<string> {
     this.#assertOpen();
     const def = this.#definitions.get(sagaName);
     if (!def) throw new ConfigError(`no saga named ${String(sagaName)} is registered`, { path: 'sagaName' });
@@ -275,7 +263,7 @@ export class SagaOrchestrator {
     for (;;) {
       const s = await this.#repository.get(id);
       if (!s) throw new ValidationError(`no saga with id ${id}`);
-      if (isFinal(s.status)) return s;
+      if (isFinalSagaStatus(s.status)) return s;
       if (this.#closing) throw new ClosedError('saga orchestrator is closed');
       const left = deadline - Date.now();
       if (left <= 0) throw new TimeoutError(`saga ${id} did not finish within ${timeoutMs} ms (it is ${s.status})`);
@@ -296,7 +284,8 @@ export class SagaOrchestrator {
     this.#closing ??= (async () => {
       clearInterval(this.#scanTimer);
       for (const wake of this.#wakers) wake();
-      for (const run of this.#active.values()) for (const wake of run.wakers) wake();
+      for (const run of this.#active.values()) run.wake();
+      await Promise.allSettled([...this.#inflight]);
       while (this.#active.size > 0) await Promise.all([...this.#active.values()].map((r) => r.done));
       clearInterval(this.#renewer);
     })();
@@ -311,24 +300,34 @@ export class SagaOrchestrator {
     if (this.#closing) throw new ClosedError('saga orchestrator is closed');
   }
 
+  #track<T>(p: Promise<T>): Promise<T> {
+    this.#inflight.add(p);
+    const untrack = () => this.#inflight.delete(p);
+    p.then(untrack, untrack);
+    return p;
+  }
+
   #scan(): Promise<string[]> {
-    this.#scanning ??= (async () => {
-      try {
-        const taken: string[] = [];
-        for (const s of await this.#repository.list({ status: SAGA_UNFINISHED_STATUSES })) {
-          if (await this.#takeOver(s)) taken.push(s.id);
+    this.#scanning ??= this.#track(
+      (async () => {
+        try {
+          const taken: string[] = [];
+          for (const s of await this.#repository.list({ status: SAGA_UNFINISHED_STATUSES })) {
+            if (await this.#takeOver(s)) taken.push(s.id);
+          }
+          return taken;
+        } finally {
+          this.#scanning = undefined;
         }
-        return taken;
-      } finally {
-        this.#scanning = undefined;
-      }
-    })();
+      })(),
+    );
     return this.#scanning;
   }
 
   /** Claims an unfinished saga if its lease allows and drives it; resolves whether it did. */
   async #takeOver(s: SagaState): Promise<boolean> {
-    if (this.#closing || isFinal(s.status) || this.#active.has(s.id) || this.#claiming.has(s.id)) return false;
+    if (this.#closing || isFinalSagaStatus(s.status) || this.#active.has(s.id) || this.#claiming.has(s.id))
+      return false;
     const def = this.#definitions.get(s.name);
     if (!def) {
       this.#logger.debug({ sagaId: s.id, saga: s.name }, 'unfinished saga of a kind this orchestrator does not know');
@@ -364,330 +363,18 @@ export class SagaOrchestrator {
   }
 
   #launch(state: SagaState, def: SagaDefinition<object>, fresh: boolean): void {
-    const run = new Run(state, def);
+    const run = new SagaRun(this.#host, state, def, fresh);
     this.#active.set(run.id, run);
-    run.done = this.#drive(run, fresh);
-  }
-
-  async #drive(run: Run, fresh: boolean): Promise<void> {
-    try {
-      if (fresh) await this.#emit(run, 'started', {});
-      while (!this.#closing && !run.lost && !isFinal(run.state.status)) {
-        if (run.state.status === 'running') await this.#forward(run);
-        else await this.#backward(run);
-      }
-      if (!run.lost && !isFinal(run.state.status)) {
-        await this.#write(run, (s) => s, true);
-      }
-    } catch (err) {
-      if (err instanceof OwnershipLost) {
-        this.#logger.warn({ sagaId: run.id, owner: this.ownerId }, 'saga was taken over by another orchestrator');
-      } else {
-        this.#logger.error({ err, sagaId: run.id }, 'saga driver stopped; the saga is resumed once its lease passes');
-      }
-    } finally {
-      this.#active.delete(run.id);
-    }
-  }
-
-  /** Runs the next action (or completes the saga). */
-  async #forward(run: Run): Promise<void> {
-    const i = run.state.steps.findIndex((st) => st.status !== 'succeeded');
-    if (i < 0) {
-      await this.#write(run, (s) => ({ ...s, status: 'completed' }));
-      await this.#emit(run, 'completed', {});
-      return;
-    }
-    const step = run.def.steps[i] as SagaStep<object>;
-    const st = run.state.steps[i]!;
-    if (st.status === 'running' && st.interruptions > this.#maxInterruptions) {
-      const error = interrupted(st.name, st.interruptions);
-      await this.#write(run, (s) =>
-        withStep(
-          s,
-          i,
-          { status: 'failed', uncertain: true, error, finishedAtMs: this.#clock.now() },
-          {
-            status: 'compensating',
-            error,
-          },
-        ),
-      );
-      await this.#emit(run, 'step-failed', { step: st.name, phase: 'action', retrying: false, uncertain: true, error });
-      await this.#emit(run, 'compensating', { error });
-      return;
-    }
-    const attempt = st.attempts + 1;
-    await this.#write(run, (s) =>
-      withStep(s, i, { status: 'running', attempts: attempt, startedAtMs: st.startedAtMs ?? this.#clock.now() }),
-    );
-    const payload = toJson(run.state.payload, 'payload') as object;
-    let result: unknown;
-    let nextPayload: object;
-    try {
-      result = await this.#attempt(run, step.name, step.timeoutMs, (signal, deadline) =>
-        step.run(this.#context(run, step.name, attempt, st.interruptions > 0, payload, signal, deadline)),
-      );
-      result = toJson(result, `result of step ${step.name}`);
-      nextPayload = toJson(payload, 'payload');
-    } catch (err) {
-      if (run.lost) throw new OwnershipLost();
-      const error = errorToWire(err);
-      const failures = st.failures + 1;
-      if (isRetryable(err) && failures < step.retry.maxAttempts) {
-        await this.#write(run, (s) => withStep(s, i, { failures, error }));
-        await this.#emit(run, 'step-failed', { step: st.name, phase: 'action', attempt, retrying: true, error });
-        await this.#sleep(run, backoffDelayMs(failures, step.retry.backoff));
-        return;
-      }
-      const uncertain = isTimeout(err) || undefined;
-      await this.#write(run, (s) =>
-        withStep(
-          s,
-          i,
-          { status: 'failed', failures, error, uncertain, finishedAtMs: this.#clock.now() },
-          {
-            status: 'compensating',
-            error,
-          },
-        ),
-      );
-      await this.#emit(run, 'step-failed', {
-        step: st.name,
-        phase: 'action',
-        attempt,
-        retrying: false,
-        uncertain,
-        error,
-      });
-      await this.#emit(run, 'compensating', { error });
-      return;
-    }
-    await this.#write(run, (s) =>
-      withStep(s, i, { status: 'succeeded', result, finishedAtMs: this.#clock.now() }, { payload: nextPayload }),
-    );
-    await this.#emit(run, 'step-succeeded', { step: st.name, phase: 'action', attempt });
-  }
-
-  /** Runs the next compensation, last step first (or ends the saga compensated). */
-  async #backward(run: Run): Promise<void> {
-    const steps = run.state.steps;
-    let j = steps.length - 1;
-    for (; j >= 0; j--) {
-      const st = steps[j]!;
-      if (st.status === 'succeeded' || st.status === 'compensating' || (st.status === 'failed' && st.uncertain)) break;
-    }
-    if (j < 0) {
-      await this.#write(run, (s) => ({ ...s, status: 'compensated' }));
-      await this.#emit(run, 'compensated', { error: run.state.error });
-      return;
-    }
-    const step = run.def.steps[j] as SagaStep<object>;
-    const st = steps[j]!;
-    if (!step.hasCompensation) {
-      await this.#write(run, (s) => withStep(s, j, { status: 'compensated' }));
-      return;
-    }
-    const resumed = st.status === 'compensating' && st.interruptions > 0;
-    if (resumed && st.interruptions > this.#maxInterruptions) {
-      await this.#fail(run, j, st.compensationAttempts, interrupted(st.name, st.interruptions));
-      return;
-    }
-    const attempt = st.compensationAttempts + 1;
-    await this.#write(run, (s) =>
-      withStep(s, j, {
-        status: 'compensating',
-        compensationAttempts: attempt,
-        interruptions: st.status === 'compensating' ? st.interruptions : 0,
-      }),
-    );
-    const payload = toJson(run.state.payload, 'payload') as object;
-    const uncertain = st.uncertain === true;
-    let nextPayload: object;
-    try {
-      await this.#attempt(run, step.name, step.compensateTimeoutMs, (signal, deadline) => {
-        const ctx: SagaCompensationContext<object> = {
-          ...this.#context(run, step.name, attempt, resumed, payload, signal, deadline),
-          result: uncertain ? undefined : st.result,
-          uncertain,
-          error: run.state.error,
-        };
-        return step.undo(ctx);
-      });
-      nextPayload = toJson(payload, 'payload');
-    } catch (err) {
-      if (run.lost) throw new OwnershipLost();
-      const error = errorToWire(err);
-      const failures = st.compensationFailures + 1;
-      if (isRetryable(err) && failures < step.compensationRetry.maxAttempts) {
-        await this.#write(run, (s) => withStep(s, j, { compensationFailures: failures, compensationError: error }));
-        await this.#emit(run, 'step-failed', { step: st.name, phase: 'compensation', attempt, retrying: true, error });
-        await this.#sleep(run, backoffDelayMs(failures, step.compensationRetry.backoff));
-        return;
-      }
-      await this.#fail(run, j, attempt, error, failures);
-      return;
-    }
-    await this.#write(run, (s) => withStep(s, j, { status: 'compensated' }, { payload: nextPayload }));
-    await this.#emit(run, 'step-compensated', { step: st.name, phase: 'compensation', attempt, uncertain });
-  }
-
-  /** A compensation failed for good: the saga is left `failed` for an operator. */
-  async #fail(run: Run, j: number, attempt: number, error: WireError, failures?: number): Promise<void> {
-    const name = run.state.steps[j]!.name;
-    await this.#write(run, (s) =>
-      withStep(
-        s,
-        j,
-        { status: 'compensation-failed', compensationError: error, compensationFailures: failures },
-        {
-          status: 'failed',
-          error,
-        },
-      ),
-    );
-    await this.#emit(run, 'step-failed', { step: name, phase: 'compensation', attempt, retrying: false, error });
-    await this.#emit(run, 'failed', { error });
-    this.#logger.error({ sagaId: run.id, saga: run.state.name, step: name, error }, 'saga compensation failed');
-  }
-
-  #context(
-    run: Run,
-    step: string,
-    attempt: number,
-    resumed: boolean,
-    payload: object,
-    signal: AbortSignal,
-    deadline: number | undefined,
-  ): SagaStepContext<object> {
-    const results: Record<string, unknown> = {};
-    for (const st of run.state.steps)
-      if (st.status === 'succeeded' || st.result !== undefined) results[st.name] = st.result;
-    const requester = this.#requester;
-    return {
-      sagaId: run.id,
-      sagaName: run.state.name,
-      step,
-      attempt,
-      resumed,
-      payload,
-      results: Object.freeze(results),
-      signal,
-      request: async <T>(topic: string, data: unknown, options?: { readonly timeoutMs?: number }) => {
-        signal.throwIfAborted();
-        const timeoutMs =
-          options?.timeoutMs ?? (deadline === undefined ? this.#requestTimeoutMs : Math.max(1, deadline - Date.now()));
-        return (await requester(topic, data, { timeoutMs, signal, workflowid: run.id })) as T;
-      },
-    };
-  }
-
-  /** One run of an action or compensation, aborted by its timeout or by a takeover. */
-  async #attempt<T>(
-    run: Run,
-    name: string,
-    timeoutMs: number | undefined,
-    body: (signal: AbortSignal, deadline: number | undefined) => Promise<T>,
-  ): Promise<T> {
-    const ac = new AbortController();
-    const onLost = () => ac.abort(run.controller.signal.reason);
-    run.controller.signal.addEventListener('abort', onLost, { once: true });
-    const aborted = new Promise<never>((_, reject) => {
-      ac.signal.addEventListener('abort', () => reject(ac.signal.reason), { once: true });
-    });
-    aborted.catch(() => {});
-    const timer =
-      timeoutMs === undefined
-        ? undefined
-        : setTimeout(() => ac.abort(new TimeoutError(`step ${name} did not finish within ${timeoutMs} ms`)), timeoutMs);
-    try {
-      return await Promise.race([
-        body(ac.signal, timeoutMs === undefined ? undefined : Date.now() + timeoutMs),
-        aborted,
-      ]);
-    } finally {
-      clearTimeout(timer);
-      run.controller.signal.removeEventListener('abort', onLost);
-    }
-  }
-
-  /** Waits before a retry; cut short by close or a takeover. */
-  async #sleep(run: Run, ms: number): Promise<void> {
-    if (this.#closing || run.lost) return;
-    const pause = delay(ms);
-    run.wakers.add(pause.wake);
-    await pause.promise;
-    run.wakers.delete(pause.wake);
-  }
-
-  /**
-   * Persists `change(state)` as the next version, in order with the saga's other writes, renewing
-   * the lease (or releasing it: `release`, and once the saga is final). Retries a repository that
-   * fails with a retryable error; throws OwnershipLost when another orchestrator wrote the saga.
-   */
-  #write(run: Run, change: (s: SagaState) => SagaState, release = false): Promise<void> {
-    run.pendingWrites++;
-    const next = run.chain.then(() => this.#save(run, change(run.state), release));
-    run.chain = next.then(
-      () => {
-        run.pendingWrites--;
-      },
-      () => {
-        run.pendingWrites--;
-      },
-    );
-    return next;
-  }
-
-  async #save(run: Run, changed: SagaState, release: boolean): Promise<void> {
-    if (run.lost) throw new OwnershipLost();
-    const now = this.#clock.now();
-    const free = release || isFinal(changed.status);
-    const candidate = withOwner(
-      { ...changed, version: run.state.version + 1, updatedAtMs: now },
-      free ? undefined : this.ownerId,
-      free ? undefined : now + this.#leaseMs,
-    );
-    for (let failures = 0; ; failures++) {
-      let saved: boolean;
-      try {
-        saved = await this.#repository.save(candidate);
-      } catch (err) {
-        if (!isRetryable(err) || (this.#closing && failures >= 5)) throw err;
-        const delayMs = Math.min(5_000, 100 * 2 ** failures);
-        this.#logger.warn({ err, sagaId: run.id, delayMs }, 'saving saga state failed; retrying');
-        await delay(delayMs).promise;
-        continue;
-      }
-      if (!saved && failures > 0) {
-        // An earlier try may have been applied before its reply was lost: then the stored one is ours.
-        const stored = await this.#repository.get(run.id);
-        saved = stored?.version === candidate.version && stored.updatedAtMs === now && stored.owner === candidate.owner;
-      }
-      if (!saved) {
-        run.lost = true;
-        run.controller.abort(new ClosedError(`saga ${run.id} was taken over by another orchestrator`));
-        throw new OwnershipLost();
-      }
-      run.state = candidate;
-      return;
-    }
   }
 
   #renewLeases(): void {
     const now = this.#clock.now();
-    for (const run of this.#active.values()) {
-      if (run.pendingWrites > 0 || run.lost || isFinal(run.state.status)) continue;
-      if ((run.state.leaseUntilMs ?? 0) - now > (this.#leaseMs * 2) / 3) continue;
-      this.#write(run, (s) => s).catch((err: unknown) => {
-        if (!(err instanceof OwnershipLost)) this.#logger.warn({ err, sagaId: run.id }, 'renewing a saga lease failed');
-      });
-    }
+    for (const run of this.#active.values()) run.renew(now);
   }
 
-  async #emit(run: Run, event: SagaEventType, extra: Partial<SagaEvent>): Promise<void> {
+  /** Publishes a saga event; a failure is logged, never thrown (the repository is the truth). */
+  async #emit(s: SagaState, event: SagaEventType, extra: Partial<SagaEvent>): Promise<void> {
     if (!this.#events) return;
-    const s = run.state;
     const data: SagaEvent = { sagaId: s.id, saga: s.name, event, status: s.status, ...dropUndefined(extra) };
     try {
       await this.#bus.publish(`${this.#topicPrefix}.${s.name}.${event}`, data, { workflowid: s.id });
@@ -695,14 +382,6 @@ export class SagaOrchestrator {
       this.#logger.warn({ err, sagaId: s.id, event }, 'publishing a saga event failed');
     }
   }
-}
-
-function interrupted(step: string, times: number): WireError {
-  return {
-    code: SAGA_INTERRUPTED,
-    message: `step ${step} was cut short by a crash or takeover ${times} times`,
-    retryable: false,
-  };
 }
 
 /** `bus.request` as a SagaRequester: the saga id travels as the request's `workflowid`. */

@@ -58,7 +58,7 @@ export interface SagaCompensationContext<P extends object = object, R = unknown>
 /** A step that is a request to another agent: `data` builds the request from the context. */
 export interface SagaRequestStep<C> {
   readonly topic: string;
-  readonly data?: (ctx: C) => unknown;
+  readonly data?: Bivariant<C, unknown>;
   /** Bounds the request (default: the step's timeout, else the orchestrator's `requestTimeoutMs`). */
   readonly timeoutMs?: number;
 }
