@@ -25,6 +25,11 @@ export interface GroupChatOptions {
   readonly stopWhen?: StopCondition;
   /** Ends the chat (`turn-timeout`) when the speaker has not answered this long after its prompt (default: never). */
   readonly turnTimeoutMs?: number;
+  /**
+   * Lease of a turn the moderator is handling (default: the bus's, 30 s; renewed while it runs). A
+   * turn a moderator took and then died with comes back to the next moderator after this.
+   */
+  readonly ackTimeoutMs?: number;
   /** A prompt carries at most this many of the latest turns (default: all of them). */
   readonly promptHistory?: number;
   /** Topics are `<prefix>.<id>.said|turn.<agent>|ended` (default `chat`); participants must use the same. */

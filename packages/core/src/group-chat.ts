@@ -76,6 +76,7 @@ export class GroupChat {
   readonly #maxTurns: number;
   readonly #stop: ((turn: ChatTurn, history: readonly ChatTurn[]) => boolean) | undefined;
   readonly #turnTimeoutMs: number | undefined;
+  readonly #ackTimeoutMs: number | undefined;
   readonly #promptHistory: number;
   readonly #topics: ReturnType<typeof chatTopics>;
   readonly #group: string;
@@ -121,6 +122,8 @@ export class GroupChat {
     this.#stop = stopPredicate(options.stopWhen);
     if (options.turnTimeoutMs !== undefined) positiveInteger(options.turnTimeoutMs, 'turnTimeoutMs');
     this.#turnTimeoutMs = options.turnTimeoutMs;
+    if (options.ackTimeoutMs !== undefined) positiveInteger(options.ackTimeoutMs, 'ackTimeoutMs');
+    this.#ackTimeoutMs = options.ackTimeoutMs;
     this.#promptHistory =
       options.promptHistory === undefined
         ? Number.POSITIVE_INFINITY
@@ -159,10 +162,15 @@ export class GroupChat {
     if (this.#closing) return Promise.reject(new ClosedError('group chat is closed'));
     const open = opening === undefined ? undefined : openingOf(opening);
     this.#starting ??= this.#exclusive(async () => {
+      if (this.#closing) throw new ClosedError('group chat is closed');
       this.#sub ??= await this.#bus.subscribe<ChatSaid>(
         this.#topics.said,
         (d) => this.#exclusive(() => this.#onSaid(d.envelope)),
-        { group: this.#group, concurrency: 1 },
+        {
+          group: this.#group,
+          concurrency: 1,
+          ...(this.#ackTimeoutMs === undefined ? {} : { ackTimeoutMs: this.#ackTimeoutMs }),
+        },
       );
       await this.#refresh();
       if (this.#end === undefined && this.#version === 0 && open !== undefined) {
@@ -207,6 +215,7 @@ export class GroupChat {
       clearTimeout(this.#timer);
       await this.#sub?.close();
       await this.#queue;
+      await this.#sub?.close(); // subscribed by a start() that was running when close() was called
       clearTimeout(this.#timer);
       if (this.#end === undefined) this.#reject(new ClosedError(`group chat ${this.id} was closed before it ended`));
     })();

@@ -6,6 +6,7 @@ import {
   type ChatParticipant,
   type ChatTurn,
   type ChatTurnContext,
+  ClosedError,
   ConfigError,
   chatParticipant,
   createBus,
@@ -441,6 +442,18 @@ describe('group chat', () => {
     await Promise.all([one.close(), two.close()]);
   });
 
+  it('does not start once closed: start() and done reject with ClosedError', async () => {
+    const r = await room({ a: say('x') });
+    const chat = groupChat(r.moderatorBus, chatOptions(r, { id: 'closed' }));
+    const starting = chat.start('go');
+    await chat.close();
+    await expect(starting).rejects.toBeInstanceOf(ClosedError);
+    await expect(chat.done).rejects.toBeInstanceOf(ClosedError);
+    await expect(chat.start()).rejects.toBeInstanceOf(ClosedError);
+    expect(await r.store.version('chat-closed')).toBe(0);
+    expect(r.asked.get('a')).toEqual([]);
+  });
+
   it('refuses invalid options with a ConfigError naming the field', () => {
     const bus = createBus({ transport: memoryTransport(), logger: silentLogger });
     const store = memoryEventStore();
@@ -460,6 +473,9 @@ describe('group chat', () => {
     expect(path(() => groupChat(bus, { ...base, participants: ['a', 'b c'] }))).toBe('participants[1]');
     expect(path(() => groupChat(bus, { ...base, maxTurns: 0 }))).toBe('maxTurns');
     expect(path(() => groupChat(bus, { ...base, stopWhen: '' }))).toBe('stopWhen');
+    expect(path(() => groupChat(bus, { ...base, turnTimeoutMs: -1 }))).toBe('turnTimeoutMs');
+    expect(path(() => groupChat(bus, { ...base, ackTimeoutMs: 0 }))).toBe('ackTimeoutMs');
+    expect(path(() => groupChat(bus, { ...base, promptHistory: 0 }))).toBe('promptHistory');
     expect(path(() => groupChat(bus, { ...base, store: undefined as never }))).toBe('store');
     expect(path(() => groupChat(bus, { ...base, topicPrefix: 'a..b' }))).toBe('topicPrefix');
     void bus.close();
