@@ -1,4 +1,5 @@
 export * from './agent-scenario.js';
+export * from './agent-task-scenario.js';
 export * from './chaos.js';
 export * from './child-process.js';
 export * from './context.js';

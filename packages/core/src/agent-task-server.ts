@@ -17,7 +17,7 @@ import type { Delivery } from './delivery.js';
 import { ClosedError, ConfigError, ValidationError } from './errors.js';
 import type { EventStore } from './event-store.js';
 import { type Logger, stderrLogger } from './logger.js';
-import { positiveInteger, positiveNumber } from './validate.js';
+import { nonNegativeNumber, positiveInteger, positiveNumber } from './validate.js';
 
 export interface TaskServerOptions {
   /** The executor agent: it takes requests on `agent.<agentId>.tasks`. */
@@ -33,6 +33,12 @@ export interface TaskServerOptions {
   readonly ackTimeoutMs?: number;
   /** Runs of one task (restarts, crashes, store failures) before its run message is dead-lettered. */
   readonly maxRunAttempts?: number;
+  /**
+   * When the server closes, a task still running goes back to the queue with this delay before the
+   * next executor may take it. Long enough that no transport hands it back to a consumer that is
+   * going away (a closed JetStream subscription's pull requests wait at the server up to a second).
+   */
+  readonly handBackDelayMs?: number;
   /** How often a running task reads its stream when no nudge came (answers and cancels nudge). */
   readonly pollIntervalMs?: number;
   readonly logger?: Logger;
@@ -43,6 +49,7 @@ export const TASK_SERVER_DEFAULTS = Object.freeze({
   requestConcurrency: 16,
   ackTimeoutMs: 30_000,
   maxRunAttempts: 100,
+  handBackDelayMs: 1_500,
   pollIntervalMs: 1_000,
 });
 
@@ -101,6 +108,7 @@ export class TaskServer implements AsyncDisposable {
   readonly #bus: Bus;
   readonly #host: TaskHost;
   readonly #handler: TaskHandler;
+  readonly #handBackDelayMs: number;
   readonly #shutdown = new AbortController();
   readonly #runs = new Map<string, Promise<void>>();
   readonly #subscriptions: BusSubscription[] = [];
@@ -111,6 +119,10 @@ export class TaskServer implements AsyncDisposable {
     this.agentId = options.agentId;
     this.#bus = bus;
     this.#handler = options.handler;
+    this.#handBackDelayMs = nonNegativeNumber(
+      options.handBackDelayMs ?? TASK_SERVER_DEFAULTS.handBackDelayMs,
+      'taskServer.handBackDelayMs',
+    );
     this.#host = {
       store: options.store,
       nudges: TaskNudges.of(bus),
@@ -261,7 +273,7 @@ export class TaskServer implements AsyncDisposable {
 
   async #onRun(d: Delivery<{ taskId: string }>): Promise<void> {
     if (this.#shutdown.signal.aborted) {
-      await d.nack({ delayMs: 0 });
+      await d.nack({ delayMs: this.#handBackDelayMs });
       return;
     }
     const taskId = d.data?.taskId;
@@ -286,7 +298,7 @@ export class TaskServer implements AsyncDisposable {
     if (!claimed) return;
     if (claimed.resumed) this.#host.logger.info({ taskId, attempt: d.attempt }, 'resuming task');
     const run = new TaskRun(this.#host, claimed.rec, claimed.resumed, this.#shutdown.signal);
-    if ((await run.execute(this.#handler)) === 'shutdown') await d.nack({ delayMs: 0 });
+    if ((await run.execute(this.#handler)) === 'shutdown') await d.nack({ delayMs: this.#handBackDelayMs });
   }
 
   /**

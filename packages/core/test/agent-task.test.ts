@@ -74,6 +74,7 @@ async function startServer(b: Bus, store: EventStore, handler: TaskHandler): Pro
     store,
     handler,
     pollIntervalMs: NO_POLL,
+    handBackDelayMs: 0,
     logger: silentLogger,
   });
   cleanups.push(() => server.close());
