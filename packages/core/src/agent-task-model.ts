@@ -23,8 +23,8 @@ export const TASK_STATES: readonly TaskState[] = Object.freeze([
 /** The legal transitions: a terminal state has none. */
 const NEXT: Readonly<Record<TaskState, readonly TaskState[]>> = Object.freeze({
   submitted: ['working', 'failed', 'rejected', 'canceled'],
-  // working → working: a progress message.
-  working: ['working', 'input-required', 'completed', 'failed', 'canceled'],
+  // working → working: a progress message; → rejected: the executor will not go on (A2A allows it later too).
+  working: ['working', 'input-required', 'completed', 'failed', 'canceled', 'rejected'],
   // → working: the caller's answer; → completed: the executor went on without it.
   'input-required': ['working', 'completed', 'failed', 'canceled'],
   completed: [],
@@ -47,7 +47,7 @@ export interface TaskStateErrorData {
   readonly taskId: string;
   /** The state the task was in. */
   readonly state: TaskState;
-  /** What was asked of it: a state, or `answer` / `artifact` / `start`. */
+  /** What was asked of it: a state, or `start` / `answer` / `artifact` / `run` (the task ended under a running handler). */
   readonly attempted: string;
 }
 

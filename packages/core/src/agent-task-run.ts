@@ -43,7 +43,10 @@ export interface TaskContext {
    * Work outside the context (a model call) runs again: look at `task` to skip it.
    */
   readonly resumed: boolean;
-  /** A progress note (`working`), or the end: `completed`, `failed`, `rejected` (refused, from `submitted` only). */
+  /**
+   * A progress note (`working`), or the end: `completed`, `failed`, `rejected` (the executor will not
+   * do it). TaskStateError once the task ended, and for `working` while it waits for an answer.
+   */
   update(state: 'working' | 'completed' | 'failed' | 'rejected', message?: TaskInput): Promise<Task>;
   /** Adds or replaces an artifact, or grows it by a chunk (`append`). */
   artifact(artifact: Artifact, options?: { readonly append?: boolean; readonly lastChunk?: boolean }): Promise<Task>;

@@ -261,6 +261,16 @@ describe('agent tasks', () => {
     expect(last?.kind === 'status' && messageText(last.status.message)).toBe('model quota exceeded');
   });
 
+  it('ends a task rejected when its handler refuses it', async () => {
+    const { client } = await world(async (_task, ctx) => {
+      await ctx.update('rejected', 'not something I do');
+    });
+    const handle = await client.start('writer', 'fix my car');
+    const updates = await collect(handle.updates());
+    expect(updates.map(shape)).toEqual(['submitted', 'working', 'rejected!']);
+    expect(messageText((await handle.get())?.status.message)).toBe('not something I do');
+  });
+
   it('takes a start repeated with the same message id once', async () => {
     let runs = 0;
     const { client } = await world(() => {
