@@ -1,6 +1,6 @@
-import { ConfigError, type IdempotencyStore } from '@agentbus/core';
-import { type ChainableCommander, type Cluster, Redis } from 'ioredis';
-import { toBusError } from './redis-errors.js';
+import type { IdempotencyStore } from '@agentbus/core';
+import type { ChainableCommander, Cluster, Redis } from 'ioredis';
+import { storeClient } from './store-client.js';
 
 export interface RedisIdempotencyStoreOptions {
   /** `redis://…` (the store opens and closes its own connection), or a client you own. */
@@ -29,22 +29,8 @@ const RELEASE = `if redis.call('GET', KEYS[1]) == 'busy' then return redis.call(
  * lease` (one of them wins), completion `SET key done PX ttl`; Redis expires both by itself.
  */
 export function redisIdempotencyStore(options: RedisIdempotencyStoreOptions = {}): RedisIdempotencyStore {
-  const prefix = options.keyPrefix ?? 'agentbus:idem';
-  if (typeof prefix !== 'string' || prefix === '')
-    throw new ConfigError('must be a non-empty string', { path: 'keyPrefix' });
-  const owned = options.client === undefined;
-  const client =
-    options.client ??
-    new Redis(options.url ?? 'redis://127.0.0.1:6379', { lazyConnect: false, maxRetriesPerRequest: 3 });
-  if (owned) client.on('error', () => {});
+  const { client, prefix, wrap, close } = storeClient(options, 'agentbus:idem');
   const k = (key: string) => `${prefix}:${key}`;
-  const wrap = async <T>(op: string, f: () => Promise<T>): Promise<T> => {
-    try {
-      return await f();
-    } catch (err) {
-      throw toBusError(err, op);
-    }
-  };
   return {
     begin: (key, leaseMs) =>
       wrap('dedup begin', async () => {
@@ -67,8 +53,6 @@ export function redisIdempotencyStore(options: RedisIdempotencyStoreOptions = {}
       multi.set(k(key), 'done', 'PX', Math.max(1, Math.ceil(ttlMs)));
       return multi;
     },
-    async close() {
-      if (owned) await (client as Redis).quit().catch(() => client.disconnect());
-    },
+    close,
   };
 }

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { assertTakeRequest, ConfigError, type RateLimiter, type TakeResult } from '@agentbus/core';
-import { type Cluster, Redis } from 'ioredis';
+import { assertTakeRequest, type RateLimiter, type TakeResult } from '@agentbus/core';
+import type { Cluster, Redis } from 'ioredis';
 import { toBusError } from './redis-errors.js';
+import { storeClient } from './store-client.js';
 
 export interface RedisRateLimiterOptions {
   /** `redis://…` (the limiter opens and closes its own connection), or a client you own. */
@@ -63,18 +64,10 @@ const TAKE_SHA = createHash('sha1').update(TAKE_TOKENS).digest('hex');
  * lost connection): callers fail closed.
  */
 export function redisRateLimiter(options: RedisRateLimiterOptions = {}): RedisRateLimiter {
-  const prefix = options.keyPrefix ?? REDIS_RATE_LIMITER_DEFAULTS.keyPrefix;
-  if (typeof prefix !== 'string' || prefix === '') {
-    throw new ConfigError('must be a non-empty string', { path: 'keyPrefix' });
-  }
-  if (options.client !== undefined && options.url !== undefined) {
-    throw new ConfigError('give a url or a client, not both', { path: 'client' });
-  }
-  const owned = options.client === undefined;
-  const client =
-    options.client ??
-    new Redis(options.url ?? REDIS_RATE_LIMITER_DEFAULTS.url, { lazyConnect: false, maxRetriesPerRequest: 3 });
-  if (owned) client.on('error', () => {});
+  const { client, prefix, close } = storeClient(
+    { ...options, url: options.client ? options.url : (options.url ?? REDIS_RATE_LIMITER_DEFAULTS.url) },
+    REDIS_RATE_LIMITER_DEFAULTS.keyPrefix,
+  );
   const run = async (key: string, args: (string | number)[]): Promise<unknown> => {
     try {
       return await client.evalsha(TAKE_SHA, 1, key, ...args);
@@ -97,8 +90,6 @@ export function redisRateLimiter(options: RedisRateLimiterOptions = {}): RedisRa
       const [allowed, remaining, retryAfterMs] = reply as [number, string, string];
       return { allowed: allowed === 1, retryAfterMs: Number(retryAfterMs), remaining: Number(remaining) };
     },
-    async close() {
-      if (owned) await (client as Redis).quit().catch(() => client.disconnect());
-    },
+    close,
   };
 }

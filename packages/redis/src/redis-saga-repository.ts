@@ -7,8 +7,8 @@ import {
   sagaFilterLimit,
   sagaFilterStatuses,
 } from '@agentbus/core';
-import { type Cluster, Redis } from 'ioredis';
-import { toBusError } from './redis-errors.js';
+import type { Cluster, Redis } from 'ioredis';
+import { storeClient } from './store-client.js';
 
 export interface RedisSagaRepositoryOptions {
   /** `redis://…` (the repository opens and closes its own connection), or a client you own. */
@@ -61,25 +61,10 @@ return n`;
  * for `list`. Create and save are scripts, so a save over a stale version changes nothing.
  */
 export function redisSagaRepository(options: RedisSagaRepositoryOptions = {}): RedisSagaRepository {
-  const prefix = options.keyPrefix ?? 'agentbus:saga';
-  if (typeof prefix !== 'string' || prefix === '') {
-    throw new ConfigError('must be a non-empty string', { path: 'keyPrefix' });
-  }
-  const owned = options.client === undefined;
-  const client =
-    options.client ??
-    new Redis(options.url ?? 'redis://127.0.0.1:6379', { lazyConnect: false, maxRetriesPerRequest: 3 });
-  if (owned) client.on('error', () => {});
+  const { client, prefix, wrap, close } = storeClient(options, 'agentbus:saga');
   const hash = (id: string) => `${prefix}:s:${id}`;
   const index = (status: SagaStatus) => `${prefix}:idx:${status}`;
   const indexes = STATUSES.map(index);
-  const wrap = async <T>(op: string, f: () => Promise<T>): Promise<T> => {
-    try {
-      return await f();
-    } catch (err) {
-      throw toBusError(err, op);
-    }
-  };
   const statusIndex = (s: SagaStatus) => {
     const i = STATUSES.indexOf(s);
     if (i < 0) throw new ConfigError(`unknown saga status ${String(s)}`, { path: 'status' });
@@ -151,8 +136,6 @@ export function redisSagaRepository(options: RedisSagaRepositoryOptions = {}): R
         'saga delete',
         async () => Number(await client.eval(DELETE, 1 + indexes.length, hash(id), ...indexes, id)) > 0,
       ),
-    async close() {
-      if (owned) await (client as Redis).quit().catch(() => client.disconnect());
-    },
+    close,
   };
 }

@@ -1,6 +1,6 @@
-import { type BlockedWorkflow, ConfigError, type SequenceStore, type WorkflowBlock } from '@agentbus/core';
-import { type Cluster, Redis } from 'ioredis';
-import { toBusError } from './redis-errors.js';
+import type { BlockedWorkflow, SequenceStore, WorkflowBlock } from '@agentbus/core';
+import type { Cluster, Redis } from 'ioredis';
+import { storeClient } from './store-client.js';
 
 export interface RedisSequenceStoreOptions {
   /** `redis://…` (the store opens and closes its own connection), or a client you own. */
@@ -53,26 +53,12 @@ return 0`;
  * by a script), a list of skipped ranges, and one hash of blocks.
  */
 export function redisSequenceStore(options: RedisSequenceStoreOptions = {}): RedisSequenceStore {
-  const prefix = options.keyPrefix ?? 'agentbus:seq';
-  if (typeof prefix !== 'string' || prefix === '')
-    throw new ConfigError('must be a non-empty string', { path: 'keyPrefix' });
-  const owned = options.client === undefined;
-  const client =
-    options.client ??
-    new Redis(options.url ?? 'redis://127.0.0.1:6379', { lazyConnect: false, maxRetriesPerRequest: 3 });
-  if (owned) client.on('error', () => {});
+  const { client, prefix, wrap, close } = storeClient(options, 'agentbus:seq');
   const ctr = (wf: string) => `${prefix}:ctr:${wf}`;
   const exp = (g: string, wf: string) => `${prefix}:exp:${g}\u0000${wf}`;
   const skipped = (g: string, wf: string) => `${prefix}:skip:${g}\u0000${wf}`;
   const blocks = `${prefix}:blocks`;
   const field = (g: string, wf: string) => `${g}\u0000${wf}`;
-  const wrap = async <T>(op: string, f: () => Promise<T>): Promise<T> => {
-    try {
-      return await f();
-    } catch (err) {
-      throw toBusError(err, op);
-    }
-  };
   return {
     nextSequence: (wf) => wrap('sequence next', () => client.incr(ctr(wf))),
     expected: (g, wf) => wrap('sequence expected', async () => Number((await client.get(exp(g, wf))) ?? 1)),
@@ -104,8 +90,6 @@ export function redisSequenceStore(options: RedisSequenceStoreOptions = {}): Red
         }
         return out.sort((a, b) => a.block.atMs - b.block.atMs);
       }),
-    async close() {
-      if (owned) await (client as Redis).quit().catch(() => client.disconnect());
-    },
+    close,
   };
 }

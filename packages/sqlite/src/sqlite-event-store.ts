@@ -1,18 +1,14 @@
-import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
 import {
   type CheckpointStore,
-  ConfigError,
   createEventStore,
   type EventStore,
   type EventStoreEngine,
   type EventStoreOptions,
   type PendingEvent,
-  positiveNumber,
   type StoredEvent,
 } from '@agentbus/core';
-import Database from 'better-sqlite3';
 import { toBusError } from './db-errors.js';
+import { openStoreDatabase } from './open-store-database.js';
 
 export interface SqliteEventStoreOptions extends EventStoreOptions {
   /** The database file (it may be the transport's own: the store keeps tables of its own). */
@@ -72,13 +68,7 @@ function stored(r: Row): StoredEvent {
  * made through this store at once, those of other connections or processes within `pollIntervalMs`.
  */
 export function sqliteEventStore(options: SqliteEventStoreOptions): SqliteEventStore {
-  if (typeof options?.path !== 'string' || options.path === '') {
-    throw new ConfigError('must be a file path or ":memory:"', { path: 'path' });
-  }
-  const busyTimeoutMs = positiveNumber(options.busyTimeoutMs ?? 5_000, 'busyTimeoutMs');
-  if (options.path !== ':memory:') mkdirSync(dirname(resolve(options.path)), { recursive: true });
-  const db = new Database(options.path, { timeout: busyTimeoutMs });
-  db.pragma('journal_mode = WAL');
+  const db = openStoreDatabase(options);
   // An append resolves once it is on disk.
   db.pragma('synchronous = FULL');
   db.exec(SCHEMA);

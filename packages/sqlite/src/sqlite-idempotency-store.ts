@@ -1,14 +1,6 @@
-import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import {
-  type Clock,
-  ConfigError,
-  type IdempotencyState,
-  type IdempotencyStore,
-  positiveNumber,
-  systemClock,
-} from '@agentbus/core';
-import Database from 'better-sqlite3';
+import { type Clock, type IdempotencyState, type IdempotencyStore, positiveNumber, systemClock } from '@agentbus/core';
+import type Database from 'better-sqlite3';
+import { openStoreDatabase } from './open-store-database.js';
 
 export interface SqliteIdempotencyStoreOptions {
   /** The database file (it may be the transport's own: the store keeps a table of its own). */
@@ -37,15 +29,9 @@ export interface SqliteIdempotencyStore extends IdempotencyStore {
  * never both get 'new'. Survives restarts with the file.
  */
 export function sqliteIdempotencyStore(options: SqliteIdempotencyStoreOptions): SqliteIdempotencyStore {
-  if (typeof options?.path !== 'string' || options.path === '') {
-    throw new ConfigError('must be a file path or ":memory:"', { path: 'path' });
-  }
+  const db = openStoreDatabase(options);
   const clock = options.clock ?? systemClock;
-  const busyTimeoutMs = positiveNumber(options.busyTimeoutMs ?? 5_000, 'busyTimeoutMs');
   const sweepEvery = positiveNumber(options.sweepEvery ?? 1_000, 'sweepEvery');
-  if (options.path !== ':memory:') mkdirSync(dirname(resolve(options.path)), { recursive: true });
-  const db = new Database(options.path, { timeout: busyTimeoutMs });
-  db.pragma('journal_mode = WAL');
   db.exec(
     'CREATE TABLE IF NOT EXISTS agentbus_idempotency (key TEXT PRIMARY KEY, state TEXT NOT NULL, until_ms INTEGER NOT NULL) WITHOUT ROWID',
   );

@@ -1,14 +1,5 @@
-import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import {
-  ConfigError,
-  positiveNumber,
-  type SagaRepository,
-  type SagaState,
-  sagaFilterLimit,
-  sagaFilterStatuses,
-} from '@agentbus/core';
-import Database from 'better-sqlite3';
+import { type SagaRepository, type SagaState, sagaFilterLimit, sagaFilterStatuses } from '@agentbus/core';
+import { openStoreDatabase } from './open-store-database.js';
 
 export interface SqliteSagaRepositoryOptions {
   /** The database file (it may be the transport's own: the repository keeps a table of its own). */
@@ -34,13 +25,7 @@ CREATE INDEX IF NOT EXISTS agentbus_saga_status ON agentbus_saga (status, create
  * processes sharing the file only one advances a saga.
  */
 export function sqliteSagaRepository(options: SqliteSagaRepositoryOptions): SqliteSagaRepository {
-  if (typeof options?.path !== 'string' || options.path === '') {
-    throw new ConfigError('must be a file path or ":memory:"', { path: 'path' });
-  }
-  const busyTimeoutMs = positiveNumber(options.busyTimeoutMs ?? 5_000, 'busyTimeoutMs');
-  if (options.path !== ':memory:') mkdirSync(dirname(resolve(options.path)), { recursive: true });
-  const db = new Database(options.path, { timeout: busyTimeoutMs });
-  db.pragma('journal_mode = WAL');
+  const db = openStoreDatabase(options);
   db.exec(SCHEMA);
   type Row = [string, string, string, number, number, number, string];
   const insert = db.prepare<Row>(

@@ -1,13 +1,5 @@
-import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import {
-  type BlockedWorkflow,
-  ConfigError,
-  positiveNumber,
-  type SequenceStore,
-  type WorkflowBlock,
-} from '@agentbus/core';
-import Database from 'better-sqlite3';
+import type { BlockedWorkflow, SequenceStore, WorkflowBlock } from '@agentbus/core';
+import { openStoreDatabase } from './open-store-database.js';
 
 export interface SqliteSequenceStoreOptions {
   /** The database file (it may be the transport's own: the store keeps tables of its own). */
@@ -55,13 +47,7 @@ function toBlocked(r: BlockRow): BlockedWorkflow {
  * statement or one IMMEDIATE transaction, so processes sharing the file never hand out a number twice.
  */
 export function sqliteSequenceStore(options: SqliteSequenceStoreOptions): SqliteSequenceStore {
-  if (typeof options?.path !== 'string' || options.path === '') {
-    throw new ConfigError('must be a file path or ":memory:"', { path: 'path' });
-  }
-  const busyTimeoutMs = positiveNumber(options.busyTimeoutMs ?? 5_000, 'busyTimeoutMs');
-  if (options.path !== ':memory:') mkdirSync(dirname(resolve(options.path)), { recursive: true });
-  const db = new Database(options.path, { timeout: busyTimeoutMs });
-  db.pragma('journal_mode = WAL');
+  const db = openStoreDatabase(options);
   db.exec(SCHEMA);
   const next = db.prepare<[string], { last: number }>(
     'INSERT INTO agentbus_seq_counter (workflow, last) VALUES (?, 1) ON CONFLICT (workflow) DO UPDATE SET last = last + 1 RETURNING last',
