@@ -117,8 +117,37 @@ function reasonFor(err: unknown): string {
   return DeadLetterReason.unrecoverable;
 }
 
-/** Deliveries a subscription handles in a row before it lets the event loop run timers and I/O. */
+/** Deliveries the subscriptions of this process handle in a row before they let the event loop run timers and I/O. */
 const YIELD_EVERY = 512;
+
+let turnsSinceYield = 0;
+let yielding: Promise<void> | undefined;
+
+/**
+ * Counts a delivery turn; every YIELD_EVERY turns (over all subscriptions of the process) returns
+ * a promise that settles after the event loop ran timers and I/O, the same one for every
+ * subscription until then. They pause together: had each its own count, one would sit out a
+ * turn of the event loop holding the deliveries it had leased while the others went hundreds of
+ * messages ahead, which makes an ordered consumer (sequencing) hold each workflow's later
+ * messages for those it stranded.
+ */
+function turnTaken(): Promise<void> | undefined {
+  if (yielding !== undefined) return yielding;
+  if (++turnsSinceYield < YIELD_EVERY) return undefined;
+  turnsSinceYield = 0;
+  yielding = new Promise<void>((resolve) =>
+    setImmediate(() => {
+      yielding = undefined;
+      resolve();
+    }),
+  );
+  return yielding;
+}
+
+const RESOLVED: Promise<void> = Promise.resolve();
+/** What HandlerSubscription's #handle returns while the delivery's handler is still running. */
+const PENDING = 'pending';
+const noop = (): void => {};
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return (
@@ -203,12 +232,14 @@ export class Bus {
    */
   async publishBatch(items: readonly PublishItem[]): Promise<Envelope[]> {
     this.#assertOpen();
-    const contexts = items.map((it) => ({ envelope: this.envelope(it.topic, it.data, it.options ?? {}) }));
     if (this.#publishHooks.length === 0) {
-      const envelopes = contexts.map((c) => c.envelope);
+      const envelopes = items.map((it) => this.envelope(it.topic, it.data, it.options ?? {}));
       await this.transport.publish(this.#encodeMany(envelopes));
       return envelopes;
     }
+    const contexts = items.map(
+      (it, i) => new BatchPublishContext(this.envelope(it.topic, it.data, it.options ?? {}), i),
+    );
     const outbound: (TransportMessage | undefined)[] = new Array(contexts.length);
     const failures: unknown[] = [];
     let settle!: (err?: unknown) => void;
@@ -216,23 +247,48 @@ export class Bus {
       settle = (err) => (err === undefined ? resolve() : reject(err));
     });
     sent.catch(() => {});
-    const arrivals: Promise<void>[] = [];
-    const chains = contexts.map((ctx, i) => {
-      let arrived!: () => void;
-      arrivals.push(new Promise<void>((r) => (arrived = r)));
-      const run = compose<PublishContext>(this.#publishHooks, async (c) => {
-        outbound[i] = this.#encode(c.envelope);
-        arrived();
-        await sent;
-      });
-      return run(ctx).then(arrived, (err) => {
-        if (!outbound[i]) failures.push(err);
-        arrived();
-        throw err;
-      });
+    // Resolves once every chain has reached the transport, been dropped by middleware, or failed.
+    let waiting = contexts.length;
+    let allArrived!: () => void;
+    const arrivals = new Promise<void>((resolve) => {
+      allArrived = resolve;
     });
-    // Every chain has now reached the transport, been dropped by middleware, or failed.
-    await Promise.all(arrivals);
+    const arrived = new Uint8Array(contexts.length);
+    const arrive = (i: number) => {
+      if (arrived[i] === 1) return;
+      arrived[i] = 1;
+      if (--waiting === 0) allArrived();
+    };
+    if (waiting === 0) allArrived();
+    const run = compose<PublishContext>(this.#publishHooks, (c) => {
+      const i = BatchPublishContext.indexOf(c);
+      outbound[i] = this.#encode(c.envelope);
+      arrive(i);
+      return sent;
+    });
+    const chains: Promise<void>[] = [];
+    let asSent = false;
+    for (let i = 0; i < contexts.length; i++) {
+      const chain = run(contexts[i] as BatchPublishContext);
+      // A chain whose hooks handed the terminal's promise back as it is (synchronous hooks) has
+      // arrived and ends as the transport publish does: `sent` stands for all such chains.
+      if (chain === sent) {
+        if (!asSent) chains.push(sent);
+        asSent = true;
+        continue;
+      }
+      chains.push(
+        chain.then(
+          () => arrive(i),
+          (err: unknown) => {
+            if (!outbound[i]) failures.push(err);
+            arrive(i);
+            throw err;
+          },
+        ),
+      );
+    }
+    await arrivals;
     if (failures.length > 0) {
       settle(failures[0]);
       await Promise.allSettled(chains);
@@ -387,6 +443,20 @@ export class Bus {
   }
 }
 
+/** The publish context of one envelope of a batch; its place in the batch is private (hooks see `envelope`). */
+class BatchPublishContext implements PublishContext {
+  readonly #index: number;
+  constructor(
+    public envelope: Envelope,
+    index: number,
+  ) {
+    this.#index = index;
+  }
+  static indexOf(ctx: PublishContext): number {
+    return (ctx as BatchPublishContext).#index;
+  }
+}
+
 /** Where a running handler's delivery is kept for lease renewal: a slot index, or -1 when parked or over the slots. */
 interface Running {
   slot: number;
@@ -452,6 +522,7 @@ class HandlerSubscription implements BusSubscription {
   /** Deliveries waiting in `ctx.wait`; they end with ClosedError when the subscription closes. */
   readonly #parked = new Set<(err: Error) => void>();
   readonly #renewer: NodeJS.Timeout;
+  #chain: { readonly hooks: readonly ConsumeHook[]; readonly run: (ctx: ConsumeContext) => Promise<void> } | undefined;
   #slotFreed: (() => void) | undefined;
 
   constructor(
@@ -537,7 +608,6 @@ class HandlerSubscription implements BusSubscription {
     const raw = this.raw;
     const it = raw[Symbol.asyncIterator]();
     let failures = 0;
-    let turns = 0;
     while (!this.#stopping) {
       if (this.#inFlight >= this.settings.concurrency) {
         await new Promise<void>((r) => {
@@ -547,9 +617,9 @@ class HandlerSubscription implements BusSubscription {
       }
       // Handlers that finish synchronously and a transport that settles synchronously would
       // otherwise drain a whole backlog in microtasks: let timers and I/O in now and then.
-      if (++turns >= YIELD_EVERY) {
-        turns = 0;
-        await new Promise<void>((r) => setImmediate(r));
+      const paused = turnTaken();
+      if (paused !== undefined) {
+        await paused;
         continue;
       }
       let next = raw.poll?.();
@@ -591,9 +661,7 @@ class HandlerSubscription implements BusSubscription {
       this.#slots[slot] = raw;
       running = { slot, raw };
     }
-    const pending = this.#handle(running);
-    if (pending === undefined) this.#finished(running);
-    else void pending.then(() => this.#finished(running));
+    if (this.#handle(running) === undefined) this.#finished(running);
   }
 
   #finished(running: Running): void {
@@ -605,9 +673,10 @@ class HandlerSubscription implements BusSubscription {
   /**
    * Decodes, runs the handler and settles the delivery. Returns undefined when all of it
    * finished synchronously (a sync handler on a transport that settles synchronously), so the
-   * hot path allocates no promise. Never throws and never rejects: settle failures are logged.
+   * hot path allocates no promise; otherwise `pending`, and calls #finished itself once the
+   * settle is issued. Never throws: settle failures are logged.
    */
-  #handle(running: Running): Promise<void> | undefined {
+  #handle(running: Running): typeof PENDING | undefined {
     const { raw } = running;
     const { codec, clock } = this.bus;
     const { maxAttempts } = this.settings;
@@ -637,20 +706,38 @@ class HandlerSubscription implements BusSubscription {
     try {
       if (hooks.length === 0) result = this.settings.handler(delivery);
       else {
-        const ctx = new DeliveryContext(envelope, delivery, this.settings, this, running);
-        result = compose(hooks, (c) => Promise.resolve(this.settings.handler(c.delivery)).then(() => {}))(ctx);
+        result = this.#chainOf(hooks)(new DeliveryContext(envelope, delivery, this.settings, this, running));
       }
     } catch (err) {
       return this.#guard(raw, () => this.#fail(raw, err));
     }
     if (isThenable(result)) {
-      return Promise.resolve(result).then(
-        () => this.#ack(raw),
-        (err: unknown) => this.#guard(raw, () => this.#fail(raw, err)),
+      Promise.resolve(result).then(
+        () => {
+          this.#ack(raw);
+          this.#finished(running);
+        },
+        (err: unknown) => {
+          this.#guard(raw, () => this.#fail(raw, err));
+          this.#finished(running);
+        },
       );
+      return PENDING;
     }
     return this.#ack(raw);
   }
+
+  /** The consume hooks composed around the handler; composed again only when the bus's hooks change. */
+  #chainOf(hooks: readonly ConsumeHook[]): (ctx: ConsumeContext) => Promise<void> {
+    if (this.#chain?.hooks !== hooks) this.#chain = { hooks, run: compose(hooks, this.#terminal) };
+    return this.#chain.run;
+  }
+
+  /** Runs the handler at the end of the hooks; resolves (to nothing) once it did. */
+  readonly #terminal = (ctx: ConsumeContext): Promise<void> => {
+    const result = this.settings.handler(ctx.delivery);
+    return isThenable(result) ? Promise.resolve(result).then(noop) : RESOLVED;
+  };
 
   /** Acks unless the handler settled itself. */
   #ack(raw: RawDelivery): undefined {

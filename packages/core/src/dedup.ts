@@ -4,6 +4,8 @@ import { ConfigError } from './errors.js';
 import type { ConsumeContext, Middleware, Next } from './middleware.js';
 import { positiveInteger, positiveNumber } from './validate.js';
 
+const RESOLVED: Promise<void> = Promise.resolve();
+
 /** What `begin` found for a key. */
 export type IdempotencyState = 'new' | 'done' | 'busy';
 
@@ -24,34 +26,79 @@ export interface MemoryIdempotencyStoreOptions {
   readonly clock?: Clock;
 }
 
+/** The synchronous operations of an in-process store, for the dedup middleware's hot path. */
+interface LocalIdempotencyOps {
+  begin(key: string, leaseMs: number): IdempotencyState;
+  complete(key: string, ttlMs: number): void;
+  release(key: string): void;
+}
+
+/**
+ * Where the memory store keeps a function of the store that gives its {@link LocalIdempotencyOps}
+ * while the store's methods are still its own; the middleware calls them instead of awaiting a
+ * promise per message. Not enumerable, so a copy of the store (`{ ...store }`) is used through its
+ * methods. The same registered symbol as the memory sequence store's.
+ */
+const LOCAL_OPS = Symbol.for('agentbus.localOps');
+
+type LocalOpsOf = (store: IdempotencyStore) => LocalIdempotencyOps | undefined;
+
+function localOps(store: IdempotencyStore): LocalIdempotencyOps | undefined {
+  return (store as unknown as { [LOCAL_OPS]?: LocalOpsOf })[LOCAL_OPS]?.(store);
+}
+
 /** An in-process store: a Map with expiry times, bounded in size (oldest evicted first). */
 export function memoryIdempotencyStore(options: MemoryIdempotencyStoreOptions = {}): IdempotencyStore {
   const maxKeys = positiveInteger(options.maxKeys ?? 100_000, 'maxKeys');
   const clock = options.clock ?? systemClock;
   const keys = new Map<string, { state: 'busy' | 'done'; until: number }>();
-  const set = (key: string, state: 'busy' | 'done', until: number) => {
-    keys.delete(key); // re-inserted: the newest in iteration order
+  // One iterator for all evictions: a fresh one per eviction would step over every entry deleted
+  // (re-inserted) since the map's last rehash, each time. Live entries are all ahead of it: what
+  // it passed was evicted, and a re-inserted key goes to the end.
+  let oldestFirst: MapIterator<string> | undefined;
+  const set = (key: string, state: 'busy' | 'done', until: number, present = true) => {
+    if (present) keys.delete(key); // re-inserted: the newest in iteration order
     keys.set(key, { state, until });
     while (keys.size > maxKeys) {
-      const oldest = keys.keys().next().value as string;
-      keys.delete(oldest);
+      let r = oldestFirst?.next();
+      if (r === undefined || r.done) {
+        oldestFirst = keys.keys();
+        r = oldestFirst.next();
+      }
+      keys.delete(r.value as string);
     }
   };
-  return {
-    async begin(key, leaseMs) {
+  const local: LocalIdempotencyOps = {
+    begin(key, leaseMs) {
       const now = clock.now();
       const e = keys.get(key);
       if (e && e.until > now) return e.state;
-      set(key, 'busy', now + leaseMs);
+      set(key, 'busy', now + leaseMs, e !== undefined);
       return 'new';
     },
-    async complete(key, ttlMs) {
+    complete(key, ttlMs) {
       set(key, 'done', clock.now() + ttlMs);
     },
-    async release(key) {
+    release(key) {
       if (keys.get(key)?.state === 'busy') keys.delete(key);
     },
   };
+  const store: IdempotencyStore = {
+    async begin(key, leaseMs) {
+      return local.begin(key, leaseMs);
+    },
+    async complete(key, ttlMs) {
+      local.complete(key, ttlMs);
+    },
+    async release(key) {
+      local.release(key);
+    },
+  };
+  const own = { begin: store.begin, complete: store.complete, release: store.release };
+  const localOf: LocalOpsOf = (s) =>
+    s.begin === own.begin && s.complete === own.complete && s.release === own.release ? local : undefined;
+  Object.defineProperty(store, LOCAL_OPS, { value: localOf });
+  return store;
 }
 
 /**
@@ -96,29 +143,52 @@ export function dedup(options: DedupOptions): Middleware {
   const leaseMs = positiveNumber(options.leaseMs ?? 30_000, 'leaseMs');
   const busyDelayMs = positiveNumber(options.busyDelayMs ?? 1_000, 'busyDelayMs');
   const keyOf = options.key;
+  /** A message seen before: acked without the handler when done, put back while it is being handled. */
+  const seenBefore = (ctx: ConsumeContext, state: 'done' | 'busy'): Promise<void> | undefined => {
+    if (state === 'done') {
+      ctx.state.set('dedup', 'duplicate');
+      return undefined; // not handled again; the bus acks it
+    }
+    ctx.state.set('dedup', 'busy');
+    return ctx.delivery.nack({ delayMs: busyDelayMs, error: 'a duplicate is being handled' });
+  };
+  const consumeAsync = async (ctx: ConsumeContext, next: Next, key: string): Promise<void> => {
+    const state = await store.begin(key, leaseMs);
+    if (state !== 'new') {
+      await seenBefore(ctx, state);
+      return;
+    }
+    try {
+      await next();
+    } catch (err) {
+      await store.release(key).catch(() => {});
+      throw err;
+    }
+    // A handler that settled the delivery itself (a nack, say) may see it again: not done.
+    if (ctx.delivery.settled) await store.release(key).catch(() => {});
+    else await store.complete(key, ttlMs);
+  };
+  /** {@link consumeAsync} on an in-process store: no promise but the handler chain's. */
+  const consumeLocal = (ctx: ConsumeContext, next: Next, key: string, local: LocalIdempotencyOps): Promise<void> => {
+    const state = local.begin(key, leaseMs);
+    if (state !== 'new') return seenBefore(ctx, state) ?? RESOLVED;
+    return next().then(
+      () => {
+        if (ctx.delivery.settled) local.release(key);
+        else local.complete(key, ttlMs);
+      },
+      (err: unknown) => {
+        local.release(key);
+        throw err;
+      },
+    );
+  };
   return {
     name: 'dedup',
-    async consume(ctx: ConsumeContext, next: Next) {
+    consume(ctx: ConsumeContext, next: Next): Promise<void> {
       const key = keyOf ? `${ctx.group}\u0000${keyOf(ctx)}` : idempotencyKey(ctx.group, ctx.envelope);
-      const state = await store.begin(key, leaseMs);
-      if (state === 'done') {
-        ctx.state.set('dedup', 'duplicate');
-        return; // not handled again; the bus acks it
-      }
-      if (state === 'busy') {
-        ctx.state.set('dedup', 'busy');
-        await ctx.delivery.nack({ delayMs: busyDelayMs, error: 'a duplicate is being handled' });
-        return;
-      }
-      try {
-        await next();
-      } catch (err) {
-        await store.release(key).catch(() => {});
-        throw err;
-      }
-      // A handler that settled the delivery itself (a nack, say) may see it again: not done.
-      if (ctx.delivery.settled) await store.release(key).catch(() => {});
-      else await store.complete(key, ttlMs);
+      const local = localOps(store);
+      return local ? consumeLocal(ctx, next, key, local) : consumeAsync(ctx, next, key);
     },
   };
 }

@@ -48,22 +48,28 @@ export interface Middleware {
   consume?(ctx: ConsumeContext, next: Next): Promise<void>;
 }
 
-/** Runs `hooks` in order around `terminal`. */
+/**
+ * Runs `hooks` in order around `terminal`. A hook or terminal that throws instead of returning a
+ * rejected promise counts as one that rejected: the hook before it sees the error as the
+ * rejection of its `next()`, which never throws.
+ */
 export function compose<C>(
   hooks: readonly ((ctx: C, next: Next) => Promise<void>)[],
   terminal: (ctx: C) => Promise<void>,
 ) {
-  return (ctx: C): Promise<void> => {
-    const step = (i: number): Promise<void> => {
-      const hook = hooks[i];
-      if (!hook) return terminal(ctx);
+  const n = hooks.length;
+  const step = (ctx: C, i: number): Promise<void> => {
+    try {
+      if (i === n) return terminal(ctx);
       let called = false;
-      return hook(ctx, () => {
+      return (hooks[i] as (ctx: C, next: Next) => Promise<void>)(ctx, () => {
         if (called) return Promise.reject(new Error(`middleware called next() twice`));
         called = true;
-        return step(i + 1);
+        return step(ctx, i + 1);
       });
-    };
-    return step(0);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   };
+  return (ctx: C): Promise<void> => step(ctx, 0);
 }

@@ -20,7 +20,8 @@ export interface ReorderBufferOptions {
 export class ReorderBuffer<T> {
   #expected: number;
   readonly #maxHeld: number;
-  readonly #held = new Map<number, T>();
+  /** Made on the first offer: most buffers of a sequencing lane never hold anything. */
+  #held: Map<number, T> | undefined;
 
   constructor(options: ReorderBufferOptions = {}) {
     this.#expected = positiveInteger(options.expected ?? 1, 'expected');
@@ -34,19 +35,22 @@ export class ReorderBuffer<T> {
 
   /** Items held ahead of the expected one (the expected one, if held, is not counted). */
   get held(): number {
-    return this.#held.size - (this.#held.has(this.#expected) ? 1 : 0);
+    const held = this.#held;
+    return held === undefined ? 0 : held.size - (held.has(this.#expected) ? 1 : 0);
   }
 
   /** The lowest sequence held, if any. */
   get lowestHeld(): number | undefined {
     let low: number | undefined;
+    if (this.#held === undefined) return low;
     for (const seq of this.#held.keys()) if (low === undefined || seq < low) low = seq;
     return low;
   }
 
   offer(seq: number, item: T): ReorderOutcome {
-    if (seq < this.#expected || this.#held.has(seq)) return 'duplicate';
+    if (seq < this.#expected || this.#held?.has(seq)) return 'duplicate';
     if (seq > this.#expected && this.held >= this.#maxHeld) return 'full';
+    this.#held ??= new Map();
     this.#held.set(seq, item);
     return 'held';
   }
@@ -54,9 +58,10 @@ export class ReorderBuffer<T> {
   /** Takes the expected item out, if it is held. */
   next(): { readonly seq: number; readonly item: T } | undefined {
     const seq = this.#expected;
-    if (!this.#held.has(seq)) return undefined;
-    const item = this.#held.get(seq) as T;
-    this.#held.delete(seq);
+    const held = this.#held;
+    if (held === undefined || !held.has(seq)) return undefined;
+    const item = held.get(seq) as T;
+    held.delete(seq);
     return { seq, item };
   }
 
@@ -73,10 +78,12 @@ export class ReorderBuffer<T> {
     if (expected <= this.#expected) return [];
     this.#expected = expected;
     const stale: T[] = [];
-    for (const [seq, item] of this.#held) {
+    const held = this.#held;
+    if (held === undefined) return stale;
+    for (const [seq, item] of held) {
       if (seq < expected) {
         stale.push(item);
-        this.#held.delete(seq);
+        held.delete(seq);
       }
     }
     return stale;
@@ -96,13 +103,14 @@ export class ReorderBuffer<T> {
 
   /** Removes the item held for `seq` if it is `item`; resolves whether it was. */
   remove(seq: number, item: T): boolean {
-    if (this.#held.get(seq) !== item) return false;
-    this.#held.delete(seq);
+    if (this.#held?.get(seq) !== item) return false;
+    this.#held?.delete(seq);
     return true;
   }
 
   /** Removes and returns every held item (sequence order). */
   drain(): T[] {
+    if (this.#held === undefined) return [];
     const items = [...this.#held.entries()].sort((a, b) => a[0] - b[0]).map(([, item]) => item);
     this.#held.clear();
     return items;

@@ -1,6 +1,6 @@
 import { type Clock, systemClock } from './clock.js';
 import { BusError, ConfigError, describeError, UnrecoverableError } from './errors.js';
-import type { Middleware } from './middleware.js';
+import type { ConsumeContext, Middleware } from './middleware.js';
 import { positiveInteger, positiveNumber } from './validate.js';
 
 /** An error class, or a BusError code, for {@link RetryPolicyOptions}. */
@@ -50,30 +50,45 @@ export function retryPolicy(options: RetryPolicyOptions = {}): Middleware & { re
     tokens = Math.min(budget.retries, tokens + ((now - at) * budget.retries) / budget.perMs);
     at = now;
   };
+  /** Rethrows `err`, as UnrecoverableError if it is listed as such. */
+  const classify = (err: unknown): never => {
+    if (err instanceof UnrecoverableError) throw err;
+    if (isUnrecoverable(err)) throw new UnrecoverableError(describeError(err), { cause: err });
+    throw err;
+  };
+  const onFailure = async (ctx: ConsumeContext, err: unknown): Promise<void> => {
+    if (err instanceof UnrecoverableError) throw err;
+    if (isUnrecoverable(err)) throw new UnrecoverableError(describeError(err), { cause: err });
+    if (budget) {
+      refill();
+      if (tokens < 1) {
+        await ctx.delivery.deadLetter('retry-budget', {
+          error: `retry budget of ${budget.retries} per ${budget.perMs} ms spent; last error: ${describeError(err)}`,
+        });
+        return;
+      }
+      tokens -= 1;
+    }
+    throw err;
+  };
   return {
     name: 'retry-policy',
     retriesLeft: () => {
       refill();
       return Math.floor(tokens);
     },
-    async consume(ctx, next) {
+    // Not async: a delivery that succeeds costs one promise, not an async frame around `next`.
+    consume(ctx, next) {
+      let pending: Promise<void>;
       try {
-        await next();
+        pending = next();
       } catch (err) {
-        if (err instanceof UnrecoverableError) throw err;
-        if (isUnrecoverable(err)) throw new UnrecoverableError(describeError(err), { cause: err });
-        if (budget) {
-          refill();
-          if (tokens < 1) {
-            await ctx.delivery.deadLetter('retry-budget', {
-              error: `retry budget of ${budget.retries} per ${budget.perMs} ms spent; last error: ${describeError(err)}`,
-            });
-            return;
-          }
-          tokens -= 1;
-        }
-        throw err;
+        return onFailure(ctx, err);
       }
+      // Without a budget a failure needs no context: no closure per delivery.
+      return budget
+        ? pending.then(undefined, (err: unknown) => onFailure(ctx, err))
+        : pending.then(undefined, classify);
     },
   };
 }

@@ -58,6 +58,28 @@ export function takeFromRanges(ranges: [number, number][], seq: number): boolean
   return true;
 }
 
+/**
+ * Where the memory store keeps the synchronous versions of its hot-path methods, for the
+ * sequencing middleware to call instead of awaiting a promise per message: a function of the
+ * store that gives them only while the store's methods are still its own. A registered symbol
+ * rather than an export, so it is no public API; not enumerable, so a copy of the store
+ * (`{ ...store }`) is used through its methods.
+ */
+const LOCAL_OPS = Symbol.for('agentbus.localOps');
+
+/**
+ * What memorySequenceStore keeps under {@link LOCAL_OPS} (sequencing.ts reads it). `key` is
+ * `<group>\u0000<workflowId>`, as the store keys its per-group maps and sequencing its lanes, so
+ * that it is built once per message.
+ */
+type LocalSequenceOps = (store: SequenceStore) =>
+  | {
+      nextSequence(workflowId: string): number;
+      expected(key: string): number;
+      advance(key: string, seq: number): number;
+    }
+  | undefined;
+
 /** An in-process sequence store (state is lost with the process; for tests and single-process buses). */
 export function memorySequenceStore(options: MemorySequenceStoreOptions = {}): SequenceStore {
   const maxWorkflows = positiveInteger(options.maxWorkflows ?? 100_000, 'maxWorkflows');
@@ -66,25 +88,46 @@ export function memorySequenceStore(options: MemorySequenceStoreOptions = {}): S
   const skipped = new Map<string, [number, number][]>();
   const blocks = new Map<string, BlockedWorkflow>();
   const key = (group: string, wf: string) => `${group}\u0000${wf}`;
+  // Per map, one iterator for all evictions: a fresh one per eviction would step over every
+  // entry deleted (re-inserted) since the map's last rehash, each time. Live entries are all ahead
+  // of it: what it passed was evicted, and a touched key goes to the end.
+  const oldestFirst = new Map<Map<string, unknown>, MapIterator<string>>();
   const touch = <V>(m: Map<string, V>, k: string, v: V) => {
     m.delete(k);
     m.set(k, v);
-    if (m.size > maxWorkflows) m.delete(m.keys().next().value as string);
+    if (m.size <= maxWorkflows) return;
+    let r = oldestFirst.get(m)?.next();
+    if (r === undefined || r.done) {
+      const it = m.keys();
+      oldestFirst.set(m, it);
+      r = it.next();
+    }
+    m.delete(r.value as string);
   };
-  return {
-    async nextSequence(wf) {
+  const local = {
+    nextSequence(wf: string): number {
       const n = (counters.get(wf) ?? 0) + 1;
       touch(counters, wf, n);
       return n;
     },
-    async expected(group, wf) {
-      return expected.get(key(group, wf)) ?? 1;
+    expected(k: string): number {
+      return expected.get(k) ?? 1;
     },
-    async advance(group, wf, seq) {
-      const k = key(group, wf);
+    advance(k: string, seq: number): number {
       const n = Math.max(expected.get(k) ?? 1, seq + 1);
       touch(expected, k, n);
       return n;
+    },
+  };
+  const store: SequenceStore = {
+    async nextSequence(wf) {
+      return local.nextSequence(wf);
+    },
+    async expected(group, wf) {
+      return local.expected(key(group, wf));
+    },
+    async advance(group, wf, seq) {
+      return local.advance(key(group, wf), seq);
     },
     async skip(group, wf, from, to) {
       const k = key(group, wf);
@@ -110,4 +153,9 @@ export function memorySequenceStore(options: MemorySequenceStoreOptions = {}): S
       return [...blocks.values()].filter((b) => group === undefined || b.group === group);
     },
   };
+  const own = { nextSequence: store.nextSequence, expected: store.expected, advance: store.advance };
+  const localOps: LocalSequenceOps = (s) =>
+    s.nextSequence === own.nextSequence && s.expected === own.expected && s.advance === own.advance ? local : undefined;
+  Object.defineProperty(store, LOCAL_OPS, { value: localOps });
+  return store;
 }

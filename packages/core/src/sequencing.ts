@@ -84,9 +84,15 @@ export interface Sequencing extends Middleware {
 
 type Verdict = { kind: 'run' } | { kind: 'duplicate' } | { kind: 'dead-letter'; reason: string; error: string };
 
+const RUN: Verdict = Object.freeze({ kind: 'run' });
+const DUPLICATE: Verdict = Object.freeze({ kind: 'duplicate' });
+const RESOLVED: Promise<void> = Promise.resolve();
+const noop = (): void => {};
+
 interface Waiter {
+  /** Set when the message starts waiting for its turn (most get it at once and never wait). */
   resolve(v: Verdict): void;
-  verdict?: Verdict;
+  verdict: Verdict | undefined;
   readonly sub: SubscriptionInfo;
 }
 
@@ -97,14 +103,35 @@ class Lane {
   fresh = true;
   /** When the lane started waiting with messages held and no progress. */
   since = 0;
-  ready: Promise<void> = Promise.resolve();
+  ready: Promise<void> = RESOLVED;
+  /** `ready` has settled: the lane knows its expected sequence. */
+  isReady = false;
   constructor(
+    /** The lane's key in the lane map (group and workflow). */
+    readonly key: string,
     readonly group: string,
     readonly workflowId: string,
     maxHeld: number,
   ) {
     this.buf = new ReorderBuffer<Waiter>({ maxHeld });
   }
+}
+
+/**
+ * The synchronous operations of an in-process store (see LOCAL_OPS in sequence-store.ts); `key`
+ * is a lane's key, `<group>\u0000<workflowId>`, which is also how that store keys its maps.
+ */
+interface LocalOps {
+  nextSequence(workflowId: string): number;
+  expected(key: string): number;
+  advance(key: string, seq: number): number;
+}
+
+const LOCAL_OPS = Symbol.for('agentbus.localOps');
+
+/** `store`'s synchronous operations if it is a memory store whose methods are its own, else undefined. */
+function localOps(store: SequenceStore): LocalOps | undefined {
+  return (store as unknown as { [LOCAL_OPS]?: (s: SequenceStore) => LocalOps | undefined })[LOCAL_OPS]?.(store);
 }
 
 function settle(w: Waiter, v: Verdict): void {
@@ -149,23 +176,31 @@ export function sequencing(options: SequencingOptions): Sequencing {
   };
   const laneKey = (group: string, wf: string) => `${group}\u0000${wf}`;
 
-  const lane = async (group: string, wf: string): Promise<Lane> => {
-    const k = laneKey(group, wf);
-    let l = lanes.get(k);
-    if (!l) {
-      const created = new Lane(group, wf, maxHeld);
-      created.ready = store.expected(group, wf).then((n) => {
-        created.buf.moveTo(n);
-      });
-      lanes.set(k, created);
-      l = created;
+  /**
+   * The workflow's lane, made (its expected sequence read from the store) if it has none; a
+   * promise of it while the store has not answered.
+   */
+  const laneOf = (k: string, group: string, wf: string): Lane | Promise<Lane> => {
+    const l = lanes.get(k);
+    if (l?.isReady) return l;
+    if (l) return l.ready.then(() => l);
+    const created = new Lane(k, group, wf, maxHeld);
+    lanes.set(k, created);
+    const local = localOps(store);
+    if (local) {
+      created.buf.moveTo(local.expected(k));
+      created.isReady = true;
+      return created;
     }
-    await l.ready;
-    return l;
+    created.ready = store.expected(group, wf).then((n) => {
+      created.buf.moveTo(n);
+      created.isReady = true;
+    });
+    return created.ready.then(() => created);
   };
 
   const forget = (l: Lane) => {
-    if (!l.running && l.buf.held === 0 && l.buf.lowestHeld === undefined) lanes.delete(laneKey(l.group, l.workflowId));
+    if (!l.running && l.buf.held === 0 && l.buf.lowestHeld === undefined) lanes.delete(l.key);
   };
 
   /** Hands the turn to the expected message if it is waiting. */
@@ -174,7 +209,7 @@ export function sequencing(options: SequencingOptions): Sequencing {
     const n = l.buf.next();
     if (n) {
       l.running = true;
-      settle(n.item, { kind: 'run' });
+      settle(n.item, RUN);
       return;
     }
     if (l.buf.lowestHeld === undefined) forget(l);
@@ -209,7 +244,7 @@ export function sequencing(options: SequencingOptions): Sequencing {
         if (l.running) continue;
         const n = await store.expected(l.group, l.workflowId);
         if (l.running) continue;
-        release(l.buf.moveTo(n), { kind: 'duplicate' });
+        release(l.buf.moveTo(n), DUPLICATE);
         pump(l);
         if (l.running || l.buf.lowestHeld === undefined) continue;
         if (clock.now() - l.since < gapTimeoutMs) continue;
@@ -249,30 +284,76 @@ export function sequencing(options: SequencingOptions): Sequencing {
   };
 
   /** Runs the handler chain for the message whose turn it is; the lane is marked running. */
-  const run = async (ctx: ConsumeContext, l: Lane, seq: number, next: Next) => {
-    const { group } = ctx;
-    const wf = l.workflowId;
+  const run = (ctx: ConsumeContext, l: Lane, seq: number, next: Next): Promise<void> => {
+    const local = localOps(store);
+    return local ? runLocal(ctx, l, seq, next, local) : runAsync(ctx, l, seq, next);
+  };
+
+  const runAsync = async (ctx: ConsumeContext, l: Lane, seq: number, next: Next): Promise<void> => {
     try {
-      if (!l.fresh) {
-        const n = await store.expected(group, wf);
-        if (n > seq) {
-          release(l.buf.moveTo(n), { kind: 'duplicate' });
-          ctx.state.set('sequencing', 'duplicate');
-          return;
-        }
-      }
-      await runGuarded(ctx, next, seq);
-      // Put back or dead-lettered by the handler or an inner middleware (a busy dedup claim …):
-      // not processed (a dead-lettered one has blocked its workflow in runGuarded if asked to).
-      if (ctx.delivery.settled && ctx.delivery.settledAs !== 'ack') return;
-      const n = await store.advance(group, wf, seq);
-      release(l.buf.moveTo(n), { kind: 'duplicate' });
-      l.since = clock.now();
+      if (!l.fresh && handledAlready(ctx, l, seq, await store.expected(ctx.group, l.workflowId))) return;
+      await (o.preserveOrderOnDeadLetter ? runGuarded(ctx, next, seq) : next());
+      if (processed(ctx)) progressed(l, await store.advance(ctx.group, l.workflowId, seq));
     } finally {
-      l.running = false;
-      l.fresh = false;
-      pump(l);
+      turnDone(l);
     }
+  };
+
+  /** {@link runAsync} on an in-process store: no promise but the handler chain's. */
+  const runLocal = (ctx: ConsumeContext, l: Lane, seq: number, next: Next, local: LocalOps): Promise<void> => {
+    let handled: Promise<void>;
+    try {
+      if (!l.fresh && handledAlready(ctx, l, seq, local.expected(l.key))) {
+        turnDone(l);
+        return RESOLVED;
+      }
+      handled = o.preserveOrderOnDeadLetter ? runGuarded(ctx, next, seq) : next();
+    } catch (err) {
+      turnDone(l);
+      return Promise.reject(err);
+    }
+    return handled.then(
+      () => {
+        try {
+          if (processed(ctx)) progressed(l, local.advance(l.key, seq));
+        } finally {
+          turnDone(l);
+        }
+      },
+      (err: unknown) => {
+        turnDone(l);
+        throw err;
+      },
+    );
+  };
+
+  /** Whether the store expects a later message than `seq` (another process handled it): then a duplicate. */
+  const handledAlready = (ctx: ConsumeContext, l: Lane, seq: number, expected: number): boolean => {
+    if (expected <= seq) return false;
+    release(l.buf.moveTo(expected), DUPLICATE);
+    ctx.state.set('sequencing', 'duplicate');
+    return true;
+  };
+
+  /**
+   * Whether the handler chain processed the message: not if the handler or an inner middleware
+   * put it back or dead-lettered it (a busy dedup claim …; a dead-lettered one has blocked its
+   * workflow in runGuarded if asked to).
+   */
+  const processed = (ctx: ConsumeContext): boolean => !ctx.delivery.settled || ctx.delivery.settledAs === 'ack';
+
+  /** The store moved the lane on to `expected` after a message was processed. */
+  const progressed = (l: Lane, expected: number): void => {
+    release(l.buf.moveTo(expected), DUPLICATE);
+    // The gap clock restarts at progress; with nothing held it restarts anyway when a message is.
+    if (l.buf.lowestHeld !== undefined) l.since = clock.now();
+  };
+
+  /** The running message is done (processed or not): the turn goes to the next one. */
+  const turnDone = (l: Lane): void => {
+    l.running = false;
+    l.fresh = false;
+    pump(l);
   };
 
   /** Runs `next`; with order-preserving dead letters, a failure that will be dead-lettered blocks the workflow. */
@@ -299,12 +380,28 @@ export function sequencing(options: SequencingOptions): Sequencing {
       release(l.buf.drain(), { kind: 'dead-letter', reason: SequencingReason.blocked, error: blockedError(wf, block) });
   };
 
-  const consume = async (ctx: ConsumeContext, next: Next): Promise<void> => {
-    const { envelope, group, delivery } = ctx;
-    const wf = envelope.workflowid;
+  /**
+   * The consume hook. Not async: in the common case (the workflow's lane is known, the message is
+   * the expected one) it goes straight to the handler chain without a promise of its own.
+   */
+  const consume = (ctx: ConsumeContext, next: Next): Promise<void> => {
+    const wf = ctx.envelope.workflowid;
     if (wf === undefined) return next();
-    const seq = envelope.sequence;
+    const seq = ctx.envelope.sequence;
     const sequenced = seq !== undefined && Number.isInteger(seq) && seq >= 1;
+    if (o.preserveOrderOnDeadLetter || !sequenced) return consumeGuarded(ctx, next, wf, seq, sequenced);
+    return enterLane(ctx, next, laneKey(ctx.group, wf), wf, seq);
+  };
+
+  /** With order-preserving dead letters, or without a sequence: checks the workflow's block first. */
+  const consumeGuarded = async (
+    ctx: ConsumeContext,
+    next: Next,
+    wf: string,
+    seq: number | undefined,
+    sequenced: boolean,
+  ): Promise<void> => {
+    const { envelope, group, delivery } = ctx;
     if (o.preserveOrderOnDeadLetter) {
       const b = await store.blocked(group, wf);
       // A replayed message behind a sequenced block waits for its turn instead (the blocking one is
@@ -312,7 +409,7 @@ export function sequencing(options: SequencingOptions): Sequencing {
       const waits =
         b?.sequence !== undefined &&
         sequenced &&
-        seq > b.sequence &&
+        (seq as number) > b.sequence &&
         delivery.transportHeaders[REPLAY_COUNT_HEADER] !== undefined;
       if (b && b.messageId !== envelope.id && !waits) {
         await delivery.deadLetter(SequencingReason.blocked, { error: blockedError(wf, b) });
@@ -331,68 +428,99 @@ export function sequencing(options: SequencingOptions): Sequencing {
       }
       return;
     }
-    let l = await lane(group, wf);
+    return enterLane(ctx, next, laneKey(group, wf), wf, seq as number);
+  };
+
+  /** Enters the workflow's lane once it knows its expected sequence (at once when it does). */
+  const enterLane = (ctx: ConsumeContext, next: Next, k: string, wf: string, seq: number): Promise<void> => {
+    const l = laneOf(k, ctx.group, wf);
+    return l instanceof Lane ? enter(ctx, next, k, l, seq) : l.then((ready) => enter(ctx, next, k, ready, seq));
+  };
+
+  /**
+   * Takes the message's place in its lane: runs it if it is its turn, waits for its turn if it is
+   * early, and settles a duplicate or an overflow.
+   */
+  const enter = (ctx: ConsumeContext, next: Next, k: string, l: Lane, seq: number): Promise<void> => {
     // Forgotten while this delivery waited for it (its last message finished meanwhile), a lane
     // is stale: a later delivery makes a new one, and whatever waited in the old one would wait forever.
-    while (lanes.get(laneKey(group, wf)) !== l) l = await lane(group, wf);
+    if (lanes.get(k) !== l) return enterLane(ctx, next, k, l.workflowId, seq);
+    // Its turn in an idle lane: what offer and pump would do, without a place in the buffer.
+    if (seq === l.buf.expected && !l.running && l.buf.lowestHeld === undefined) {
+      l.running = true;
+      return run(ctx, l, seq, next);
+    }
+    const { delivery } = ctx;
     const sub = ctx.subscription;
+    if (seq > l.buf.expected) {
+      const subHeld = heldBySub.get(sub) ?? 0;
+      if (totalHeld >= maxHeld || subHeld >= Math.max(0, sub.prefetch - 1)) {
+        return delivery.nack({ delayMs: overflowDelayMs, error: 'reorder buffer full' });
+      }
+    }
+    const w: Waiter = { resolve: noop, verdict: undefined, sub };
+    const outcome = l.buf.offer(seq, w);
+    if (outcome === 'full') return delivery.nack({ delayMs: overflowDelayMs, error: 'reorder buffer full' });
+    if (outcome === 'duplicate') return decide(ctx, next, l, seq, DUPLICATE);
+    const early = seq > l.buf.expected;
+    if (early) {
+      l.fresh = false;
+      // The gap clock starts when the lane starts holding (or at its last progress, see run).
+      if (l.buf.held === 1) l.since = clock.now();
+      countHeld(sub, 1);
+      startTimer();
+    }
+    pump(l);
+    if (w.verdict === undefined) return waitTurn(ctx, next, l, seq, w, early);
+    if (early) countHeld(sub, -1);
+    return decide(ctx, next, l, seq, w.verdict);
+  };
+
+  /** Waits (without a concurrency slot) until the message's lane gives it a verdict. */
+  const waitTurn = async (
+    ctx: ConsumeContext,
+    next: Next,
+    l: Lane,
+    seq: number,
+    w: Waiter,
+    early: boolean,
+  ): Promise<void> => {
     let verdict: Verdict;
-    for (;;) {
-      if (seq > l.buf.expected) {
-        const subHeld = heldBySub.get(sub) ?? 0;
-        if (totalHeld >= maxHeld || subHeld >= Math.max(0, sub.prefetch - 1)) {
-          await delivery.nack({ delayMs: overflowDelayMs, error: 'reorder buffer full' });
-          return;
-        }
-      }
-      let resolve!: (v: Verdict) => void;
-      const turn = new Promise<Verdict>((r) => {
-        resolve = r;
-      });
-      const w: Waiter = { resolve, sub };
-      const outcome = l.buf.offer(seq, w);
-      if (outcome === 'full') {
-        await delivery.nack({ delayMs: overflowDelayMs, error: 'reorder buffer full' });
-        return;
-      }
-      if (outcome === 'duplicate') {
-        verdict = { kind: 'duplicate' };
-        break;
-      }
-      const early = seq > l.buf.expected;
-      if (early) {
-        l.fresh = false;
-        // The gap clock starts when the lane starts holding (or at its last progress, see run).
-        if (l.buf.held === 1) l.since = clock.now();
-        countHeld(sub, 1);
-        startTimer();
-      }
-      pump(l);
-      try {
-        verdict = w.verdict ?? (await ctx.wait(turn));
-      } catch (err) {
-        // The subscription is closing: give the place up (and the turn, if it was ours).
-        l.buf.remove(seq, w);
-        if (w.verdict?.kind === 'run') {
-          l.running = false;
-          pump(l);
-        } else settle(w, { kind: 'duplicate' });
-        // Put back at once (not after a retry backoff): nothing failed.
-        await delivery.nack({ delayMs: 0, error: describeError(err) });
-        return;
-      } finally {
-        if (early) countHeld(sub, -1);
-      }
-      break;
-    }
-    if (verdict.kind === 'run') return run(ctx, l, seq, next);
-    if (verdict.kind === 'dead-letter') {
-      await delivery.deadLetter(verdict.reason, { error: verdict.error });
+    try {
+      verdict = await ctx.wait(
+        new Promise<Verdict>((resolve) => {
+          w.resolve = resolve;
+        }),
+      );
+    } catch (err) {
+      // The subscription is closing: give the place up (and the turn, if it was ours).
+      l.buf.remove(seq, w);
+      if (w.verdict?.kind === 'run') {
+        l.running = false;
+        pump(l);
+      } else settle(w, DUPLICATE);
+      // Put back at once (not after a retry backoff): nothing failed.
+      await ctx.delivery.nack({ delayMs: 0, error: describeError(err) });
       return;
+    } finally {
+      if (early) countHeld(w.sub, -1);
     }
+    return decide(ctx, next, l, seq, verdict);
+  };
+
+  /** Acts on a message's verdict: runs it, dead-letters it, or acks it as a duplicate. */
+  const decide = (ctx: ConsumeContext, next: Next, l: Lane, seq: number, verdict: Verdict): Promise<void> => {
+    if (verdict.kind === 'run') return run(ctx, l, seq, next);
+    if (verdict.kind === 'dead-letter') return ctx.delivery.deadLetter(verdict.reason, { error: verdict.error });
     // Below the expected sequence: handled already, unless its gap was given up on.
-    if (seq < l.buf.expected && (await store.takeSkipped(group, wf, seq))) {
-      await delivery.deadLetter(SequencingReason.late, {
+    if (seq < l.buf.expected) return lateOrDuplicate(ctx, l.workflowId, seq);
+    ctx.state.set('sequencing', 'duplicate');
+    return RESOLVED;
+  };
+
+  const lateOrDuplicate = async (ctx: ConsumeContext, wf: string, seq: number): Promise<void> => {
+    if (await store.takeSkipped(ctx.group, wf, seq)) {
+      await ctx.delivery.deadLetter(SequencingReason.late, {
         error: `workflow ${wf}: sequence ${seq} arrived after its gap was released`,
       });
       return;
@@ -400,12 +528,19 @@ export function sequencing(options: SequencingOptions): Sequencing {
     ctx.state.set('sequencing', 'duplicate');
   };
 
-  const publish = async (ctx: PublishContext, next: Next): Promise<void> => {
+  // Not async: an envelope that needs no number costs no promise of its own.
+  const publish = (ctx: PublishContext, next: Next): Promise<void> => {
     const env = ctx.envelope;
-    if (o.assign && env.workflowid !== undefined && env.sequence === undefined) {
-      ctx.envelope = withAttributes(env, { sequence: await store.nextSequence(env.workflowid) });
+    if (!o.assign || env.workflowid === undefined || env.sequence !== undefined) return next();
+    const local = localOps(store);
+    if (local) {
+      ctx.envelope = withAttributes(env, { sequence: local.nextSequence(env.workflowid) });
+      return next();
     }
-    return next();
+    return store.nextSequence(env.workflowid).then((sequence) => {
+      ctx.envelope = withAttributes(env, { sequence });
+      return next();
+    });
   };
 
   return {
@@ -421,7 +556,7 @@ export function sequencing(options: SequencingOptions): Sequencing {
       await store.unblock(group, workflowId);
       const l = lanes.get(laneKey(group, workflowId));
       if (l && !l.running) {
-        release(l.buf.moveTo(b.sequence === undefined ? 0 : b.sequence + 1), { kind: 'duplicate' });
+        release(l.buf.moveTo(b.sequence === undefined ? 0 : b.sequence + 1), DUPLICATE);
         pump(l);
       }
       return true;
