@@ -18,6 +18,7 @@ import { SETTLED_SYNC } from './managed-delivery.js';
 import {
   type ConsumeContext,
   compose,
+  HANDLED_SYNC,
   type Middleware,
   type PublishContext,
   type SubscriptionInfo,
@@ -144,7 +145,6 @@ function turnTaken(): Promise<void> | undefined {
   return yielding;
 }
 
-const RESOLVED: Promise<void> = Promise.resolve();
 /** What HandlerSubscription's #handle returns while the delivery's handler is still running. */
 const PENDING = 'pending';
 const noop = (): void => {};
@@ -711,6 +711,8 @@ class HandlerSubscription implements BusSubscription {
     } catch (err) {
       return this.#guard(raw, () => this.#fail(raw, err));
     }
+    // The hooks and the handler finished synchronously: settle now, as without hooks.
+    if (result === HANDLED_SYNC) return this.#ack(raw);
     if (isThenable(result)) {
       Promise.resolve(result).then(
         () => {
@@ -736,7 +738,7 @@ class HandlerSubscription implements BusSubscription {
   /** Runs the handler at the end of the hooks; resolves (to nothing) once it did. */
   readonly #terminal = (ctx: ConsumeContext): Promise<void> => {
     const result = this.settings.handler(ctx.delivery);
-    return isThenable(result) ? Promise.resolve(result).then(noop) : RESOLVED;
+    return isThenable(result) ? Promise.resolve(result).then(noop) : HANDLED_SYNC;
   };
 
   /** Acks unless the handler settled itself. */

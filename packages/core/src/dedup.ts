@@ -1,10 +1,8 @@
 import { type Clock, systemClock } from './clock.js';
 import type { Envelope } from './envelope.js';
 import { ConfigError } from './errors.js';
-import type { ConsumeContext, Middleware, Next } from './middleware.js';
+import { type ConsumeContext, HANDLED_SYNC, type Middleware, type Next } from './middleware.js';
 import { positiveInteger, positiveNumber } from './validate.js';
-
-const RESOLVED: Promise<void> = Promise.resolve();
 
 /** What `begin` found for a key. */
 export type IdempotencyState = 'new' | 'done' | 'busy';
@@ -168,20 +166,27 @@ export function dedup(options: DedupOptions): Middleware {
     if (ctx.delivery.settled) await store.release(key).catch(() => {});
     else await store.complete(key, ttlMs);
   };
-  /** {@link consumeAsync} on an in-process store: no promise but the handler chain's. */
+  /**
+   * {@link consumeAsync} on an in-process store: no promise but the handler chain's, and none at
+   * all when that finished synchronously.
+   */
   const consumeLocal = (ctx: ConsumeContext, next: Next, key: string, local: LocalIdempotencyOps): Promise<void> => {
     const state = local.begin(key, leaseMs);
-    if (state !== 'new') return seenBefore(ctx, state) ?? RESOLVED;
-    return next().then(
-      () => {
-        if (ctx.delivery.settled) local.release(key);
-        else local.complete(key, ttlMs);
-      },
-      (err: unknown) => {
-        local.release(key);
-        throw err;
-      },
-    );
+    if (state !== 'new') return seenBefore(ctx, state) ?? HANDLED_SYNC;
+    const done = () => {
+      // A handler that settled the delivery itself (a nack, say) may see it again: not done.
+      if (ctx.delivery.settled) local.release(key);
+      else local.complete(key, ttlMs);
+    };
+    const handled = next();
+    if (handled === HANDLED_SYNC) {
+      done();
+      return HANDLED_SYNC;
+    }
+    return handled.then(done, (err: unknown) => {
+      local.release(key);
+      throw err;
+    });
   };
   return {
     name: 'dedup',

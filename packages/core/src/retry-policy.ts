@@ -1,6 +1,6 @@
 import { type Clock, systemClock } from './clock.js';
 import { BusError, ConfigError, describeError, UnrecoverableError } from './errors.js';
-import type { ConsumeContext, Middleware } from './middleware.js';
+import { type ConsumeContext, HANDLED_SYNC, type Middleware } from './middleware.js';
 import { positiveInteger, positiveNumber } from './validate.js';
 
 /** An error class, or a BusError code, for {@link RetryPolicyOptions}. */
@@ -79,12 +79,16 @@ export function retryPolicy(options: RetryPolicyOptions = {}): Middleware & { re
     },
     // Not async: a delivery that succeeds costs one promise, not an async frame around `next`.
     consume(ctx, next) {
+      // Nothing listed as unrecoverable and no budget: a failure passes through as it is.
+      if (!budget && typeof u !== 'function' && u.length === 0) return next();
       let pending: Promise<void>;
       try {
         pending = next();
       } catch (err) {
         return onFailure(ctx, err);
       }
+      // Finished synchronously: nothing failed.
+      if (pending === HANDLED_SYNC) return pending;
       // Without a budget a failure needs no context: no closure per delivery.
       return budget
         ? pending.then(undefined, (err: unknown) => onFailure(ctx, err))

@@ -2,7 +2,14 @@ import { type Clock, systemClock } from './clock.js';
 import { withAttributes } from './envelope.js';
 import { ConfigError, describeError, isRetryable } from './errors.js';
 import type { Logger } from './logger.js';
-import type { ConsumeContext, Middleware, Next, PublishContext, SubscriptionInfo } from './middleware.js';
+import {
+  type ConsumeContext,
+  HANDLED_SYNC,
+  type Middleware,
+  type Next,
+  type PublishContext,
+  type SubscriptionInfo,
+} from './middleware.js';
 import { ReorderBuffer } from './reorder-buffer.js';
 import type { SequenceStore, WorkflowBlock } from './sequence-store.js';
 import { REPLAY_COUNT_HEADER } from './transport.js';
@@ -86,8 +93,8 @@ type Verdict = { kind: 'run' } | { kind: 'duplicate' } | { kind: 'dead-letter'; 
 
 const RUN: Verdict = Object.freeze({ kind: 'run' });
 const DUPLICATE: Verdict = Object.freeze({ kind: 'duplicate' });
-const RESOLVED: Promise<void> = Promise.resolve();
 const noop = (): void => {};
+const READY: Promise<void> = Promise.resolve();
 
 interface Waiter {
   /** Set when the message starts waiting for its turn (most get it at once and never wait). */
@@ -103,7 +110,7 @@ class Lane {
   fresh = true;
   /** When the lane started waiting with messages held and no progress. */
   since = 0;
-  ready: Promise<void> = RESOLVED;
+  ready: Promise<void> = READY;
   /** `ready` has settled: the lane knows its expected sequence. */
   isReady = false;
   constructor(
@@ -299,32 +306,37 @@ export function sequencing(options: SequencingOptions): Sequencing {
     }
   };
 
-  /** {@link runAsync} on an in-process store: no promise but the handler chain's. */
+  /**
+   * {@link runAsync} on an in-process store: no promise but the handler chain's, and none at all
+   * when that finished synchronously.
+   */
   const runLocal = (ctx: ConsumeContext, l: Lane, seq: number, next: Next, local: LocalOps): Promise<void> => {
     let handled: Promise<void>;
     try {
       if (!l.fresh && handledAlready(ctx, l, seq, local.expected(l.key))) {
         turnDone(l);
-        return RESOLVED;
+        return HANDLED_SYNC;
       }
       handled = o.preserveOrderOnDeadLetter ? runGuarded(ctx, next, seq) : next();
     } catch (err) {
       turnDone(l);
       return Promise.reject(err);
     }
-    return handled.then(
-      () => {
-        try {
-          if (processed(ctx)) progressed(l, local.advance(l.key, seq));
-        } finally {
-          turnDone(l);
-        }
-      },
-      (err: unknown) => {
+    const done = () => {
+      try {
+        if (processed(ctx)) progressed(l, local.advance(l.key, seq));
+      } finally {
         turnDone(l);
-        throw err;
-      },
-    );
+      }
+    };
+    if (handled === HANDLED_SYNC) {
+      done();
+      return HANDLED_SYNC;
+    }
+    return handled.then(done, (err: unknown) => {
+      turnDone(l);
+      throw err;
+    });
   };
 
   /** Whether the store expects a later message than `seq` (another process handled it): then a duplicate. */
@@ -515,7 +527,7 @@ export function sequencing(options: SequencingOptions): Sequencing {
     // Below the expected sequence: handled already, unless its gap was given up on.
     if (seq < l.buf.expected) return lateOrDuplicate(ctx, l.workflowId, seq);
     ctx.state.set('sequencing', 'duplicate');
-    return RESOLVED;
+    return HANDLED_SYNC;
   };
 
   const lateOrDuplicate = async (ctx: ConsumeContext, wf: string, seq: number): Promise<void> => {
