@@ -1,4 +1,4 @@
-import type { Bus, BusSubscription, PublishItem } from '@agentbus/core';
+import type { Bus, BusSubscription, PublishItem, PublishOptions } from '@agentbus/core';
 import { type BenchChannel, type BenchSubject, type Consumers, padding } from './bench-subject.js';
 
 interface Payload {
@@ -15,17 +15,28 @@ export interface AgentbusSubjectOptions {
   /** Tells the runs of one process (and of one database file) apart. */
   readonly runId: string;
   readonly size: number;
+  /**
+   * Spread the messages of each channel round-robin over this many workflows (`workflowid`
+   * `<channel>-<i>`, new per channel so that every phase's group starts each workflow at 1);
+   * default none.
+   */
+  readonly workflows?: number | undefined;
+  /** Shown in reports; default `agentbus`. */
+  readonly label?: string | undefined;
+  /** Runs after the bus closed (middleware timers). */
+  readonly onClose?: (() => void) | undefined;
 }
 
 /** agentbus end to end: envelopes, codec, middleware chain, transport, handler, ack. */
 export class AgentbusSubject implements BenchSubject {
-  readonly label = 'agentbus';
+  readonly label: string;
   readonly #pad: string;
 
   constructor(
     private readonly bus: Bus,
     private readonly options: AgentbusSubjectOptions,
   ) {
+    this.label = options.label ?? 'agentbus';
     this.#pad = padding(options.size);
   }
 
@@ -36,16 +47,24 @@ export class AgentbusSubject implements BenchSubject {
     // Subscribing declares the group, so messages published before any consumer runs are kept.
     await (await bus.subscribe(topic, () => {}, { group })).close();
     const pad = this.#pad;
-    const { concurrency, prefetch } = this.options;
+    const { concurrency, prefetch, workflows } = this.options;
+    // Made once per channel: the publish loop only picks the next one.
+    const perWorkflow: PublishOptions[] | undefined =
+      workflows === undefined
+        ? undefined
+        : Array.from({ length: workflows }, (_, i) => Object.freeze({ workflowid: `${name}-${i}` }));
+    let sent = 0;
+    const nextOptions = perWorkflow && (() => perWorkflow[sent++ % perWorkflow.length]);
     return {
       async publishBatch(count) {
         const data: Payload = { t: performance.now(), pad };
         const items: PublishItem<Payload>[] = new Array(count);
-        for (let i = 0; i < count; i++) items[i] = { topic, data };
+        if (nextOptions) for (let i = 0; i < count; i++) items[i] = { topic, data, options: nextOptions() };
+        else for (let i = 0; i < count; i++) items[i] = { topic, data };
         await bus.publishBatch(items);
       },
       async publishOne(sentAtMs) {
-        await bus.publish<Payload>(topic, { t: sentAtMs, pad });
+        await bus.publish<Payload>(topic, { t: sentAtMs, pad }, nextOptions?.());
       },
       async consume(consumers, onMessage): Promise<Consumers> {
         const subs: BusSubscription[] = [];
@@ -58,6 +77,10 @@ export class AgentbusSubject implements BenchSubject {
   }
 
   async close(): Promise<void> {
-    await this.bus.close();
+    try {
+      await this.bus.close();
+    } finally {
+      this.options.onClose?.();
+    }
   }
 }

@@ -1,8 +1,9 @@
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { positiveInt, positiveNumber } from '../arguments.js';
 import { type CliContext, transportUrlOf } from '../context.js';
 import { baseProgram, transportOption } from '../program-base.js';
 import { runCli } from '../run-cli.js';
+import { type BenchMiddleware, parseBenchMiddleware } from './bench-middleware.js';
 import { BENCH_DEFAULTS, type BenchQueueType } from './bench-options.js';
 import { benchTable } from './bench-report.js';
 import { runBench } from './run-bench.js';
@@ -18,7 +19,19 @@ interface BenchFlags {
   readonly rate?: number;
   readonly queueType?: BenchQueueType;
   readonly warmup: number;
+  readonly middleware?: BenchMiddleware[];
+  readonly workflows: number;
+  readonly rounds: number;
   readonly json?: boolean;
+}
+
+/** `--middleware` for commander: a ConfigError becomes commander's invalid-argument error. */
+function middlewareList(value: string): BenchMiddleware[] {
+  try {
+    return parseBenchMiddleware(value);
+  } catch (err) {
+    throw new InvalidArgumentError(`${(err as Error).message}.`);
+  }
 }
 
 function addBenchOptions(command: Command): Command {
@@ -46,6 +59,23 @@ function addBenchOptions(command: Command): Command {
       (v) => (v === '0' ? 0 : positiveInt(v)),
       BENCH_DEFAULTS.warmupMessages,
     )
+    .option(
+      '--middleware <list>',
+      'run agentbus with retry, dedup and/or sequencing (comma-separated, or stack for all three; memory stores) and also measure the bare bus on the same messages',
+      middlewareList,
+    )
+    .option(
+      '--workflows <n>',
+      'with --middleware: workflows the messages are spread over (workflowid)',
+      positiveInt,
+      BENCH_DEFAULTS.workflows,
+    )
+    .option(
+      '--rounds <n>',
+      'with --middleware: end-to-end rounds of each bus, taking turns; the medians are compared',
+      positiveInt,
+      BENCH_DEFAULTS.rounds,
+    )
     .option('--json', 'print one JSON object as the last line of stdout');
 }
 
@@ -63,6 +93,9 @@ async function benchAction(ctx: CliContext, transport: string, flags: BenchFlags
       rate: flags.rate,
       queueType: flags.queueType,
       warmupMessages: flags.warmup,
+      middleware: flags.middleware,
+      workflows: flags.workflows,
+      rounds: flags.rounds,
     },
     (text) => ctx.out.note(`bench: ${text}`),
     ctx.lifecycle.signal,

@@ -1,4 +1,5 @@
 import { ConfigError } from '@agentbus/core';
+import { type BenchMiddleware, validBenchMiddleware } from './bench-middleware.js';
 
 /** What one benchmark run measures and how. */
 export interface BenchOptions {
@@ -42,6 +43,23 @@ export interface BenchOptions {
   readonly latencyDurationMs: number;
   /** End-to-end messages run through each system before measuring, so JIT warm-up is not timed. */
   readonly warmupMessages: number;
+  /**
+   * Middleware on the agentbus side (`retry`, `dedup`, `sequencing`; default none). With any, the
+   * run also measures the bare bus (no middleware) on the same messages and transport kind.
+   */
+  readonly middleware: readonly BenchMiddleware[];
+  /**
+   * With middleware: messages carry a `workflowid`, spread round-robin over this many workflows per
+   * phase (so sequencing numbers and orders them); the bare bus publishes the same.
+   */
+  readonly workflows: number;
+  /**
+   * With middleware: end-to-end rounds of each bus, the middleware one and the bare one taking
+   * turns (the first round is each one's end-to-end phase); the medians are compared, so that a
+   * burst of load from elsewhere on the machine, or the heap growing, skews a round rather than
+   * the comparison.
+   */
+  readonly rounds: number;
   /** A phase slower than this fails (at least; large runs get 1 ms per message). */
   readonly phaseTimeoutMs: number;
   readonly rssSampleIntervalMs: number;
@@ -63,6 +81,9 @@ export const BENCH_DEFAULTS = Object.freeze({
   rateFraction: 0.5,
   latencyDurationMs: 2_000,
   warmupMessages: 2_000,
+  middleware: Object.freeze([]) as readonly BenchMiddleware[],
+  workflows: 100,
+  rounds: 5,
   phaseTimeoutMs: 60_000,
   rssSampleIntervalMs: 20,
 } satisfies Omit<BenchOptions, 'rate'>);
@@ -73,7 +94,15 @@ export function resolveBenchOptions(input: Partial<BenchOptions> = {}): BenchOpt
   if (o.prefetch !== undefined && (!Number.isSafeInteger(o.prefetch) || o.prefetch < 1)) {
     throw new ConfigError(`must be a positive integer, got ${o.prefetch}`, { path: 'bench.prefetch' });
   }
-  for (const key of ['messages', 'consumers', 'concurrency', 'batchSize', 'inflightBatches'] as const) {
+  for (const key of [
+    'messages',
+    'consumers',
+    'concurrency',
+    'batchSize',
+    'inflightBatches',
+    'workflows',
+    'rounds',
+  ] as const) {
     if (!Number.isSafeInteger(o[key]) || o[key] < 1) {
       throw new ConfigError(`must be a positive integer, got ${o[key]}`, { path: `bench.${key}` });
     }
@@ -93,7 +122,10 @@ export function resolveBenchOptions(input: Partial<BenchOptions> = {}): BenchOpt
   }
   if (o.rate !== undefined && !(o.rate > 0))
     throw new ConfigError(`must be > 0, got ${o.rate}`, { path: 'bench.rate' });
-  return o;
+  if (!Array.isArray(o.middleware)) {
+    throw new ConfigError('must be a list of retry, dedup and sequencing', { path: 'bench.middleware' });
+  }
+  return { ...o, middleware: validBenchMiddleware(o.middleware) };
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

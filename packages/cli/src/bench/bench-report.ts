@@ -76,6 +76,37 @@ export interface BenchReport {
   readonly raw_retention?: string;
   /** The raw baseline's `js.publish` requests in flight at most (each waits for its PubAck). */
   readonly raw_publish_window?: number;
+  // Only on runs with `--middleware`: the agentbus figures above are with it, and the bare bus
+  // (no middleware, the same messages on a transport of its own of the same kind) is beside them.
+  /** The middleware on the agentbus side, in the order they run, e.g. `retry,sequencing,dedup`. */
+  readonly middleware?: string;
+  /** Workflows each phase's messages are spread over (`workflowid`, round-robin). */
+  readonly workflows?: number;
+  /** End-to-end rounds of each bus, the two taking turns (`e2e_per_s` and `bare_e2e_per_s` are the first). */
+  readonly rounds?: number;
+  /** The median end-to-end throughput over the rounds with middleware. */
+  readonly middleware_e2e_per_s?: number;
+  readonly bare_publish_per_s?: number;
+  readonly bare_drain_per_s?: number;
+  /** The median end-to-end throughput over the rounds of the bare bus. */
+  readonly bare_e2e_per_s?: number;
+  readonly bare_p50_ms?: number;
+  readonly bare_p95_ms?: number;
+  readonly bare_p99_ms?: number;
+  /** Measured after the middleware phases in the same process. */
+  readonly bare_peak_rss_mb?: number;
+  /** `middleware_e2e_per_s / bare_e2e_per_s`. */
+  readonly middleware_ratio?: number;
+  /** Each round's end-to-end throughput with middleware, in order. */
+  readonly middleware_e2e_rounds_per_s?: readonly number[];
+  readonly bare_e2e_rounds_per_s?: readonly number[];
+}
+
+/** The bare bus's figures beside agentbus with middleware. */
+export interface BareComparison {
+  readonly bare: SubjectResult;
+  /** End-to-end msg/s per round, in order; the first is each one's end-to-end phase. */
+  readonly rounds: { readonly middleware: readonly number[]; readonly bare: readonly number[] };
 }
 
 /** How the raw JetStream baseline of a nats:// run was set up. */
@@ -164,6 +195,38 @@ function redisFields(bus: SubjectResult, redis: RedisPeerResults) {
   } satisfies Partial<BenchReport>;
 }
 
+/** The median of `values` (the mean of the middle two for an even count). */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+/** The fields of a run with middleware: agentbus measured with `o.middleware` beside the bare bus. */
+export function middlewareFields(o: BenchOptions, vs: BareComparison) {
+  const { bare, rounds } = vs;
+  const withMiddleware = median(rounds.middleware);
+  const without = median(rounds.bare);
+  return {
+    middleware: o.middleware.join(','),
+    workflows: o.workflows,
+    rounds: rounds.middleware.length,
+    middleware_e2e_per_s: round(withMiddleware),
+    bare_publish_per_s: round(bare.publishPerS),
+    bare_drain_per_s: round(bare.drainPerS),
+    bare_e2e_per_s: round(without),
+    bare_p50_ms: round(bare.latency.p50Ms, 3),
+    bare_p95_ms: round(bare.latency.p95Ms, 3),
+    bare_p99_ms: round(bare.latency.p99Ms, 3),
+    bare_peak_rss_mb: round(bare.peakRssMb, 1),
+    middleware_ratio: round(withMiddleware / without, 3),
+    middleware_e2e_rounds_per_s: rounds.middleware.map((n) => round(n)),
+    bare_e2e_rounds_per_s: rounds.bare.map((n) => round(n)),
+  } satisfies Partial<BenchReport>;
+}
+
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
 const ms = (n: number) => n.toFixed(3);
 const ratio = (a: number, b: number) => (b > 0 ? (a / b).toFixed(2) : '-');
@@ -181,6 +244,22 @@ export function benchTable(r: BenchReport, style: Style): string[] {
   ];
   const headers = ['', 'agentbus', 'raw', 'agentbus/raw'];
   const notes: string[] = [];
+  const bare = bareColumns(r);
+  if (bare) {
+    rows.forEach((row, i) => {
+      row.splice(2, 0, ...(bare[i] ?? ['', '']));
+    });
+    headers.splice(2, 0, 'bare bus', 'agentbus/bare');
+    notes.push(
+      `agentbus with middleware ${(r.middleware ?? '').replaceAll(',', ' + ')} (memory stores), messages spread over ` +
+        `${int(r.workflows ?? 0)} workflows per phase; bare bus = the same messages without middleware, on a ` +
+        'transport of its own of the same kind',
+      `end to end, median of ${r.rounds ?? 1} rounds taking turns: with middleware ` +
+        `${int(r.middleware_e2e_per_s ?? 0)} msg/s (${(r.middleware_e2e_rounds_per_s ?? []).map(int).join(', ')}), ` +
+        `bare ${int(r.bare_e2e_per_s ?? 0)} msg/s (${(r.bare_e2e_rounds_per_s ?? []).map(int).join(', ')}): ` +
+        style.bold(`middleware/bare ${(r.middleware_ratio ?? 0).toFixed(2)}`),
+    );
+  }
   const b = bullmqColumns(r);
   if (b) {
     rows.forEach((row, i) => {
@@ -215,7 +294,9 @@ export function benchTable(r: BenchReport, style: Style): string[] {
     );
   }
   return [
-    style.bold(`agentbus bench  ${r.transport}  vs ${r.raw}${b ? ' and BullMQ' : ''}`),
+    style.bold(
+      `agentbus bench  ${r.transport}${bare ? `  with ${r.middleware}` : ''}  vs ${bare ? 'the bare bus, ' : ''}${r.raw}${b ? ' and BullMQ' : ''}`,
+    ),
     `${int(r.messages)} messages x ${int(r.size)} B (${r.codec}), ${r.consumers} consumers x ${r.concurrency} in flight ` +
       `(prefetch ${int(r.prefetch)}), ` +
       `publish batches of ${r.batch}; latency at ${int(r.latency_rate_per_s)} msg/s offered (${int(r.latency_messages)} messages)`,
@@ -228,8 +309,33 @@ export function benchTable(r: BenchReport, style: Style): string[] {
     ),
     '',
     style.dim(
-      `${r.node} ${r.platform}; raw${b ? ' and BullMQ' : ''} peak RSS is measured after the agentbus phases in the same process`,
+      `${r.node} ${r.platform}; ${bare ? 'bare bus, ' : ''}raw${b ? ' and BullMQ' : ''} peak RSS is measured after the agentbus phases in the same process`,
     ),
+  ];
+}
+
+/** The bare bus's cells per row of the table, or undefined when the run had no middleware. */
+function bareColumns(r: BenchReport): string[][] | undefined {
+  const {
+    bare_publish_per_s: publish,
+    bare_drain_per_s: drain,
+    bare_p50_ms: p50,
+    bare_p95_ms: p95,
+    bare_p99_ms: p99,
+    bare_peak_rss_mb: rss,
+  } = r;
+  // The end-to-end phase's figure, as in the agentbus column (the medians are in a note).
+  const e2e = r.bare_e2e_rounds_per_s?.[0];
+  if (publish === undefined || drain === undefined || e2e === undefined) return undefined;
+  if (p50 === undefined || p95 === undefined || p99 === undefined || rss === undefined) return undefined;
+  return [
+    [int(publish), ratio(r.publish_per_s, publish)],
+    [int(drain), ratio(r.drain_per_s, drain)],
+    [int(e2e), ratio(r.e2e_per_s, e2e)],
+    [ms(p50), ''],
+    [ms(p95), ''],
+    [ms(p99), ''],
+    [rss.toFixed(1), ''],
   ];
 }
 

@@ -36,7 +36,7 @@ export async function measureSubject(
   signal?: AbortSignal,
 ): Promise<SubjectResult> {
   const rss = new RssSampler().start(o.rssSampleIntervalMs);
-  const timeoutMs = Math.max(o.phaseTimeoutMs, o.messages);
+  const timeoutMs = phaseTimeoutMs(o);
   const what = (phase: string) => `${subject.label} ${phase}`;
   try {
     if (o.warmupMessages > 0) {
@@ -79,7 +79,14 @@ export async function measureSubject(
   }
 }
 
-async function endToEnd(
+/** A phase slower than this fails: `phaseTimeoutMs`, at least 1 ms per message. */
+export const phaseTimeoutMs = (o: BenchOptions) => Math.max(o.phaseTimeoutMs, o.messages);
+
+/**
+ * The end-to-end phase on a fresh channel `name`: consumers running, `count` messages published
+ * in batches; resolves with messages per second from the first publish to the last handler.
+ */
+export async function endToEnd(
   subject: BenchSubject,
   name: string,
   count: number,

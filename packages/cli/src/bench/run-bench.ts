@@ -6,10 +6,11 @@ import { ConfigError, codecByName, createBus } from '@agentbus/core';
 import { NatsNames } from '@agentbus/nats';
 import { openTransport, parseTransportUrl } from '../open-transport.js';
 import { AgentbusSubject } from './agentbus-subject.js';
+import { type BenchMiddleware, benchMiddlewareStack } from './bench-middleware.js';
 import { type BenchOptions, resolveBenchOptions } from './bench-options.js';
-import { type BenchReport, benchReport } from './bench-report.js';
+import { type BareComparison, type BenchReport, benchReport, middlewareFields } from './bench-report.js';
 import type { BenchChannel, BenchSubject } from './bench-subject.js';
-import { measureSubject, type SubjectResult } from './phases.js';
+import { endToEnd, measureSubject, phaseTimeoutMs, type SubjectResult } from './phases.js';
 import { deleteAmqpEntities, RAW_AMQP_DEFAULTS, RawAmqpSubject, redactAmqpUrl } from './raw-amqp-subject.js';
 import { RawMemorySubject } from './raw-memory-subject.js';
 import { deleteNatsStreams, RAW_NATS_DEFAULTS, RawNatsSubject, redactNatsUrl } from './raw-nats-subject.js';
@@ -107,7 +108,10 @@ function reportedTransport(backend: Backend): string {
  * on the named broker, agentbus under a namespace of the run's own and raw amqplib on queues of
  * its own, both of `queueType` (default quorum), all deleted afterwards. NATS runs on the named
  * server, agentbus under a namespace of the run's own and raw nats.js on a file stream of its
- * own (`BENCH_RAW_<runId>`), all streams deleted afterwards.
+ * own (`BENCH_RAW_<runId>`), all streams deleted afterwards. With `middleware`, agentbus runs
+ * with it beside the bare bus (no middleware, the same messages), which has a transport of its
+ * own of the same kind; the two take turns for `rounds` end-to-end rounds before the raw
+ * baseline runs.
  */
 export async function runBench(
   input: Partial<BenchOptions> = {},
@@ -168,6 +172,110 @@ async function measureBoth(
   const runId = shared
     ? `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
     : Date.now().toString(36);
+  const prefetch =
+    o.prefetch ??
+    (backend.kind === 'redis'
+      ? RAW_REDIS_DEFAULTS.readCount
+      : backend.kind === 'amqp'
+        ? RAW_AMQP_DEFAULTS.prefetch
+        : backend.kind === 'nats'
+          ? RAW_NATS_DEFAULTS.maxMessages
+          : o.concurrency);
+  const main = openAgentbus(o, backend, runId, busUrl, o.middleware, prefetch, subjects, log);
+  let busResult: SubjectResult;
+  let vsBare: BareComparison | undefined;
+  try {
+    if (o.middleware.length === 0) busResult = await measureSubject(main.subject, o, latencyRate(o), log, signal);
+    else {
+      // The bare bus: the same messages (workflow ids included) without middleware, on a
+      // transport of its own (fresh files on SQLite, its own keys, queues and streams on a server).
+      const bare = openAgentbus(o, backend, `${runId}b`, bareBusUrl(busUrl), [], prefetch, subjects, log);
+      try {
+        ({ busResult, vsBare } = await measureBesideBare(o, main.subject, bare.subject, log, signal));
+      } catch (err) {
+        if (shared) await bare.dispose().catch(() => {});
+        throw err;
+      }
+      await bare.dispose();
+    }
+  } catch (err) {
+    // The caller closes it again and reports `err`; on a shared server its keys and queues need
+    // it closed first.
+    if (shared) await main.dispose().catch(() => {});
+    throw err;
+  }
+  // Closed before the raw run starts, so its timers and statements do not run beside it.
+  await main.dispose();
+  const report = await measureRaw(o, backend, runId, rawPath, prefetch, busResult, subjects, log, signal);
+  return vsBare ? { ...report, ...middlewareFields(o, vsBare) } : report;
+}
+
+/** The latency phase's offered rate: `--rate`, or a fraction of the end-to-end throughput. */
+const latencyRate = (o: BenchOptions) => (e2ePerS: number) => o.rate ?? e2ePerS * o.rateFraction;
+
+/**
+ * Measures agentbus with middleware beside the bare bus: both warmed up first (whichever runs
+ * first would otherwise also warm up the code they share for the other), then every phase of
+ * one and of the other (the bare bus's latency at the same offered rate), then `o.rounds - 1`
+ * more end-to-end rounds of each, taking turns and alternating which goes first.
+ */
+async function measureBesideBare(
+  o: BenchOptions,
+  withMiddleware: BenchSubject,
+  bare: BenchSubject,
+  log: (text: string) => void,
+  signal: AbortSignal | undefined,
+): Promise<{ busResult: SubjectResult; vsBare: BareComparison }> {
+  const timeoutMs = phaseTimeoutMs(o);
+  if (o.warmupMessages > 0) {
+    for (const subject of [withMiddleware, bare]) {
+      log(`${subject.label}: warm-up (${o.warmupMessages} messages)`);
+      await endToEnd(subject, 'warmup', o.warmupMessages, o, timeoutMs, signal);
+    }
+  }
+  const warm = { ...o, warmupMessages: 0 };
+  const busResult = await measureSubject(withMiddleware, warm, latencyRate(o), log, signal);
+  const bareResult = await measureSubject(bare, warm, () => busResult.latency.ratePerS, log, signal);
+  const rounds = { middleware: [busResult.e2ePerS], bare: [bareResult.e2ePerS] };
+  const sides = [
+    { subject: withMiddleware, results: rounds.middleware },
+    { subject: bare, results: rounds.bare },
+  ];
+  for (let round = 2; round <= o.rounds; round++) {
+    for (const { subject, results } of round % 2 === 0 ? [...sides].reverse() : sides) {
+      log(`${subject.label}: end to end, round ${round} of ${o.rounds}`);
+      results.push(await endToEnd(subject, `e2e${round}`, o.messages, o, timeoutMs, signal));
+    }
+  }
+  return { busResult, vsBare: { bare: bareResult, rounds } };
+}
+
+/** The bare bus's own database file beside the middleware bus's (memory: and servers: the same URL). */
+function bareBusUrl(busUrl: string): string {
+  return busUrl.startsWith('sqlite:') && busUrl !== 'sqlite::memory:' ? busUrl.replace(/\.db$/, '-bare.db') : busUrl;
+}
+
+/** An agentbus subject on a transport and bus of its own. */
+interface OpenedAgentbus {
+  readonly subject: BenchSubject;
+  /** Closes it, then deletes what it left on a shared server (that part never throws: it logs). */
+  dispose(): Promise<void>;
+}
+
+/**
+ * agentbus with `middleware` on a transport and bus of its own; `runId` names its topics and
+ * groups, and on a shared server its keys, namespace or streams.
+ */
+function openAgentbus(
+  o: BenchOptions,
+  backend: Backend,
+  runId: string,
+  busUrl: string,
+  middleware: readonly BenchMiddleware[],
+  prefetch: number,
+  subjects: BenchSubject[],
+  log: (text: string) => void,
+): OpenedAgentbus {
   // On Redis agentbus keeps its keys (registries included) under a prefix of the run's own; on
   // RabbitMQ its exchange and queues, on NATS its streams, under a namespace of the run's own.
   const transport = openTransport(
@@ -180,43 +288,54 @@ async function measureBoth(
           ? { nats: { namespace: agentbusNatsNamespace(runId) } }
           : {},
   );
-  const bus = createBus({ transport, source: 'bench', codec: codecByName(o.codec) });
-  const prefetch =
-    o.prefetch ??
-    (backend.kind === 'redis'
-      ? RAW_REDIS_DEFAULTS.readCount
-      : backend.kind === 'amqp'
-        ? RAW_AMQP_DEFAULTS.prefetch
-        : backend.kind === 'nats'
-          ? RAW_NATS_DEFAULTS.maxMessages
-          : o.concurrency);
+  const stack = benchMiddlewareStack(middleware);
+  const bus = createBus({ transport, source: 'bench', codec: codecByName(o.codec), middleware: stack.middleware });
   const channels: string[] = [];
-  const agentbus = recordingChannels(
-    new AgentbusSubject(bus, { concurrency: o.concurrency, prefetch, runId, size: o.size }),
+  const withMiddleware = o.middleware.length > 0;
+  const subject = recordingChannels(
+    new AgentbusSubject(bus, {
+      concurrency: o.concurrency,
+      prefetch,
+      runId,
+      size: o.size,
+      // The bare bus publishes the same messages as the middleware one: with workflow ids.
+      workflows: withMiddleware ? o.workflows : undefined,
+      label: !withMiddleware
+        ? 'agentbus'
+        : middleware.length > 0
+          ? `agentbus + ${middleware.join(' + ')}`
+          : 'bare agentbus',
+      onClose: stack.close,
+    }),
     channels,
   );
-  subjects.push(agentbus);
-  /** Deletes what the agentbus run left on a shared server; never throws (it logs). */
-  const cleanUp = async () => {
-    if (backend.kind === 'redis') await removeAgentbusKeys(backend.url, runId, log);
-    if (backend.kind === 'amqp') await removeAgentbusAmqp(backend.url, runId, channels, log);
-    if (backend.kind === 'nats') await removeAgentbusNats(backend.url, runId, log);
+  subjects.push(subject);
+  return {
+    subject,
+    async dispose() {
+      try {
+        await subject.close();
+      } finally {
+        if (backend.kind === 'redis') await removeAgentbusKeys(backend.url, runId, log);
+        if (backend.kind === 'amqp') await removeAgentbusAmqp(backend.url, runId, channels, log);
+        if (backend.kind === 'nats') await removeAgentbusNats(backend.url, runId, log);
+      }
+    },
   };
-  let busResult: SubjectResult;
-  try {
-    busResult = await measureSubject(agentbus, o, (e2e) => o.rate ?? e2e * o.rateFraction, log, signal);
-  } catch (err) {
-    if (shared) {
-      // The caller closes it again and reports `err`; its keys and queues need it closed first.
-      await agentbus.close().catch(() => {});
-      await cleanUp();
-    }
-    throw err;
-  }
-  // Closed before the raw run starts, so its timers and statements do not run beside it.
-  await agentbus.close();
-  await cleanUp();
+}
 
+/** Measures the raw baseline (and on Redis BullMQ) and reports it beside `busResult`. */
+async function measureRaw(
+  o: BenchOptions,
+  backend: Backend,
+  runId: string,
+  rawPath: string,
+  prefetch: number,
+  busResult: SubjectResult,
+  subjects: BenchSubject[],
+  log: (text: string) => void,
+  signal: AbortSignal | undefined,
+): Promise<BenchReport> {
   if (backend.kind === 'redis') {
     const peers = await measureRedisPeers(o, backend.url, runId, busResult.latency.ratePerS, subjects, log, signal);
     return benchReport(o, prefetch, busResult, peers.rawByClient[peers.rawClient], peers);
