@@ -54,9 +54,20 @@ export function memoryIdempotencyStore(options: MemoryIdempotencyStoreOptions = 
   // (re-inserted) since the map's last rehash, each time. Live entries are all ahead of it: what
   // it passed was evicted, and a re-inserted key goes to the end.
   let oldestFirst: MapIterator<string> | undefined;
+  // The key set last and its entry: a claim completed right after it was made (a synchronous
+  // handler) is still the newest, so it is updated in place rather than deleted and re-inserted.
+  let newestKey: string | undefined;
+  let newest: { state: 'busy' | 'done'; until: number } | undefined;
   const set = (key: string, state: 'busy' | 'done', until: number, present = true) => {
+    if (present && key === newestKey && newest !== undefined) {
+      newest.state = state;
+      newest.until = until;
+      return;
+    }
     if (present) keys.delete(key); // re-inserted: the newest in iteration order
-    keys.set(key, { state, until });
+    newestKey = key;
+    newest = { state, until };
+    keys.set(key, newest);
     while (keys.size > maxKeys) {
       let r = oldestFirst?.next();
       if (r === undefined || r.done) {
@@ -78,7 +89,9 @@ export function memoryIdempotencyStore(options: MemoryIdempotencyStoreOptions = 
       set(key, 'done', clock.now() + ttlMs);
     },
     release(key) {
-      if (keys.get(key)?.state === 'busy') keys.delete(key);
+      if (keys.get(key)?.state !== 'busy') return;
+      keys.delete(key);
+      if (key === newestKey) newest = undefined;
     },
   };
   const store: IdempotencyStore = {

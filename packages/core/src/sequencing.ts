@@ -546,7 +546,8 @@ export function sequencing(options: SequencingOptions): Sequencing {
     if (!o.assign || env.workflowid === undefined || env.sequence !== undefined) return next();
     const local = localOps(store);
     if (local) {
-      ctx.envelope = withAttributes(env, { sequence: local.nextSequence(env.workflowid) });
+      // withAttributes, without its argument object
+      ctx.envelope = Object.freeze({ ...env, sequence: local.nextSequence(env.workflowid) });
       return next();
     }
     return store.nextSequence(env.workflowid).then((sequence) => {
