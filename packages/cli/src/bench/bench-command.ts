@@ -1,11 +1,16 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import { positiveInt, positiveNumber } from '../arguments.js';
 import { type CliContext, transportUrlOf } from '../context.js';
+import { parseTransportUrl } from '../open-transport.js';
 import { baseProgram, transportOption } from '../program-base.js';
 import { runCli } from '../run-cli.js';
 import { type BenchMiddleware, parseBenchMiddleware } from './bench-middleware.js';
 import { BENCH_DEFAULTS, type BenchQueueType } from './bench-options.js';
 import { benchTable } from './bench-report.js';
+import { formatRequestReplyReport, type RequestReplyBenchResult, runRequestReplyBench } from './request-reply-bench.js';
 import { runBench } from './run-bench.js';
 
 interface BenchFlags {
@@ -22,6 +27,7 @@ interface BenchFlags {
   readonly middleware?: BenchMiddleware[];
   readonly workflows: number;
   readonly rounds: number;
+  readonly requestReply?: boolean;
   readonly json?: boolean;
 }
 
@@ -76,10 +82,20 @@ function addBenchOptions(command: Command): Command {
       positiveInt,
       BENCH_DEFAULTS.rounds,
     )
+    .option(
+      '--request-reply',
+      'measure request-reply round trips instead: --messages requests, --concurrency in flight, --size bytes',
+    )
     .option('--json', 'print one JSON object as the last line of stdout');
 }
 
 async function benchAction(ctx: CliContext, transport: string, flags: BenchFlags): Promise<void> {
+  if (flags.requestReply) {
+    const r = await requestReplyAction(transport, flags);
+    if (flags.json) ctx.out.line(JSON.stringify(r));
+    else ctx.out.line(formatRequestReplyReport(r));
+    return;
+  }
   const report = await runBench(
     {
       transport,
@@ -102,6 +118,22 @@ async function benchAction(ctx: CliContext, transport: string, flags: BenchFlags
   );
   if (flags.json) ctx.out.line(JSON.stringify(report));
   else for (const line of benchTable(report, ctx.out.style)) ctx.out.line(line);
+}
+
+/** `--request-reply`: SQLite runs on a temporary file, like the other phases. */
+async function requestReplyAction(transport: string, flags: BenchFlags): Promise<RequestReplyBenchResult> {
+  const sqlite = parseTransportUrl(transport).scheme === 'sqlite';
+  const dir = sqlite ? mkdtempSync(join(tmpdir(), 'agentbus-bench-rr-')) : undefined;
+  try {
+    return await runRequestReplyBench({
+      transport: dir ? `sqlite:${join(dir, 'bus.db')}` : transport,
+      requests: flags.messages,
+      concurrency: flags.concurrency,
+      size: flags.size,
+    });
+  } finally {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 const DESCRIPTION =
