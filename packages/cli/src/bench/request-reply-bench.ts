@@ -2,6 +2,15 @@ import { randomBytes } from 'node:crypto';
 import { createBus, silentLogger, type Transport } from '@agentbus/core';
 import { type OpenTransportOptions, openTransport, parseTransportUrl } from '../open-transport.js';
 import { quantile } from './measure.js';
+import { deleteKeysMatching } from './redis-clients.js';
+import {
+  agentbusGroup,
+  agentbusKeyPrefix,
+  agentbusNamespace,
+  agentbusNatsNamespace,
+  removeAgentbusAmqp,
+  removeAgentbusNats,
+} from './run-bench.js';
 
 export interface RequestReplyBenchOptions {
   readonly transport: string;
@@ -35,18 +44,27 @@ export interface RequestReplyBenchResult {
  * requests in flight; then the same one at a time for the latency of a lone round trip.
  */
 export async function runRequestReplyBench(o: RequestReplyBenchOptions): Promise<RequestReplyBenchResult> {
+  const runId = randomBytes(4).toString('hex');
   const scheme = parseTransportUrl(o.transport).scheme;
+  // On a shared server everything lives under names of the run's own, deleted afterwards.
+  const transportOptions: OpenTransportOptions = {
+    ...o.transportOptions,
+    redis: { keyPrefix: agentbusKeyPrefix(runId), ...o.transportOptions?.redis },
+    amqp: { namespace: agentbusNamespace(runId), ...o.transportOptions?.amqp },
+    nats: { namespace: agentbusNatsNamespace(runId), ...o.transportOptions?.nats },
+  };
   // The embedded transports run in one process (one client, woken at once by its own publishes);
   // the servers get a client per side, as two processes would have.
   const shared: Transport | undefined =
-    scheme === 'memory' || scheme === 'sqlite' ? openTransport(o.transport, o.transportOptions) : undefined;
-  const open = () => shared ?? openTransport(o.transport, o.transportOptions);
+    scheme === 'memory' || scheme === 'sqlite' ? openTransport(o.transport, transportOptions) : undefined;
+  const open = () => shared ?? openTransport(o.transport, transportOptions);
   const replier = createBus({ transport: open(), logger: silentLogger, ownsTransport: !shared });
   const requester = createBus({ transport: open(), logger: silentLogger, ownsTransport: !shared });
-  const topic = `bench.rr${randomBytes(4).toString('hex')}`;
+  const topic = `bench.rr${runId}`;
+  const group = agentbusGroup(runId, 'rr');
   const payload = { blob: 'x'.repeat(o.size) };
   try {
-    await replier.reply(topic, (d) => d.data, { concurrency: Math.max(1, o.concurrency), prefetch: 2 * o.concurrency });
+    await replier.reply(topic, (d) => d.data, { group, concurrency: o.concurrency, prefetch: 2 * o.concurrency });
     const run = async (n: number, concurrency: number): Promise<{ ms: number; latencies: Float64Array }> => {
       const latencies = new Float64Array(n);
       let next = 0;
@@ -81,6 +99,10 @@ export async function runRequestReplyBench(o: RequestReplyBenchOptions): Promise
     await requester.close();
     await replier.close();
     await shared?.close();
+    const log = (text: string) => process.stderr.write(`bench: ${text}\n`);
+    if (scheme === 'redis') await deleteKeysMatching(o.transport, [`${agentbusKeyPrefix(runId)}*`]).catch(() => 0);
+    if (scheme === 'amqp') await removeAgentbusAmqp(o.transport, runId, ['rr'], log);
+    if (scheme === 'nats') await removeAgentbusNats(o.transport, runId, log);
   }
 }
 

@@ -368,7 +368,7 @@ async function measureRaw(
 }
 
 /** The Redis transport's `keyPrefix` for one run: none of its keys is shared with a real bus. */
-const agentbusKeyPrefix = (runId: string) => `bench:agentbus:${runId}`;
+export const agentbusKeyPrefix = (runId: string) => `bench:agentbus:${runId}`;
 
 /** The AMQP transport's `namespace` for one run: none of its exchanges or queues is shared with a real bus. */
 export const agentbusNamespace = (runId: string) => `bench.${runId}`;
@@ -383,7 +383,7 @@ export const agentbusNatsNamespace = (runId: string) => `bench_${runId}`;
  * The consumer group of a channel of {@link AgentbusSubject}, which names it so: its group queue
  * on RabbitMQ is `<namespace>.q.<group>`.
  */
-const agentbusGroup = (runId: string, channel: string) => `bench-${runId}-${channel}`;
+export const agentbusGroup = (runId: string, channel: string) => `bench-${runId}-${channel}`;
 
 /** `subject`, recording in `names` the name of every channel it is asked for. */
 function recordingChannels(subject: BenchSubject, names: string[]): BenchSubject {
