@@ -35,9 +35,9 @@ interface LocalIdempotencyOps {
  * Where the memory store keeps a function of the store that gives its {@link LocalIdempotencyOps}
  * while the store's methods are still its own; the middleware calls them instead of awaiting a
  * promise per message. Not enumerable, so a copy of the store (`{ ...store }`) is used through its
- * methods. The same registered symbol as the memory sequence store's.
+ * methods. A registered symbol rather than an export, so it is no public API.
  */
-const LOCAL_OPS = Symbol.for('agentbus.localOps');
+const LOCAL_OPS = Symbol.for('agentbus.localIdempotencyOps');
 
 type LocalOpsOf = (store: IdempotencyStore) => LocalIdempotencyOps | undefined;
 

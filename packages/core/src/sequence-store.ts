@@ -65,7 +65,7 @@ export function takeFromRanges(ranges: [number, number][], seq: number): boolean
  * rather than an export, so it is no public API; not enumerable, so a copy of the store
  * (`{ ...store }`) is used through its methods.
  */
-const LOCAL_OPS = Symbol.for('agentbus.localOps');
+const LOCAL_OPS = Symbol.for('agentbus.localSequenceOps');
 
 /**
  * What memorySequenceStore keeps under {@link LOCAL_OPS} (sequencing.ts reads it). `key` is

@@ -134,7 +134,7 @@ interface LocalOps {
   advance(key: string, seq: number): number;
 }
 
-const LOCAL_OPS = Symbol.for('agentbus.localOps');
+const LOCAL_OPS = Symbol.for('agentbus.localSequenceOps');
 
 /** `store`'s synchronous operations if it is a memory store whose methods are its own, else undefined. */
 function localOps(store: SequenceStore): LocalOps | undefined {
