@@ -103,8 +103,18 @@ describe('sequencing middleware', () => {
   it('releases past a gap after the gap timeout, reports it, and dead-letters the missing message if it comes late', async () => {
     const clock = new ManualClock();
     const gaps: unknown[] = [];
+    // Counts the background check's reads, to know that checks ran without waiting a fixed time.
+    const inner = memorySequenceStore();
+    let reads = 0;
+    const store: SequenceStore = {
+      ...inner,
+      expected: (g, wf) => {
+        reads++;
+        return inner.expected(g, wf);
+      },
+    };
     const seqr = sequencing({
-      store: memorySequenceStore(),
+      store,
       clock,
       gapTimeoutMs: 10_000,
       checkEveryMs: 5,
@@ -122,8 +132,9 @@ describe('sequencing middleware', () => {
     );
     await until(() => order.length === 1 && seqr.held() === 2, 5_000, '3 and 4 held');
     clock.advance(9_000);
-    await new Promise((r) => setTimeout(r, 30)); // several checks run: not timed out yet
-    expect(order).toEqual([1]);
+    const before = reads;
+    await until(() => reads >= before + 3, 5_000, 'three checks after the clock moved');
+    expect(order).toEqual([1]); // not timed out yet
     clock.advance(1_000);
     await until(() => order.length === 3, 5_000, 'released past the gap');
     expect(order).toEqual([1, 3, 4]);
@@ -173,8 +184,7 @@ describe('sequencing middleware', () => {
       [2, 3].map((seq) => ({ wf: 'w', seq })),
     );
     await until(() => seqr.held() === 2, 5_000, '2 and 3 held behind the running 1');
-    clock.advance(9_000);
-    await new Promise((r) => setTimeout(r, 30)); // several checks run
+    clock.advance(9_000); // short of the gap timeout, counted from when 2 and 3 began to wait
     release();
     await until(() => order.length === 3, 5_000, 'all three');
     expect(order).toEqual([1, 2, 3]);

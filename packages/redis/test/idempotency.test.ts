@@ -1,4 +1,4 @@
-import { serverSkipReason } from '@agentbus/conformance';
+import { serverSkipReason, until } from '@agentbus/conformance';
 import { redisIdempotencyStore } from '@agentbus/redis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { deleteKeys, REDIS_URL, testPrefix } from './helpers.js';
@@ -15,8 +15,8 @@ describe.skipIf(skipReason)('Redis idempotency store', () => {
     const b = redisIdempotencyStore({ url: REDIS_URL, keyPrefix: `${keyPrefix}:race` });
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).begin('g\0s\0m', 200)));
     expect(results.filter((r) => r === 'new')).toHaveLength(1);
-    await new Promise((r) => setTimeout(r, 250)); // the claimer "died": its claim runs out in Redis
-    expect(await b.begin('g\0s\0m', 200)).toBe('new');
+    // The claimer "died": its claim runs out in Redis, then the key can be claimed again.
+    await until(async () => (await b.begin('g\0s\0m', 200)) === 'new', 5_000, 'the claim to expire');
     await b.complete('g\0s\0m', 60_000);
     await a.release('g\0s\0m'); // a release never undoes a completion
     expect(await a.begin('g\0s\0m', 200)).toBe('done');
