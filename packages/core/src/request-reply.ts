@@ -40,6 +40,9 @@ export const REPLY_TYPE = 'agentbus.reply';
 
 export const REQUEST_DEFAULTS = Object.freeze({ timeoutMs: 30_000 });
 
+/** How long a topic found routed is taken as still routed without asking the transport. */
+const ROUTED_FOR_MS = 1_000;
+
 interface Pending {
   resolve(value: unknown): void;
   reject(err: unknown): void;
@@ -56,6 +59,8 @@ export class RequestReply {
   readonly #pending = new Map<string, Pending>();
   #inbox: Promise<{ topic: string; sub: BusSubscription }> | undefined;
   #late = 0;
+  /** Topics found routed, until when (epoch ms). */
+  readonly #routed = new Map<string, number>();
   #closed = false;
 
   constructor(host: RequestReplyHost) {
@@ -102,16 +107,31 @@ export class RequestReply {
     else p.resolve(d.envelope.data);
   }
 
+  /**
+   * NoRespondersError where the transport can tell nobody subscribes. A topic found routed is
+   * not asked again for ROUTED_FOR_MS: asking is a round trip (on NATS a consumer listing) that
+   * would otherwise precede every request; a responder gone meanwhile shows as a timeout.
+   */
+  async #assertResponders(topic: string): Promise<void> {
+    const transport = this.#host.transport;
+    if (typeof transport.routeCount !== 'function') return;
+    const now = Date.now();
+    if ((this.#routed.get(topic) ?? 0) > now) return;
+    if ((await transport.routeCount(topic)) === 0) {
+      this.#routed.delete(topic);
+      throw new NoRespondersError(`no subscriber for ${topic}`, { data: { topic } });
+    }
+    if (this.#routed.size >= 1_000) this.#routed.clear();
+    this.#routed.set(topic, now + ROUTED_FOR_MS);
+  }
+
   async request<R = unknown, T = unknown>(topic: string, data: T, options: RequestOptions = {}): Promise<R> {
     if (this.#closed) throw new ClosedError('bus is closed');
     const timeoutMs = positiveInteger(options.timeoutMs ?? REQUEST_DEFAULTS.timeoutMs, 'request.timeoutMs');
     const { signal } = options;
     signal?.throwIfAborted();
     const inbox = await this.#ensureInbox();
-    const routeCount = this.#host.transport.routeCount;
-    if (routeCount && (await routeCount.call(this.#host.transport, topic)) === 0) {
-      throw new NoRespondersError(`no subscriber for ${topic}`, { data: { topic } });
-    }
+    await this.#assertResponders(topic);
     const id = options.id ?? this.#host.ids();
     const { timeoutMs: _t, signal: _s, ...publish } = options;
     return new Promise<R>((resolve, reject) => {
