@@ -5,6 +5,7 @@ import {
   MAX_PRIORITY,
   matchesDeadLetterFilter,
   REPLAY_COUNT_HEADER,
+  TimeoutError,
 } from '@agentbus/core';
 import type { Channel, GetMessage, Options } from 'amqplib';
 import { copyOptions, H, numberHeader, stringHeader, userHeaders } from './headers.js';
@@ -18,6 +19,10 @@ export interface DeadLetterContext {
 }
 
 const DEFAULT_LIMIT = 100;
+/** How long a browse waits for another browse of the same queue to finish before it gives up. */
+const LOCK_WAIT_MS = 30_000;
+/** AMQP reply code of a declare of an exclusive queue that another connection holds. */
+const RESOURCE_LOCKED = 405;
 /** Messages one browse of a dead-letter queue looks at, at most. */
 const BROWSE_MAX = 100_000;
 
@@ -44,11 +49,16 @@ function brokerReason(h: Record<string, unknown> | undefined): string {
 /**
  * Dead letters live in one durable queue per group (`<ns>.q.<group>.dlq`). AMQP cannot read a
  * queue without taking messages, so list and get browse it: `basic.get` without ack on a channel
- * of their own, then close that channel, which gives every message back in place. Replay and
- * purge ack what they take. The groups come from the registry queue. Two browses at the same time
- * see each other's messages as taken: an operator tool, not a hot path.
+ * of their own, then nack them back in place. Replay and purge ack what they take. The groups come
+ * from the registry queue. A browse holds a lock on its queue, so two browses (in this process or
+ * any other) never see each other's messages as taken: an exclusive queue on the broker, which
+ * goes with the connection should the process die, and in this process a queue of waiters (one
+ * connection owns the exclusive queue for all of them). An operator tool, not a hot path.
  */
 export class AmqpDeadLetterStore implements DeadLetterStore {
+  /** Per browsed queue, the end of this process's line of browses. */
+  readonly #line = new Map<string, Promise<void>>();
+
   constructor(private readonly ctx: DeadLetterContext) {}
 
   async list(filter: DeadLetterFilter = {}): Promise<DeadLetter[]> {
@@ -135,20 +145,67 @@ export class AmqpDeadLetterStore implements DeadLetterStore {
   async #groups(group: string | undefined): Promise<string[]> {
     if (group !== undefined) return [group];
     const groups = new Set<string>();
-    const ch = await this.ctx.createChannel();
-    ch.on('error', () => {});
-    try {
-      for (let i = 0; i < BROWSE_MAX; i++) {
-        const msg = await ch.get(this.ctx.names.registry, { noAck: false });
-        if (msg === false) break;
-        groups.add(msg.content.toString('utf8'));
+    const registry = this.ctx.names.registry;
+    await this.#locked(registry, async () => {
+      const ch = await this.ctx.createChannel();
+      ch.on('error', () => {});
+      try {
+        for (let i = 0; i < BROWSE_MAX; i++) {
+          const msg = await ch.get(registry, { noAck: false });
+          if (msg === false) break;
+          groups.add(msg.content.toString('utf8'));
+        }
+      } catch {
+        // no registry yet: no groups
+      } finally {
+        await giveBack(ch);
       }
-    } catch {
-      // no registry yet: no groups
-    } finally {
-      await ch.close().catch(() => {});
-    }
+    });
     return [...groups].sort();
+  }
+
+  /** Runs `fn` holding the browse lock of `queue`: first in this process's line, then on the broker. */
+  async #locked(queue: string, fn: () => Promise<void>): Promise<void> {
+    const before = this.#line.get(queue) ?? Promise.resolve();
+    let done!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    const mine = before.then(() => gate);
+    this.#line.set(queue, mine);
+    await before;
+    try {
+      const lock = await this.#acquire(this.ctx.names.browseLock(queue));
+      try {
+        await fn();
+      } finally {
+        await lock.deleteQueue(this.ctx.names.browseLock(queue)).catch(() => {});
+        await lock.close().catch(() => {});
+      }
+    } finally {
+      done();
+      if (this.#line.get(queue) === mine) this.#line.delete(queue);
+    }
+  }
+
+  /** Declares the exclusive lock queue, waiting while another connection holds it; the channel holds it. */
+  async #acquire(name: string): Promise<Channel> {
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    for (let wait = 5; ; wait = Math.min(wait * 2, 200)) {
+      const ch = await this.ctx.createChannel();
+      ch.on('error', () => {});
+      try {
+        await ch.assertQueue(name, { exclusive: true, durable: false, autoDelete: false });
+        return ch;
+      } catch (err) {
+        await ch.close().catch(() => {});
+        if ((err as { code?: unknown }).code !== RESOURCE_LOCKED) throw err;
+        if (Date.now() >= deadline) {
+          throw new TimeoutError(`another browse of the dead letters held ${name} for ${LOCK_WAIT_MS} ms`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
   }
 
   /**
@@ -156,24 +213,41 @@ export class AmqpDeadLetterStore implements DeadLetterStore {
    * message, the rest go back when the browsing channel closes.
    */
   async #browse(group: string, visit: (rec: DeadLetter, msg: GetMessage) => Verdict | Promise<Verdict>): Promise<void> {
-    const ch = await this.ctx.createChannel();
-    ch.on('error', () => {});
-    try {
-      const queue = this.ctx.names.deadLetterQueue(group);
+    const queue = this.ctx.names.deadLetterQueue(group);
+    await this.#locked(queue, async () => {
+      const ch = await this.ctx.createChannel();
+      ch.on('error', () => {});
       try {
-        await ch.checkQueue(queue);
-      } catch {
-        return; // no such queue (the channel is closed by the broker): nothing there
+        try {
+          await ch.checkQueue(queue);
+        } catch {
+          return; // no such queue (the channel is closed by the broker): nothing there
+        }
+        for (let i = 0; i < BROWSE_MAX; i++) {
+          const msg = await ch.get(queue, { noAck: false });
+          if (msg === false) break;
+          if ((await visit(toRecord(group, msg), msg)) === 'take') ch.ack(msg);
+        }
+      } finally {
+        await giveBack(ch);
       }
-      for (let i = 0; i < BROWSE_MAX; i++) {
-        const msg = await ch.get(queue, { noAck: false });
-        if (msg === false) break;
-        if ((await visit(toRecord(group, msg), msg)) === 'take') ch.ack(msg);
-      }
-    } finally {
-      await ch.close().catch(() => {});
-    }
+    });
   }
+}
+
+/**
+ * Closes a browsing channel after giving back what it took and did not ack. A close alone is not
+ * enough: the broker requeues a closed channel's messages when the queue learns that the channel
+ * is gone, which can come after the next browse's first `basic.get` (a list then misses them). An
+ * explicit nack is handled by the channel before its close, so it reaches the queue first.
+ */
+async function giveBack(ch: Channel): Promise<void> {
+  try {
+    ch.nackAll(true);
+  } catch {
+    // the channel is closed already (the broker closed it): the broker has them back
+  }
+  await ch.close().catch(() => {});
 }
 
 /** A dead letter from a message of the group's dead-letter queue (ours, or dead-lettered by the broker). */

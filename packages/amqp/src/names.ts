@@ -6,7 +6,9 @@
  *   back into the group queue;
  * - `<ns>.q.<group>.dlx` / `.dlq`: the group's dead-letter exchange (fanout) and queue;
  * - `<ns>.groups`: the registry of groups (one message per group queue created), which the
- *   dead-letter store reads to find every group's dead letters.
+ *   dead-letter store reads to find every group's dead letters;
+ * - `<ns>.lock.<what>`: exclusive queues that lock the browse of a dead-letter queue or of the
+ *   registry, so that two browses never see each other's messages as taken.
  */
 export class AmqpNames {
   constructor(readonly namespace: string) {}
@@ -33,6 +35,12 @@ export class AmqpNames {
 
   deadLetterQueue(group: string): string {
     return `${this.queue(group)}.dlq`;
+  }
+
+  /** The exclusive queue whose owner alone browses `queue` (a group's dead letters or the registry). */
+  browseLock(queue: string): string {
+    const prefix = `${this.namespace}.`;
+    return `${this.namespace}.lock.${queue.startsWith(prefix) ? queue.slice(prefix.length) : queue}`;
   }
 }
 

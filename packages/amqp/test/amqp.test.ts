@@ -154,6 +154,30 @@ describe.skipIf(skipReason)('RabbitMQ transport', () => {
     await again.ack();
     await r.close();
   });
+
+  it('browses of the dead letters at the same time, on two connections and on one, each see every record', async () => {
+    const a = transport();
+    const b = transport();
+    const topic = `browse.${randomUUID().slice(0, 8)}`;
+    const group = `browse-${randomUUID().slice(0, 8)}`;
+    const r = new Reader(await a.subscribe(topic, { group, prefetch: 10, ackTimeoutMs: 30_000 }));
+    await a.publish(Array.from({ length: 5 }, () => message(topic)));
+    for (const d of await r.expectMany(5)) await d.deadLetter('poison', {});
+    await r.close();
+    await until(async () => (await a.deadLetters.list({ group })).length === 5, 5_000, 'five dead letters');
+    // Lists by group and over every group (the registry), from both connections, interleaved.
+    const seen = await Promise.all(
+      Array.from({ length: 24 }, async (_, i) => {
+        const t = i % 2 === 0 ? a : b;
+        const all = await t.deadLetters.list(i % 3 === 0 ? { topic } : { group });
+        return all.length;
+      }),
+    );
+    expect(seen).toEqual(Array.from({ length: 24 }, () => 5));
+    // The locks are gone afterwards.
+    const left = await queueArguments(`${namespace}.lock.`);
+    expect([...left.keys()]).toEqual([]);
+  });
 });
 
 describe('RabbitMQ transport options', () => {
