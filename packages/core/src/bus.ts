@@ -240,7 +240,8 @@ export class Bus {
     const contexts = items.map(
       (it, i) => new BatchPublishContext(this.envelope(it.topic, it.data, it.options ?? {}), i),
     );
-    const outbound: (TransportMessage | undefined)[] = new Array(contexts.length);
+    // What reached the terminal, encoded together once every chain has arrived (one slab).
+    const outbound: (Envelope | undefined)[] = new Array(contexts.length);
     const failures: unknown[] = [];
     let settle!: (err?: unknown) => void;
     const sent = new Promise<void>((resolve, reject) => {
@@ -262,7 +263,7 @@ export class Bus {
     if (waiting === 0) allArrived();
     const run = compose<PublishContext>(this.#publishHooks, (c) => {
       const i = BatchPublishContext.indexOf(c);
-      outbound[i] = this.#encode(c.envelope);
+      outbound[i] = c.envelope;
       arrive(i);
       return sent;
     });
@@ -295,7 +296,7 @@ export class Bus {
       throw failures[0];
     }
     try {
-      await this.transport.publish(outbound.filter((m): m is TransportMessage => m !== undefined));
+      await this.transport.publish(this.#encodeMany(outbound.filter((e): e is Envelope => e !== undefined)));
       settle();
     } catch (err) {
       settle(err);

@@ -27,6 +27,12 @@ export interface MemoryIdempotencyStoreOptions {
 /** The synchronous operations of an in-process store, for the dedup middleware's hot path. */
 interface LocalIdempotencyOps {
   begin(key: string, leaseMs: number): IdempotencyState;
+  /**
+   * What `begin` would answer, without claiming the key: the caller runs its handler at once and
+   * claims the key (`begin`) only if that handler goes on asynchronously; one that finished
+   * synchronously goes straight to `complete` (nothing else ran meanwhile to see the claim).
+   */
+  peek(key: string): IdempotencyState;
   complete(key: string, ttlMs: number): void;
   release(key: string): void;
 }
@@ -49,25 +55,25 @@ function localOps(store: IdempotencyStore): LocalIdempotencyOps | undefined {
 export function memoryIdempotencyStore(options: MemoryIdempotencyStoreOptions = {}): IdempotencyStore {
   const maxKeys = positiveInteger(options.maxKeys ?? 100_000, 'maxKeys');
   const clock = options.clock ?? systemClock;
-  const keys = new Map<string, { state: 'busy' | 'done'; until: number }>();
+  // Per key one number, no object: the time its state ends, in ms after `epoch`, doubled, plus 1
+  // while busy. Small enough for V8 to keep unboxed for about six days; a plain number after that.
+  const keys = new Map<string, number>();
+  const epoch = clock.now();
+  const busyUntil = (until: number) => (until - epoch) * 2 + 1;
+  const doneUntil = (until: number) => (until - epoch) * 2;
+  const untilOf = (v: number) => Math.floor(v / 2) + epoch;
+  const stateOf = (v: number): 'busy' | 'done' => (v % 2 === 0 ? 'done' : 'busy');
   // One iterator for all evictions: a fresh one per eviction would step over every entry deleted
   // (re-inserted) since the map's last rehash, each time. Live entries are all ahead of it: what
   // it passed was evicted, and a re-inserted key goes to the end.
   let oldestFirst: MapIterator<string> | undefined;
-  // The key set last and its entry: a claim completed right after it was made (a synchronous
-  // handler) is still the newest, so it is updated in place rather than deleted and re-inserted.
+  // The key set last: a claim completed right after it was made (a synchronous handler) is still
+  // the newest, so it is updated in place rather than deleted and re-inserted.
   let newestKey: string | undefined;
-  let newest: { state: 'busy' | 'done'; until: number } | undefined;
-  const set = (key: string, state: 'busy' | 'done', until: number, present = true) => {
-    if (present && key === newestKey && newest !== undefined) {
-      newest.state = state;
-      newest.until = until;
-      return;
-    }
-    if (present) keys.delete(key); // re-inserted: the newest in iteration order
+  const set = (key: string, value: number, present = true) => {
+    if (present && key !== newestKey) keys.delete(key); // re-inserted: the newest in iteration order
     newestKey = key;
-    newest = { state, until };
-    keys.set(key, newest);
+    keys.set(key, value);
     while (keys.size > maxKeys) {
       let r = oldestFirst?.next();
       if (r === undefined || r.done) {
@@ -80,18 +86,23 @@ export function memoryIdempotencyStore(options: MemoryIdempotencyStoreOptions = 
   const local: LocalIdempotencyOps = {
     begin(key, leaseMs) {
       const now = clock.now();
-      const e = keys.get(key);
-      if (e && e.until > now) return e.state;
-      set(key, 'busy', now + leaseMs, e !== undefined);
+      const v = keys.get(key);
+      if (v !== undefined && untilOf(v) > now) return stateOf(v);
+      set(key, busyUntil(now + leaseMs), v !== undefined);
       return 'new';
     },
+    peek(key) {
+      const v = keys.get(key);
+      return v !== undefined && untilOf(v) > clock.now() ? stateOf(v) : 'new';
+    },
     complete(key, ttlMs) {
-      set(key, 'done', clock.now() + ttlMs);
+      set(key, doneUntil(clock.now() + ttlMs));
     },
     release(key) {
-      if (keys.get(key)?.state !== 'busy') return;
+      const v = keys.get(key);
+      if (v === undefined || stateOf(v) !== 'busy') return;
       keys.delete(key);
-      if (key === newestKey) newest = undefined;
+      if (key === newestKey) newestKey = undefined;
     },
   };
   const store: IdempotencyStore = {
@@ -184,22 +195,31 @@ export function dedup(options: DedupOptions): Middleware {
    * all when that finished synchronously.
    */
   const consumeLocal = (ctx: ConsumeContext, next: Next, key: string, local: LocalIdempotencyOps): Promise<void> => {
-    const state = local.begin(key, leaseMs);
+    const state = local.peek(key);
     if (state !== 'new') return seenBefore(ctx, state) ?? HANDLED_SYNC;
-    const done = () => {
-      // A handler that settled the delivery itself (a nack, say) may see it again: not done.
-      if (ctx.delivery.settled) local.release(key);
-      else local.complete(key, ttlMs);
-    };
-    const handled = next();
+    // Claimed only once the chain goes asynchronous: until then nothing else runs to see the claim.
+    let handled: Promise<void>;
+    try {
+      handled = next();
+    } catch (err) {
+      return Promise.reject(err);
+    }
     if (handled === HANDLED_SYNC) {
-      done();
+      // A handler that settled the delivery itself (a nack, say) may see it again: not done.
+      if (!ctx.delivery.settled) local.complete(key, ttlMs);
       return HANDLED_SYNC;
     }
-    return handled.then(done, (err: unknown) => {
-      local.release(key);
-      throw err;
-    });
+    local.begin(key, leaseMs);
+    return handled.then(
+      () => {
+        if (ctx.delivery.settled) local.release(key);
+        else local.complete(key, ttlMs);
+      },
+      (err: unknown) => {
+        local.release(key);
+        throw err;
+      },
+    );
   };
   return {
     name: 'dedup',

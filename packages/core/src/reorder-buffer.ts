@@ -1,5 +1,8 @@
 import { positiveInteger } from './validate.js';
 
+/** What moveTo returns when it leaves nothing behind (the common case), without a new array each time. */
+const NONE: readonly never[] = Object.freeze([]);
+
 /** What {@link ReorderBuffer.offer} did with an item. */
 export type ReorderOutcome = 'held' | 'duplicate' | 'full';
 
@@ -69,17 +72,17 @@ export class ReorderBuffer<T> {
    * Records that `seq` was processed: the expected sequence moves past it (never back). Returns
    * the held items that are now duplicates (below the new expected sequence).
    */
-  advance(seq: number): T[] {
+  advance(seq: number): readonly T[] {
     return this.moveTo(seq + 1);
   }
 
   /** Moves the expected sequence to `expected` if that is further on; returns held items left behind. */
-  moveTo(expected: number): T[] {
-    if (expected <= this.#expected) return [];
+  moveTo(expected: number): readonly T[] {
+    if (expected <= this.#expected) return NONE;
     this.#expected = expected;
-    const stale: T[] = [];
     const held = this.#held;
-    if (held === undefined) return stale;
+    if (held === undefined || held.size === 0) return NONE;
+    const stale: T[] = [];
     for (const [seq, item] of held) {
       if (seq < expected) {
         stale.push(item);

@@ -93,6 +93,8 @@ type Verdict = { kind: 'run' } | { kind: 'duplicate' } | { kind: 'dead-letter'; 
 
 const RUN: Verdict = Object.freeze({ kind: 'run' });
 const DUPLICATE: Verdict = Object.freeze({ kind: 'duplicate' });
+/** Lanes a sequencing instance keeps on an in-process store before it drops idle ones. */
+const MAX_LANES = 10_000;
 const noop = (): void => {};
 const READY: Promise<void> = Promise.resolve();
 
@@ -171,6 +173,8 @@ export function sequencing(options: SequencingOptions): Sequencing {
   }
   const clock = o.clock ?? systemClock;
   const lanes = new Map<string, Lane>();
+  /** Where forget goes on looking for idle lanes to drop (oldest first). */
+  let sweep: MapIterator<Lane> | undefined;
   const heldBySub = new WeakMap<SubscriptionInfo, number>();
   const recentGaps: SequenceGap[] = [];
   let totalHeld = 0;
@@ -189,11 +193,18 @@ export function sequencing(options: SequencingOptions): Sequencing {
    */
   const laneOf = (k: string, group: string, wf: string): Lane | Promise<Lane> => {
     const l = lanes.get(k);
-    if (l?.isReady) return l;
+    const local = localOps(store);
+    if (l?.isReady) {
+      // An idle lane kept for its workflow's next message: as good as a new one once it read the store.
+      if (local && isIdle(l)) {
+        l.buf.moveTo(local.expected(k));
+        l.fresh = true;
+      }
+      return l;
+    }
     if (l) return l.ready.then(() => l);
     const created = new Lane(k, group, wf, maxHeld);
     lanes.set(k, created);
-    const local = localOps(store);
     if (local) {
       created.buf.moveTo(local.expected(k));
       created.isReady = true;
@@ -206,8 +217,29 @@ export function sequencing(options: SequencingOptions): Sequencing {
     return created.ready.then(() => created);
   };
 
+  const isIdle = (l: Lane) => !l.running && l.buf.held === 0 && l.buf.lowestHeld === undefined;
+
+  /**
+   * Drops an idle lane. On an in-process store idle lanes are kept (up to MAX_IDLE_LANES lanes in
+   * all, the oldest idle ones going first beyond that): a workflow's next message reuses its lane
+   * instead of making one and throwing it away per message. On a shared store the lane goes, so
+   * that the next message reads what other processes did before it decides anything.
+   */
   const forget = (l: Lane) => {
-    if (!l.running && l.buf.held === 0 && l.buf.lowestHeld === undefined) lanes.delete(l.key);
+    if (!isIdle(l)) return;
+    if (!localOps(store)) {
+      lanes.delete(l.key);
+      return;
+    }
+    for (let tries = 0; lanes.size > MAX_LANES && tries < 16; tries++) {
+      let r = sweep?.next();
+      if (r === undefined || r.done) {
+        sweep = lanes.values();
+        r = sweep.next();
+        if (r.done) return;
+      }
+      if (isIdle(r.value)) lanes.delete(r.value.key);
+    }
   };
 
   /** Hands the turn to the expected message if it is waiting. */
@@ -222,7 +254,7 @@ export function sequencing(options: SequencingOptions): Sequencing {
     if (l.buf.lowestHeld === undefined) forget(l);
   };
 
-  const release = (items: Waiter[], v: Verdict) => {
+  const release = (items: readonly Waiter[], v: Verdict) => {
     for (const w of items) settle(w, v);
   };
 
