@@ -1,6 +1,7 @@
 import { type Clock, systemClock } from './clock.js';
 import type { Envelope } from './envelope.js';
 import { ConfigError } from './errors.js';
+import { Fifo } from './fifo.js';
 import { type ConsumeContext, HANDLED_SYNC, type Middleware, type Next } from './middleware.js';
 import { positiveInteger, positiveNumber } from './validate.js';
 
@@ -24,17 +25,30 @@ export interface MemoryIdempotencyStoreOptions {
   readonly clock?: Clock;
 }
 
-/** The synchronous operations of an in-process store, for the dedup middleware's hot path. */
+/**
+ * The synchronous operations of an in-process store, for the dedup middleware's hot path. A key
+ * is given in two parts, `head` and `tail`: the key is `head + NUL + tail`, split at its last NUL
+ * (the default key's head is group and source, its tail the message id). The parts let the store
+ * find a key without building its string.
+ */
 interface LocalIdempotencyOps {
-  begin(key: string, leaseMs: number): IdempotencyState;
+  begin(head: string, tail: string, leaseMs: number): IdempotencyState;
   /**
    * What `begin` would answer, without claiming the key: the caller runs its handler at once and
    * claims the key (`begin`) only if that handler goes on asynchronously; one that finished
    * synchronously goes straight to `complete` (nothing else ran meanwhile to see the claim).
    */
-  peek(key: string): IdempotencyState;
-  complete(key: string, ttlMs: number): void;
-  release(key: string): void;
+  peek(head: string, tail: string): IdempotencyState;
+  complete(head: string, tail: string, ttlMs: number): void;
+  release(head: string, tail: string): void;
+  /** The keys of the default identity (group, source, id) whose id has no NUL. */
+  keysOf(group: string, source: string): Keys;
+}
+
+/** The keys of one head, by tail: per key one number (see memoryIdempotencyStore). */
+interface Keys {
+  readonly head: string;
+  readonly byTail: Map<string, number>;
 }
 
 /**
@@ -51,69 +65,121 @@ function localOps(store: IdempotencyStore): LocalIdempotencyOps | undefined {
   return (store as unknown as { [LOCAL_OPS]?: LocalOpsOf })[LOCAL_OPS]?.(store);
 }
 
-/** An in-process store: a Map with expiry times, bounded in size (oldest evicted first). */
+/** `key` split at its last NUL (no NUL: an empty head). */
+function splitKey(key: string): [head: string, tail: string] {
+  const i = key.lastIndexOf('\u0000');
+  return i < 0 ? ['', key] : [key.slice(0, i), key.slice(i + 1)];
+}
+
+/**
+ * An in-process store, bounded in size: beyond `maxKeys` the keys first seen longest ago go first
+ * (a key claimed again, released or completed keeps its place).
+ */
 export function memoryIdempotencyStore(options: MemoryIdempotencyStoreOptions = {}): IdempotencyStore {
   const maxKeys = positiveInteger(options.maxKeys ?? 100_000, 'maxKeys');
   const clock = options.clock ?? systemClock;
   // Per key one number, no object: the time its state ends, in ms after `epoch`, doubled, plus 1
-  // while busy. Small enough for V8 to keep unboxed for about six days; a plain number after that.
-  const keys = new Map<string, number>();
+  // while busy; RELEASED for a claim given up (the key keeps its place, as if it were not there).
+  // Small enough for V8 to keep unboxed for about six days; a plain number after that.
   const epoch = clock.now();
+  const RELEASED = -1;
   const busyUntil = (until: number) => (until - epoch) * 2 + 1;
   const doneUntil = (until: number) => (until - epoch) * 2;
-  const untilOf = (v: number) => Math.floor(v / 2) + epoch;
+  const live = (v: number | undefined, now: number): v is number =>
+    v !== undefined && v !== RELEASED && Math.floor(v / 2) + epoch > now;
   const stateOf = (v: number): 'busy' | 'done' => (v % 2 === 0 ? 'done' : 'busy');
-  // One iterator for all evictions: a fresh one per eviction would step over every entry deleted
-  // (re-inserted) since the map's last rehash, each time. Live entries are all ahead of it: what
-  // it passed was evicted, and a re-inserted key goes to the end.
-  let oldestFirst: MapIterator<string> | undefined;
-  // The key set last: a claim completed right after it was made (a synchronous handler) is still
-  // the newest, so it is updated in place rather than deleted and re-inserted.
-  let newestKey: string | undefined;
-  const set = (key: string, value: number, present = true) => {
-    if (present && key !== newestKey) keys.delete(key); // re-inserted: the newest in iteration order
-    newestKey = key;
-    keys.set(key, value);
-    while (keys.size > maxKeys) {
-      let r = oldestFirst?.next();
-      if (r === undefined || r.done) {
-        oldestFirst = keys.keys();
-        r = oldestFirst.next();
-      }
-      keys.delete(r.value as string);
+  // Keys by head, then by tail: most keys of a run share a handful of heads (group and source).
+  const heads = new Map<string, Keys>();
+  // The default identity's heads by group and source, so that its head string is not built per message.
+  const byGroup = new Map<string, Map<string, Keys>>();
+  // Every key in the order first seen, as its head's keys and its tail: the eviction order.
+  const orderKeys = new Fifo<Keys>();
+  const orderTails = new Fifo<string>();
+  let size = 0;
+  const keysOfHead = (head: string): Keys => {
+    let k = heads.get(head);
+    if (k === undefined) {
+      k = { head, byTail: new Map() };
+      heads.set(head, k);
+    }
+    return k;
+  };
+  const set = (keys: Keys, tail: string, value: number) => {
+    const { byTail } = keys;
+    if (byTail.has(tail)) {
+      byTail.set(tail, value); // keeps its place
+      return;
+    }
+    byTail.set(tail, value);
+    orderKeys.push(keys);
+    orderTails.push(tail);
+    size++;
+    while (size > maxKeys) {
+      const oldKeys = orderKeys.shift() as Keys;
+      const oldTail = orderTails.shift() as string;
+      oldKeys.byTail.delete(oldTail);
+      size--;
+      if (oldKeys.byTail.size === 0) forgetHead(oldKeys);
+    }
+  };
+  const forgetHead = (keys: Keys) => {
+    if (heads.get(keys.head) !== keys) return;
+    heads.delete(keys.head);
+    const [group, source] = splitKey(keys.head);
+    const sources = byGroup.get(group);
+    if (sources?.get(source) === keys) {
+      sources.delete(source);
+      if (sources.size === 0) byGroup.delete(group);
     }
   };
   const local: LocalIdempotencyOps = {
-    begin(key, leaseMs) {
+    keysOf(group, source) {
+      let sources = byGroup.get(group);
+      if (sources === undefined) {
+        sources = new Map();
+        byGroup.set(group, sources);
+      }
+      let k = sources.get(source);
+      if (k === undefined || heads.get(k.head) !== k) {
+        k = keysOfHead(`${group}\u0000${source}`);
+        sources.set(source, k);
+      }
+      return k;
+    },
+    begin(head, tail, leaseMs) {
+      const keys = keysOfHead(head);
       const now = clock.now();
-      const v = keys.get(key);
-      if (v !== undefined && untilOf(v) > now) return stateOf(v);
-      set(key, busyUntil(now + leaseMs), v !== undefined);
+      const v = keys.byTail.get(tail);
+      if (live(v, now)) return stateOf(v);
+      set(keys, tail, busyUntil(now + leaseMs));
       return 'new';
     },
-    peek(key) {
-      const v = keys.get(key);
-      return v !== undefined && untilOf(v) > clock.now() ? stateOf(v) : 'new';
+    peek(head, tail) {
+      const v = heads.get(head)?.byTail.get(tail);
+      return live(v, clock.now()) ? stateOf(v) : 'new';
     },
-    complete(key, ttlMs) {
-      set(key, doneUntil(clock.now() + ttlMs));
+    complete(head, tail, ttlMs) {
+      set(keysOfHead(head), tail, doneUntil(clock.now() + ttlMs));
     },
-    release(key) {
-      const v = keys.get(key);
-      if (v === undefined || stateOf(v) !== 'busy') return;
-      keys.delete(key);
-      if (key === newestKey) newestKey = undefined;
+    release(head, tail) {
+      const keys = heads.get(head);
+      const v = keys?.byTail.get(tail);
+      if (keys === undefined || !live(v, clock.now()) || stateOf(v) !== 'busy') return;
+      keys.byTail.set(tail, RELEASED);
     },
   };
   const store: IdempotencyStore = {
     async begin(key, leaseMs) {
-      return local.begin(key, leaseMs);
+      const [head, tail] = splitKey(key);
+      return local.begin(head, tail, leaseMs);
     },
     async complete(key, ttlMs) {
-      local.complete(key, ttlMs);
+      const [head, tail] = splitKey(key);
+      local.complete(head, tail, ttlMs);
     },
     async release(key) {
-      local.release(key);
+      const [head, tail] = splitKey(key);
+      local.release(head, tail);
     },
   };
   const own = { begin: store.begin, complete: store.complete, release: store.release };
@@ -194,8 +260,14 @@ export function dedup(options: DedupOptions): Middleware {
    * {@link consumeAsync} on an in-process store: no promise but the handler chain's, and none at
    * all when that finished synchronously.
    */
-  const consumeLocal = (ctx: ConsumeContext, next: Next, key: string, local: LocalIdempotencyOps): Promise<void> => {
-    const state = local.peek(key);
+  const consumeLocal = (
+    ctx: ConsumeContext,
+    next: Next,
+    head: string,
+    tail: string,
+    local: LocalIdempotencyOps,
+  ): Promise<void> => {
+    const state = local.peek(head, tail);
     if (state !== 'new') return seenBefore(ctx, state) ?? HANDLED_SYNC;
     // Claimed only once the chain goes asynchronous: until then nothing else runs to see the claim.
     let handled: Promise<void>;
@@ -206,17 +278,17 @@ export function dedup(options: DedupOptions): Middleware {
     }
     if (handled === HANDLED_SYNC) {
       // A handler that settled the delivery itself (a nack, say) may see it again: not done.
-      if (!ctx.delivery.settled) local.complete(key, ttlMs);
+      if (!ctx.delivery.settled) local.complete(head, tail, ttlMs);
       return HANDLED_SYNC;
     }
-    local.begin(key, leaseMs);
+    local.begin(head, tail, leaseMs);
     return handled.then(
       () => {
-        if (ctx.delivery.settled) local.release(key);
-        else local.complete(key, ttlMs);
+        if (ctx.delivery.settled) local.release(head, tail);
+        else local.complete(head, tail, ttlMs);
       },
       (err: unknown) => {
-        local.release(key);
+        local.release(head, tail);
         throw err;
       },
     );
@@ -224,9 +296,16 @@ export function dedup(options: DedupOptions): Middleware {
   return {
     name: 'dedup',
     consume(ctx: ConsumeContext, next: Next): Promise<void> {
-      const key = keyOf ? `${ctx.group}\u0000${keyOf(ctx)}` : idempotencyKey(ctx.group, ctx.envelope);
       const local = localOps(store);
-      return local ? consumeLocal(ctx, next, key, local) : consumeAsync(ctx, next, key);
+      if (local !== undefined && keyOf === undefined) {
+        const { source, id } = ctx.envelope;
+        // The key split at its last NUL, without building it (an id with a NUL in it splits elsewhere).
+        if (!id.includes('\u0000')) return consumeLocal(ctx, next, local.keysOf(ctx.group, source).head, id, local);
+      }
+      const key = keyOf ? `${ctx.group}\u0000${keyOf(ctx)}` : idempotencyKey(ctx.group, ctx.envelope);
+      if (local === undefined) return consumeAsync(ctx, next, key);
+      const [head, tail] = splitKey(key);
+      return consumeLocal(ctx, next, head, tail, local);
     },
   };
 }

@@ -1,4 +1,12 @@
-import { ConfigError, createBus, dedup, ManualClock, memoryIdempotencyStore, memoryTransport } from '@agentbus/core';
+import {
+  ConfigError,
+  createBus,
+  dedup,
+  idempotencyKey,
+  ManualClock,
+  memoryIdempotencyStore,
+  memoryTransport,
+} from '@agentbus/core';
 import { describe, expect, it } from 'vitest';
 
 describe('memory idempotency store', () => {
@@ -59,6 +67,43 @@ describe('dedup middleware', () => {
     await finished;
     expect(calls).toBe(2);
     await bus.close();
+  });
+
+  it('sees a completion made through the store with idempotencyKey, whatever the id holds, in every group apart', async () => {
+    const store = memoryIdempotencyStore();
+    const bus = createBus({ transport: memoryTransport() });
+    bus.use(dedup({ store }));
+    const ran: string[] = [];
+    let ends = 0;
+    let bothEnded!: () => void;
+    const finished = new Promise<void>((r) => {
+      bothEnded = r;
+    });
+    for (const group of ['a', 'b']) {
+      // One at a time, in order: once a group handled 'end' it has been through the rest.
+      await bus.subscribe(
+        'dedup.key',
+        (d) => {
+          if (d.envelope.id === 'end') {
+            if (++ends === 2) bothEnded();
+          } else ran.push(`${group}:${d.envelope.id}`);
+        },
+        { group, concurrency: 1, prefetch: 1 },
+      );
+    }
+    // The handler of group a already completed these (an outbox-style handler does it itself).
+    for (const id of ['plain-id', 'with\u0000nul\u0000inside']) {
+      await store.complete(idempotencyKey('a', { source: 'src', id }), 60_000);
+    }
+    for (const id of ['plain-id', 'with\u0000nul\u0000inside', 'fresh', 'end']) {
+      await bus.publish('dedup.key', {}, { id, source: 'src' });
+    }
+    await finished;
+    await bus.close();
+    expect(ran.sort()).toEqual(['a:fresh', 'b:fresh', 'b:plain-id', 'b:with\u0000nul\u0000inside'].sort());
+    // And the middleware's completions are what the store answers for those keys.
+    expect(await store.begin(idempotencyKey('a', { source: 'src', id: 'fresh' }), 1)).toBe('done');
+    expect(await store.begin(idempotencyKey('b', { source: 'src', id: 'with\u0000nul\u0000inside' }), 1)).toBe('done');
   });
 
   it('needs a store', () => {
