@@ -93,7 +93,8 @@ export class NatsGroups {
     }
     if (tokens.size === 0) return 0;
     const live = new Set<string>();
-    for await (const c of jsm.consumers.list(n.stream)) live.add(c.name);
+    // A consumer deleted while the server pages through the list comes as null: gone, not live.
+    for await (const c of jsm.consumers.list(n.stream)) if (c) live.add(c.name);
     let purged = 0;
     for (const [token, subject] of tokens) {
       if (live.has(token)) continue;
@@ -111,6 +112,8 @@ export class NatsGroups {
     const jsm = await this.ctx.manager();
     let count = 0;
     for await (const c of jsm.consumers.list(n.stream)) {
+      // A consumer deleted while the server pages through the list comes as null: it routes nothing.
+      if (!c) continue;
       const filter = c.config.filter_subject;
       if (!filter || topicMatches(n.topicOf(filter), topic)) count++;
     }
