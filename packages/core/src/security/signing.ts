@@ -1,0 +1,396 @@
+/**
+ * Message signing: a publish hook signs every envelope with the keyring's active key, a consume
+ * hook verifies it before anything else sees the message, and refuses replays.
+ *
+ * Where the signature travels: in four envelope headers (`headers`, the free string map), not
+ * in new envelope attributes, so that signed envelopes stay plain `Envelope`s that every codec,
+ * transport, the gateway and other languages carry unchanged:
+ *
+ * - `x-agentbus-sig-kid`   id of the key that signed
+ * - `x-agentbus-sig-alg`   `hmac-sha256` or `ed25519`
+ * - `x-agentbus-sig-time`  when it was signed (RFC 3339, ms, UTC)
+ * - `x-agentbus-sig-value` the signature, base64url without padding
+ *
+ * What is signed ({@link signingInput}): the UTF-8 bytes of `agentbus.sig.v1\n` followed by the
+ * RFC 8785 canonical JSON ({@link canonicalize}) of the whole envelope except the
+ * `x-agentbus-sig-value` header: `specversion`, `id`, `source`, `type`, `time`,
+ * `datacontenttype`, `data`, `topic`, `correlationid`, `causationid`, `workflowid`, `sequence`,
+ * `priority`, `expiresat`, `replyto`, `traceparent`, `schemaversion`, every other header, and
+ * the kid, algorithm and time headers themselves (so none of them can be swapped). The prefix
+ * keeps a key shared with some other protocol from signing something this one accepts.
+ *
+ * Order with other middleware: the envelope must not change after it is signed. Sequencing
+ * numbers envelopes (`sequence`) in its publish hook; signing must run after it, so add the
+ * signer after `sequencing()` (publish hooks run in the order added). The verifier, though,
+ * should run first on consume, before sequencing or dedup act on a forged message. One object
+ * cannot be both last and first, so for that setup use the two halves:
+ *
+ * ```ts
+ * bus.use(verifier(opts));   // consume: first
+ * bus.use(sequencing(...));
+ * bus.use(signer(opts));     // publish: last, after the sequence number is set
+ * ```
+ *
+ * `signing(opts)` is both in one middleware, for buses without envelope-changing middleware.
+ *
+ * Replay protection, on the first delivery of a message (attempt 1): its signature time must lie
+ * within `toleranceMs` in the future and `maxAgeMs` in the past, and its source and id (per
+ * consumer group) must not have been verified before while that window lasts. A redelivery
+ * (attempt > 1) is the same message coming back, not a replay: the attempt count comes from the
+ * broker and no publisher can set it, so the freshness and replay checks are not repeated
+ * (a retry after a long backoff would fail them); its signature and key are checked again.
+ * Limits: a dead letter replayed from the dead-letter store comes back as attempt 1 and is refused
+ * unless still fresh and not seen by this process; each process has its own cache unless given
+ * a shared {@link ReplayCache}; a backlog older than `maxAgeMs` is refused (raise it where
+ * messages wait that long).
+ */
+import { type Clock, systemClock } from '../clock.js';
+import type { Envelope } from '../envelope.js';
+import { BusError, ConfigError, SignatureError } from '../errors.js';
+import type { ConsumeContext, Middleware, Next, PublishContext } from '../middleware.js';
+import { positiveInteger, positiveNumber } from '../validate.js';
+import { canonicalize } from './canonical.js';
+import { type Keyring, SIGNATURE_ALGORITHMS, type SignatureAlgorithm } from './keyring.js';
+
+/** The envelope headers that carry a signature. */
+export const SIGNATURE_HEADERS = Object.freeze({
+  kid: 'x-agentbus-sig-kid',
+  algorithm: 'x-agentbus-sig-alg',
+  time: 'x-agentbus-sig-time',
+  value: 'x-agentbus-sig-value',
+} as const);
+
+/** Prefix of every signing input: the scheme and its version. */
+export const SIGNING_CONTEXT = 'agentbus.sig.v1\n';
+
+export const SIGNING_DEFAULTS = Object.freeze({
+  /** How far a signature time may lie in the future (clock skew), and by default in the past. */
+  toleranceMs: 5 * 60_000,
+  allowUnsigned: false,
+  /** Size of the default in-process replay cache. */
+  replayCacheMaxEntries: 100_000,
+});
+
+/**
+ * Where the verifier remembers the messages it verified, to refuse replays. A shared store
+ * (Redis, say) protects every consumer of a group; the default one protects one process.
+ */
+export interface ReplayCache {
+  /**
+   * Records `key` as seen until `untilMs` (epoch ms, inclusive). Returns false, and records
+   * nothing, if `key` is already recorded and that record has not run out: a replay.
+   */
+  remember(key: string, untilMs: number): boolean | Promise<boolean>;
+}
+
+export interface MemoryReplayCacheOptions {
+  /** Keys kept at most (default 100,000); beyond it the oldest go first. Size it for the message rate over the window. */
+  readonly maxEntries?: number;
+  readonly clock?: Clock;
+}
+
+/**
+ * An in-process {@link ReplayCache}, bounded: beyond `maxEntries` the keys recorded longest ago
+ * are forgotten even if their window has not run out (a replay of one of those within its window
+ * would then pass: size it for the message rate times the window).
+ */
+export function memoryReplayCache(options: MemoryReplayCacheOptions = {}): ReplayCache {
+  const maxEntries = positiveInteger(
+    options.maxEntries ?? SIGNING_DEFAULTS.replayCacheMaxEntries,
+    'replayCache.maxEntries',
+  );
+  const clock = options.clock ?? systemClock;
+  // Insertion order ≈ expiry order (windows are of one length), so expired keys are at the front.
+  const seen = new Map<string, number>();
+  return {
+    remember(key, untilMs) {
+      const now = clock.now();
+      const until = seen.get(key);
+      if (until !== undefined && until >= now) return false;
+      seen.delete(key);
+      for (const [k, u] of seen) {
+        if (u >= now) break;
+        seen.delete(k);
+      }
+      seen.set(key, untilMs);
+      if (seen.size > maxEntries) seen.delete(seen.keys().next().value as string);
+      return true;
+    },
+  };
+}
+
+/** Who signed a verified message; the verifier puts it in the consume context's `state` under `signature`. */
+export interface SignatureInfo {
+  readonly kid: string;
+  readonly algorithm: SignatureAlgorithm;
+  readonly signedAtMs: number;
+}
+
+/**
+ * Why a message was refused, as `data.check` of its SignatureError: the key checks of
+ * {@link Keyring.verificationKey} (`unknown-key`, `revoked-key`, `algorithm-mismatch`,
+ * `key-not-yet-valid`, `key-expired`) or one of these.
+ */
+export type SignatureCheck = 'unsigned' | 'malformed' | 'from-future' | 'stale' | 'bad-signature' | 'replay';
+
+function refuse(check: SignatureCheck, message: string, extra: object = {}): never {
+  throw new SignatureError(message, { data: { check, ...extra } });
+}
+
+/** The headers of `env` without the signature headers. */
+function unsignedHeaders(env: Envelope): Record<string, string> {
+  const out: Record<string, string> = {};
+  const h = env.headers;
+  if (h === undefined) return out;
+  for (const name of Object.keys(h)) {
+    if (!name.startsWith('x-agentbus-sig-')) out[name] = h[name] as string;
+  }
+  return out;
+}
+
+/**
+ * The bytes a signature covers: {@link SIGNING_CONTEXT} + the canonical JSON of `envelope`
+ * without its `x-agentbus-sig-value` header (see the module comment for the attribute list).
+ * Throws ValidationError for an envelope that has no canonical form (see {@link canonicalize}).
+ */
+export function signingInput(envelope: Envelope): Buffer {
+  let env: Envelope = envelope;
+  if (envelope.headers !== undefined && SIGNATURE_HEADERS.value in envelope.headers) {
+    const { [SIGNATURE_HEADERS.value]: _, ...rest } = envelope.headers;
+    env = { ...envelope, headers: rest };
+  }
+  return Buffer.from(SIGNING_CONTEXT + canonicalize(env), 'utf8');
+}
+
+/**
+ * A copy of `envelope` signed with the keyring's active key at `nowMs`: any earlier signature
+ * headers are replaced. Throws SignatureError when the keyring has no usable signing key and
+ * ValidationError when the envelope has no canonical JSON form (binary data, NaN …).
+ */
+export function signEnvelope<T>(envelope: Envelope<T>, keyring: Keyring, nowMs: number): Envelope<T> {
+  const key = keyring.signingKey(nowMs);
+  const headers = unsignedHeaders(envelope as Envelope);
+  headers[SIGNATURE_HEADERS.kid] = key.kid;
+  headers[SIGNATURE_HEADERS.algorithm] = key.algorithm;
+  headers[SIGNATURE_HEADERS.time] = new Date(nowMs).toISOString();
+  const unsigned = { ...envelope, headers } as Envelope;
+  const signature = key.sign(signingInput(unsigned)).toString('base64url');
+  return Object.freeze({ ...envelope, headers: Object.freeze({ ...headers, [SIGNATURE_HEADERS.value]: signature }) });
+}
+
+const SIG_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+const BASE64URL = /^[A-Za-z0-9_-]+$/;
+const SIGNATURE_BYTES: Readonly<Record<SignatureAlgorithm, number>> = { 'hmac-sha256': 32, ed25519: 64 };
+
+export interface VerifyOptions {
+  readonly keyring: Keyring;
+  readonly nowMs: number;
+  /** See {@link SigningOptions.toleranceMs}. */
+  readonly toleranceMs?: number;
+  /** See {@link SigningOptions.maxAgeMs}. */
+  readonly maxAgeMs?: number;
+  /** Skip the freshness check (a redelivery). Default false. */
+  readonly skipFreshness?: boolean;
+}
+
+/**
+ * Checks the signature of `envelope` (no replay check: that needs a cache, see {@link verifier}).
+ * Returns who signed it, or throws SignatureError with `data.check` saying why not
+ * ({@link SignatureCheck}, or a key check of {@link Keyring.verificationKey}).
+ */
+export function verifyEnvelope(envelope: Envelope, options: VerifyOptions): SignatureInfo {
+  const { keyring, nowMs } = options;
+  const toleranceMs = options.toleranceMs ?? SIGNING_DEFAULTS.toleranceMs;
+  const maxAgeMs = options.maxAgeMs ?? toleranceMs;
+  const h = envelope.headers ?? {};
+  const kid = h[SIGNATURE_HEADERS.kid];
+  const algorithm = h[SIGNATURE_HEADERS.algorithm];
+  const time = h[SIGNATURE_HEADERS.time];
+  const value = h[SIGNATURE_HEADERS.value];
+  const ids = { messageId: envelope.id, source: envelope.source };
+  if (kid === undefined || algorithm === undefined || time === undefined || value === undefined) {
+    if (kid === undefined && algorithm === undefined && time === undefined && value === undefined) {
+      refuse('unsigned', `message ${envelope.id} from ${envelope.source} is not signed`, ids);
+    }
+    refuse('malformed', `message ${envelope.id} has an incomplete signature (x-agentbus-sig-* headers)`, ids);
+  }
+  if (!SIGNATURE_ALGORITHMS.includes(algorithm as SignatureAlgorithm)) {
+    refuse('malformed', `message ${envelope.id} claims an unsupported signature algorithm`, ids);
+  }
+  const signedAtMs = SIG_TIME.test(time) ? Date.parse(time) : Number.NaN;
+  if (!Number.isFinite(signedAtMs)) refuse('malformed', `message ${envelope.id} has an unreadable signature time`, ids);
+  const at = { ...ids, kid, signedAt: time };
+  if (!options.skipFreshness) {
+    if (signedAtMs > nowMs + toleranceMs) {
+      refuse('from-future', `message ${envelope.id} was signed ${signedAtMs - nowMs} ms in the future`, at);
+    }
+    if (nowMs - signedAtMs > maxAgeMs) {
+      refuse('stale', `message ${envelope.id} was signed ${nowMs - signedAtMs} ms ago (max ${maxAgeMs} ms)`, at);
+    }
+  }
+  let key: ReturnType<Keyring['verificationKey']>;
+  try {
+    key = keyring.verificationKey(kid, algorithm, signedAtMs, nowMs);
+  } catch (err) {
+    if (err instanceof SignatureError) {
+      throw new SignatureError(`message ${envelope.id}: ${err.message}`, {
+        data: { ...(err.data as object), ...at },
+      });
+    }
+    throw err;
+  }
+  const signature = BASE64URL.test(value) ? Buffer.from(value, 'base64url') : undefined;
+  if (signature === undefined || signature.length !== SIGNATURE_BYTES[key.algorithm]) {
+    refuse('bad-signature', `message ${envelope.id} has a malformed ${key.algorithm} signature`, at);
+  }
+  let input: Buffer;
+  try {
+    input = signingInput(envelope);
+  } catch (cause) {
+    throw new SignatureError(`message ${envelope.id} has no canonical form: ${(cause as Error).message}`, {
+      cause,
+      data: { check: 'malformed', ...at },
+    });
+  }
+  if (!key.verify(input, signature)) {
+    refuse('bad-signature', `message ${envelope.id}: signature does not match (kid ${kid})`, at);
+  }
+  return { kid, algorithm: key.algorithm, signedAtMs };
+}
+
+export interface SigningOptions {
+  readonly keyring: Keyring;
+  /** Time source for signing and for the freshness check (default: the system clock). */
+  readonly clock?: Clock;
+  /**
+   * How far a signature time may lie ahead of the verifier's clock (default 5 min), and, unless
+   * `maxAgeMs` says otherwise, how far behind it.
+   */
+  readonly toleranceMs?: number;
+  /** How old a signature may be on first delivery (default: `toleranceMs`). */
+  readonly maxAgeMs?: number;
+  /** Remembers verified messages to refuse replays (default: an in-process {@link memoryReplayCache}). */
+  readonly replayCache?: ReplayCache;
+  /** Let messages without any signature headers through to the handler (default false). */
+  readonly allowUnsigned?: boolean;
+}
+
+interface Settings {
+  readonly keyring: Keyring;
+  readonly clock: Clock;
+  readonly toleranceMs: number;
+  readonly maxAgeMs: number;
+  readonly replayCache: ReplayCache;
+  readonly allowUnsigned: boolean;
+}
+
+function settingsOf(options: SigningOptions): Settings {
+  if (typeof options?.keyring?.signingKey !== 'function') {
+    throw new ConfigError('a Keyring is required', { path: 'keyring' });
+  }
+  const clock = options.clock ?? systemClock;
+  const toleranceMs = positiveNumber(options.toleranceMs ?? SIGNING_DEFAULTS.toleranceMs, 'toleranceMs');
+  const maxAgeMs = positiveNumber(options.maxAgeMs ?? toleranceMs, 'maxAgeMs');
+  const replayCache = options.replayCache ?? memoryReplayCache({ clock });
+  if (typeof replayCache.remember !== 'function') {
+    throw new ConfigError('must have a remember(key, untilMs) method', { path: 'replayCache' });
+  }
+  const allowUnsigned = options.allowUnsigned ?? SIGNING_DEFAULTS.allowUnsigned;
+  if (typeof allowUnsigned !== 'boolean') throw new ConfigError('must be a boolean', { path: 'allowUnsigned' });
+  return { keyring: options.keyring, clock, toleranceMs, maxAgeMs, replayCache, allowUnsigned };
+}
+
+function publishHook(s: Settings) {
+  return (ctx: PublishContext, next: Next): Promise<void> => {
+    try {
+      ctx.envelope = signEnvelope(ctx.envelope, s.keyring, s.clock.now());
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return next();
+  };
+}
+
+function consumeHook(s: Settings) {
+  return (ctx: ConsumeContext, next: Next): Promise<void> => {
+    const env = ctx.envelope;
+    const first = ctx.delivery.attempt <= 1;
+    let info: SignatureInfo;
+    try {
+      const h = env.headers;
+      if (s.allowUnsigned && (h === undefined || !Object.keys(h).some((n) => n.startsWith('x-agentbus-sig-')))) {
+        return next();
+      }
+      info = verifyEnvelope(env, {
+        keyring: s.keyring,
+        nowMs: s.clock.now(),
+        toleranceMs: s.toleranceMs,
+        maxAgeMs: s.maxAgeMs,
+        skipFreshness: !first,
+      });
+    } catch (err) {
+      return Promise.reject(asSignatureError(err, env));
+    }
+    ctx.state.set('signature', info);
+    if (!first) return next();
+    // Recorded only once verified: a forgery must not take a real message's place in the cache.
+    const replayKey = `${ctx.group}\u0000${env.source}\u0000${env.id}`;
+    let fresh: boolean | Promise<boolean>;
+    try {
+      fresh = s.replayCache.remember(replayKey, info.signedAtMs + s.maxAgeMs);
+    } catch (err) {
+      return Promise.reject(err); // the cache failed (a store outage): retryable unless it says otherwise
+    }
+    if (fresh === true) return next();
+    if (fresh === false) return Promise.reject(replayError(env, info));
+    return fresh.then((ok) => {
+      if (!ok) throw replayError(env, info);
+      return next();
+    });
+  };
+}
+
+function replayError(env: Envelope, info: SignatureInfo): SignatureError {
+  return new SignatureError(`message ${env.id} from ${env.source} was seen before (replay)`, {
+    data: { check: 'replay', messageId: env.id, source: env.source, kid: info.kid },
+  });
+}
+
+/** Anything that went wrong while verifying becomes a SignatureError, so the bus dead-letters with reason `signature`. */
+function asSignatureError(err: unknown, env: Envelope): SignatureError {
+  if (err instanceof SignatureError) return err;
+  const what = err instanceof BusError ? `${err.code}: ${err.message}` : String((err as Error)?.message ?? err);
+  return new SignatureError(`message ${env.id} could not be verified: ${what}`, {
+    cause: err,
+    data: { check: 'malformed', messageId: env.id, source: env.source },
+  });
+}
+
+/**
+ * Signs outbound and verifies inbound messages (see the module comment for what is covered and
+ * where it travels). Publish: signs with the keyring's active key; a publish fails with
+ * SignatureError if there is none usable. Consume: verifies before the rest of the chain; any
+ * failure — unsigned (unless `allowUnsigned`), tampered, unknown/revoked/expired key, a claimed
+ * algorithm that is not the key's, a time out of tolerance, a replay — throws SignatureError,
+ * which is not retryable: the bus dead-letters the message with reason `signature` and the
+ * handler never runs. The verified {@link SignatureInfo} is in `ctx.state.get('signature')`.
+ *
+ * Add it after middleware that changes envelopes on publish (sequencing), or use
+ * {@link signer} and {@link verifier} to place the two halves apart.
+ */
+export function signing(options: SigningOptions): Middleware {
+  const s = settingsOf(options);
+  return { name: 'signing', publish: publishHook(s), consume: consumeHook(s) };
+}
+
+/** The publish half of {@link signing}: add it last, after middleware that changes envelopes. */
+export function signer(options: Pick<SigningOptions, 'keyring' | 'clock'>): Middleware {
+  const s = settingsOf(options);
+  return { name: 'signer', publish: publishHook(s) };
+}
+
+/** The consume half of {@link signing}: add it first, so nothing acts on an unverified message. */
+export function verifier(options: SigningOptions): Middleware {
+  const s = settingsOf(options);
+  return { name: 'verifier', consume: consumeHook(s) };
+}
