@@ -88,7 +88,7 @@ export interface JwtIssuerOptions {
   readonly issuer: string;
   /** The `aud` claim. */
   readonly audience: string | readonly string[];
-  /** Lifetime of a token when `issue` is not given one (default 15 min). */
+  /** Lifetime of a token when `issue` is not given one (default 15 min, or `maxTtlMs` if lower). */
   readonly defaultTtlMs?: number;
   /** Longest lifetime `issue` accepts (default 24 h). */
   readonly maxTtlMs?: number;
@@ -326,7 +326,11 @@ export function createJwtIssuer(options: JwtIssuerOptions): JwtIssuer {
   const issuer = nonEmptyString(options.issuer, 'issuer');
   const audience = stringList(options.audience, 'audience');
   const maxTtlMs = positiveNumber(options.maxTtlMs ?? JWT_DEFAULTS.maxTtlMs, 'maxTtlMs');
-  const defaultTtlMs = ttl(options.defaultTtlMs ?? JWT_DEFAULTS.defaultTtlMs, maxTtlMs, 'defaultTtlMs');
+  const defaultTtlMs = ttl(
+    options.defaultTtlMs ?? Math.min(JWT_DEFAULTS.defaultTtlMs, maxTtlMs),
+    maxTtlMs,
+    'defaultTtlMs',
+  );
   const rolesClaim = nonEmptyString(options.rolesClaim ?? JWT_DEFAULTS.rolesClaim, 'rolesClaim');
   const tenantClaim = nonEmptyString(options.tenantClaim ?? JWT_DEFAULTS.tenantClaim, 'tenantClaim');
   const clock = options.clock ?? systemClock;
