@@ -1,0 +1,96 @@
+import { type Envelope, withAttributes } from '../envelope.js';
+import { ConfigError, ValidationError } from '../errors.js';
+import type { ConsumeContext, Middleware } from '../middleware.js';
+import { SchemaRegistry, type SchemaViolation } from './schema-registry.js';
+
+export interface SchemaValidationOptions {
+  readonly registry: SchemaRegistry;
+  /** Validate outbound payloads: an invalid one rejects the publish and is not sent. */
+  readonly onPublish?: boolean;
+  /** Validate and upcast inbound payloads: an invalid one is dead-lettered (`validation`). */
+  readonly onConsume?: boolean;
+  /** Refuse messages whose type has no registered schema (by default they pass unchecked). */
+  readonly requireSchema?: boolean;
+}
+
+export const SCHEMA_VALIDATION_DEFAULTS = Object.freeze({ onPublish: true, onConsume: true, requireSchema: false });
+
+/**
+ * Enforces the registry's schema contracts on a bus.
+ *
+ * Publish: the payload is validated against the envelope's `schemaversion` (stamped with the
+ * latest version when absent); an invalid payload, an unregistered version, or (with
+ * `requireSchema`) an unknown type rejects the publish with ValidationError (`data`: a
+ * {@link SchemaViolation}) and nothing is sent — for a batch, nothing of the batch.
+ *
+ * Consume: the same check, then the payload is migrated to the latest version (see
+ * {@link SchemaRegistry.upcast}) and the handler, and the consume hooks after this one, see the
+ * migrated envelope. A failure throws ValidationError before the handler runs, which the bus
+ * dead-letters at once with reason `validation`. An envelope without `schemaversion` is taken
+ * to be at the latest version.
+ *
+ * Both sides count uses of deprecated versions and warn once per (type, version) through the
+ * registry. Add it after middleware that verifies signatures (they see the envelope as sent).
+ */
+export function schemaValidation(options: SchemaValidationOptions): Middleware {
+  const registry = options?.registry;
+  if (!(registry instanceof SchemaRegistry)) throw new ConfigError('must be a SchemaRegistry', { path: 'registry' });
+  const onPublish = flag(options.onPublish, SCHEMA_VALIDATION_DEFAULTS.onPublish, 'onPublish');
+  const onConsume = flag(options.onConsume, SCHEMA_VALIDATION_DEFAULTS.onConsume, 'onConsume');
+  const requireSchema = flag(options.requireSchema, SCHEMA_VALIDATION_DEFAULTS.requireSchema, 'requireSchema');
+  const unknownType = (env: Envelope): never => {
+    const data: SchemaViolation = { problem: 'unknown-type', type: env.type, errors: [] };
+    throw new ValidationError(`no schema is registered for message type ${env.type}`, { data });
+  };
+  const middleware: { -readonly [K in keyof Middleware]: Middleware[K] } = { name: 'schema-validation' };
+  // The hooks are not async: a message they pass goes on as `next()` returns it, so the bus keeps
+  // its synchronous fast paths; what they throw, the chain turns into a rejection.
+  if (onPublish) {
+    middleware.publish = (ctx, next) => {
+      const env = ctx.envelope;
+      const latest = registry.latest(env.type);
+      if (!latest) return requireSchema ? unknownType(env) : next();
+      registry.assertValid(env.type, env.schemaversion, env.data);
+      registry.recordUse(env.type, env.schemaversion, 'publish');
+      if (env.schemaversion === undefined) ctx.envelope = withAttributes(env, { schemaversion: latest.version });
+      return next();
+    };
+  }
+  if (onConsume) {
+    middleware.consume = (ctx, next) => {
+      const env = ctx.envelope;
+      if (!registry.has(env.type)) return requireSchema ? unknownType(env) : next();
+      const migrated = registry.upcast(env);
+      registry.recordUse(env.type, env.schemaversion, 'consume');
+      if (migrated !== env) replaceConsumedEnvelope(ctx, migrated);
+      return next();
+    };
+  }
+  return middleware;
+}
+
+function flag(value: unknown, fallback: boolean, path: string): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw new ConfigError(`must be a boolean, got ${String(value)}`, { path });
+  return value;
+}
+
+/**
+ * Hands the handler, and the consume hooks after the caller, `envelope` in place of the one
+ * delivered (a consume hook's counterpart of assigning `PublishContext.envelope`).
+ *
+ * The consume contract has no such operation yet: `ConsumeContext.envelope` and
+ * `Delivery.envelope` are read-only in their types, and the bus calls the handler with
+ * `ctx.delivery`. Both are plain data properties at run time, so this replaces them on the
+ * objects of this one delivery. It throws if either did not take the new value (a property that
+ * became read-only at run time), so that a change to the bus cannot silently hand the handler
+ * the old payload. To be replaced by a `Delivery` method once the contract has one.
+ */
+export function replaceConsumedEnvelope(ctx: ConsumeContext, envelope: Envelope): void {
+  (ctx.delivery as unknown as { envelope: Envelope }).envelope = envelope;
+  // A context that reads the envelope through its delivery has it already.
+  if (ctx.envelope !== envelope) (ctx as { envelope: Envelope }).envelope = envelope;
+  if (ctx.delivery.envelope !== envelope || ctx.envelope !== envelope) {
+    throw new Error('the consume context did not take the replaced envelope');
+  }
+}
