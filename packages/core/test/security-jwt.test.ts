@@ -174,6 +174,28 @@ describe('JWT issuer and verifier', () => {
       expect((await hsVerifier.verify(hs)).subject).toBe('b');
     });
 
+    it('verifies with the public half of a configured private key, and with an oct JWK secret', async () => {
+      const clock = new ManualClock(START);
+      const token = await rsIssuer(clock).issue({ subject: 'p' });
+      expect(
+        (await rsVerifier(clock, { keys: [{ kid: 'rsa-1', key: rsaPrivatePem, alg: 'RS256' }] }).verify(token)).subject,
+      ).toBe('p');
+      expect(
+        (
+          await rsVerifier(clock, {
+            keys: [{ kid: 'rsa-1', key: rsa.privateKey, alg: 'RS256' }],
+            requireKid: true,
+          }).verify(token)
+        ).subject,
+      ).toBe('p');
+      const oct = { kty: 'oct', k: secret.toString('base64url') };
+      const hs = await createJwtIssuer({ key: oct, alg: 'HS256', issuer: ISS, audience: AUD, clock }).issue({
+        subject: 'o',
+      });
+      const verifier = createJwtVerifier({ keys: [{ key: secret, alg: 'HS256' }], issuer: ISS, audience: AUD, clock });
+      expect((await verifier.verify(hs)).subject).toBe('o');
+    });
+
     it('re-issues a verified identity with fresh registered claims', async () => {
       const clock = new ManualClock(START);
       const issuer = rsIssuer(clock);

@@ -546,8 +546,12 @@ function fromJose(err: unknown): UnauthorizedError {
       if (name === 'aud') return reject('audience', 'audience not accepted', { claim: name });
       return reject('invalid-claim', `${name} failed validation`, { claim: name });
     }
-    default:
-      // JWSInvalid, JWTInvalid, JOSENotSupported (an unknown `crit`), and anything unforeseen.
-      return reject('malformed', 'not a valid JWT');
+    default: {
+      // JWSInvalid, JWTInvalid, JOSENotSupported (an unknown `crit`). Anything that is not a jose
+      // error is unforeseen: it is still a refusal, but keeps its cause for whoever debugs it.
+      const refusal = reject('malformed', 'not a valid JWT');
+      if (typeof code === 'string' && code.startsWith('ERR_J')) return refusal;
+      return new UnauthorizedError(refusal.message, { data: refusal.data, cause: err });
+    }
   }
 }
