@@ -21,6 +21,7 @@ import {
   HANDLED_SYNC,
   type Middleware,
   type PublishContext,
+  type SubscribeContext,
   type SubscriptionInfo,
 } from './middleware.js';
 import { type ReplyOptions, type RequestOptions, RequestReply } from './request-reply.js';
@@ -172,6 +173,7 @@ export class Bus {
   #publishHooks: ((ctx: PublishContext, next: () => Promise<void>) => Promise<void>)[] = [];
   #publishChain!: (ctx: PublishContext) => Promise<void>;
   #consumeHooks: ConsumeHook[] = [];
+  #subscribeHooks: ((ctx: SubscribeContext) => void | Promise<void>)[] = [];
   #closing: Promise<void> | undefined;
   #requestReply: RequestReply | undefined;
 
@@ -210,6 +212,7 @@ export class Bus {
       await this.transport.publish([this.#encode(ctx.envelope)]);
     });
     this.#consumeHooks = this.#middleware.flatMap((m) => (m.consume ? [m.consume.bind(m)] : []));
+    this.#subscribeHooks = this.#middleware.flatMap((m) => (m.subscribe ? [m.subscribe.bind(m)] : []));
   }
 
   /** Builds an envelope without publishing it. */
@@ -357,6 +360,11 @@ export class Bus {
     };
     if (!settings.group) throw new ConfigError('must be a non-empty string', { path: 'subscribe.group' });
     validateBackoff(settings.backoff, 'subscribe.backoff');
+    if (this.#subscribeHooks.length > 0) {
+      // Middleware may refuse the subscription (authorization): it is then never made.
+      const ctx: SubscribeContext = { pattern, group: settings.group };
+      for (const hook of this.#subscribeHooks) await hook(ctx);
+    }
     const raw = await this.transport.subscribe(pattern, {
       group: settings.group,
       prefetch,

@@ -35,6 +35,12 @@ export interface ConsumeContext {
   wait<T>(promise: Promise<T>): Promise<T>;
 }
 
+/** What a subscribe hook sees: the subscription about to be made. */
+export interface SubscribeContext {
+  readonly pattern: string;
+  readonly group: string;
+}
+
 export type Next = () => Promise<void>;
 
 /**
@@ -54,6 +60,12 @@ export interface Middleware {
   readonly name: string;
   publish?(ctx: PublishContext, next: Next): Promise<void>;
   consume?(ctx: ConsumeContext, next: Next): Promise<void>;
+  /**
+   * Runs before the transport subscription of `bus.subscribe` (and so of `reply`, and of the
+   * reply inbox of `request`) is made; throwing (or rejecting) refuses the subscription, which
+   * is then never made. Hooks run in the order added.
+   */
+  subscribe?(ctx: SubscribeContext): void | Promise<void>;
 }
 
 /**

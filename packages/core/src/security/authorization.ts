@@ -1,0 +1,238 @@
+import { type Envelope, expiresAtMs } from '../envelope.js';
+import { ConfigError } from '../errors.js';
+import type { ConsumeContext, Middleware, Next, PublishContext, SubscribeContext } from '../middleware.js';
+import { nonNegativeNumber, positiveInteger } from '../validate.js';
+import { forbidden, type Policy, type Principal, patternsOverlap } from './permissions.js';
+
+/** The first segment of reply inbox topics (`_inbox.<id>`, made by request-reply). */
+export const INBOX_SEGMENT = '_inbox';
+const INBOX_NAMESPACE = `${INBOX_SEGMENT}.>`;
+
+/** Whether `topic` (a concrete topic) lies in the reply inbox namespace. */
+export function isInboxTopic(topic: string): boolean {
+  return topic.startsWith(`${INBOX_SEGMENT}.`);
+}
+
+/**
+ * Who owns which reply inbox. The first principal to subscribe to a concrete `_inbox.…` topic
+ * owns it; from then on only identities with the same subject and tenant may subscribe to it or
+ * name it as the `replyto` of a request. Inbox ids are random and a requester subscribes to its
+ * inbox before it sends any request naming it, so nobody else learns an id before it is owned.
+ * Entries stay until released: one per request-reply inbox, i.e. per bus that made requests.
+ */
+export class InboxRegistry {
+  readonly #owners = new Map<string, { readonly subject: string; readonly tenant: string | undefined }>();
+
+  /** The owner of `topic`, if any. */
+  owner(topic: string): Pick<Principal, 'subject' | 'tenant'> | undefined {
+    return this.#owners.get(topic);
+  }
+
+  /** Makes `principal` the owner of `topic` unless someone else owns it; whether `principal` owns it now. */
+  claim(principal: Principal, topic: string): boolean {
+    const owner = this.#owners.get(topic);
+    if (owner === undefined) {
+      this.#owners.set(topic, { subject: principal.subject, tenant: principal.tenant });
+      return true;
+    }
+    return owns(owner, principal);
+  }
+
+  /** Forgets the owner of `topic` (its inbox is gone for good). */
+  release(topic: string): void {
+    this.#owners.delete(topic);
+  }
+
+  get size(): number {
+    return this.#owners.size;
+  }
+}
+
+function owns(owner: Pick<Principal, 'subject' | 'tenant'>, principal: Principal): boolean {
+  return owner.subject === principal.subject && owner.tenant === principal.tenant;
+}
+
+/** One registry per policy, so every authorization middleware built on a policy shares it. */
+const registries = new WeakMap<Policy, InboxRegistry>();
+
+/** The inbox registry the authorization middleware of `policy` share by default. */
+export function inboxRegistryOf(policy: Policy): InboxRegistry {
+  let registry = registries.get(policy);
+  if (registry === undefined) {
+    registry = new InboxRegistry();
+    registries.set(policy, registry);
+  }
+  return registry;
+}
+
+export interface AuthorizationOptions {
+  readonly policy: Policy;
+  /** Who this bus acts for: every publish and subscribe through it is checked for this identity. */
+  readonly principal: Principal;
+  /** Who owns which reply inbox. Default: the registry of `policy` ({@link inboxRegistryOf}). */
+  readonly inboxes?: InboxRegistry;
+  /** How long after a received request expires a reply to it is still let through. */
+  readonly replyGraceMs?: number;
+  /** How long a request without expiry may be replied to. */
+  readonly replyWindowMs?: number;
+  /** Received requests remembered for their reply at most (the oldest are forgotten first). */
+  readonly maxPendingReplies?: number;
+  readonly name?: string;
+}
+
+export const AUTHORIZATION_DEFAULTS = Object.freeze({
+  replyGraceMs: 30_000,
+  replyWindowMs: 5 * 60_000,
+  maxPendingReplies: 10_000,
+  name: 'authorization',
+});
+
+/** The authorization middleware, with the request bookkeeping that tests and metrics may read. */
+export interface AuthorizationMiddleware extends Middleware {
+  readonly principal: Principal;
+  /** Received requests whose reply would be let through now or until they expire. */
+  readonly pendingReplies: number;
+}
+
+/**
+ * Enforces `policy` for one principal on a bus (in-process agents), before anything reaches the
+ * transport. Add it first, so that nothing else runs for a refused message. A refusal is a
+ * {@link ForbiddenError} whose `data` holds `action`, `topic` (`pattern` for subscribe),
+ * `principal` (the subject), `tenant` when there is one, and `reason`.
+ *
+ * - publish (`bus.publish`, `publishBatch`: a refused envelope refuses the whole batch): an
+ *   envelope with a `replyto` is a request, checked as `request` on its topic; its `replyto`
+ *   must be an inbox this principal owns, or a topic it may `publish` to (so that a replier is
+ *   never made to write where the requester could not). An envelope to a reply inbox is a reply:
+ *   let through only with the `correlationid` of a request this principal received (see
+ *   consume) whose `replyto` is that inbox, not expired, and when the principal may `reply` on
+ *   that request's topic. Anything else is checked as `publish` on its topic.
+ * - subscribe (`bus.subscribe`, `reply`, the inbox of `request`): a pattern that can match a
+ *   reply inbox is refused unless it is one concrete inbox topic, owned by this principal or
+ *   owned by nobody yet (the principal then becomes its owner); no grant is needed for it, a
+ *   deny still applies. Any other pattern is checked as `subscribe`: the allow rules must
+ *   together match every topic of the pattern and no deny rule may overlap it.
+ * - consume: a delivered request with a reply inbox as `replyto` is remembered (inbox and
+ *   correlation id, or the request id when it has none) until it expires plus `replyGraceMs`,
+ *   or `replyWindowMs` when it has no expiry; at most `maxPendingReplies` of them.
+ *
+ * Grants are evaluated on every publish and subscribe; a subscription already made is not
+ * revisited when a grant expires. Dead-letter operations are checked by their caller with
+ * `policy.assert(principal, 'dlq-admin', topicOrPattern)`.
+ */
+export function authorization(options: AuthorizationOptions): AuthorizationMiddleware {
+  const D = AUTHORIZATION_DEFAULTS;
+  const policy = options?.policy;
+  if (typeof policy?.decide !== 'function') throw new ConfigError('must be a Policy', { path: 'policy' });
+  const principal = validPrincipal(options.principal);
+  const inboxes = options.inboxes ?? inboxRegistryOf(policy);
+  if (typeof inboxes?.claim !== 'function') throw new ConfigError('must be an InboxRegistry', { path: 'inboxes' });
+  const graceMs = nonNegativeNumber(options.replyGraceMs ?? D.replyGraceMs, 'replyGraceMs');
+  const windowMs = positiveInteger(options.replyWindowMs ?? D.replyWindowMs, 'replyWindowMs');
+  const maxPending = positiveInteger(options.maxPendingReplies ?? D.maxPendingReplies, 'maxPendingReplies');
+  const name = options.name ?? D.name;
+  if (typeof name !== 'string' || name === '') throw new ConfigError('must be a non-empty string', { path: 'name' });
+  const clock = policy.clock;
+
+  /** Requests received, by `replyto` and correlation id: their topic and until when a reply may go. */
+  const received = new Map<string, { readonly topic: string; readonly untilMs: number }>();
+  const keyOf = (inbox: string, correlationid: string) => `${inbox}\u0000${correlationid}`;
+
+  const remember = (env: Envelope, inbox: string): void => {
+    const now = clock.now();
+    const exp = expiresAtMs(env);
+    const untilMs = exp === undefined ? now + windowMs : exp + graceMs;
+    if (untilMs <= now) return;
+    const key = keyOf(inbox, env.correlationid ?? env.id);
+    received.delete(key); // re-inserted at the end: a redelivery counts as new
+    // Forget expired ones at the front (roughly the oldest) and the oldest beyond the bound.
+    for (const [k, r] of received) {
+      if (r.untilMs > now && received.size < maxPending) break;
+      received.delete(k);
+    }
+    received.set(key, { topic: env.topic, untilMs });
+  };
+
+  const checkPublish = (env: Envelope): void => {
+    const topic = env.topic;
+    if (isInboxTopic(topic)) {
+      const correlationid = env.correlationid;
+      const request = correlationid === undefined ? undefined : received.get(keyOf(topic, correlationid));
+      if (request === undefined || request.untilMs <= clock.now()) {
+        throw forbidden(principal, 'reply', topic, 'no-such-request');
+      }
+      const d = policy.decide(principal, 'reply', request.topic);
+      if (!d.allowed) throw forbidden(principal, 'reply', topic, d.reason, { requestTopic: request.topic });
+      return;
+    }
+    const replyto = env.replyto;
+    if (replyto === undefined) {
+      const d = policy.decide(principal, 'publish', topic);
+      if (!d.allowed) throw forbidden(principal, 'publish', topic, d.reason);
+      return;
+    }
+    const d = policy.decide(principal, 'request', topic);
+    if (!d.allowed) throw forbidden(principal, 'request', topic, d.reason);
+    if (isInboxTopic(replyto)) {
+      const owner = inboxes.owner(replyto);
+      if (owner === undefined || !owns(owner, principal)) {
+        throw forbidden(principal, 'request', topic, 'replyto-not-own-inbox', { replyto });
+      }
+    } else if (!policy.check(principal, 'publish', replyto)) {
+      throw forbidden(principal, 'request', topic, 'replyto-not-publishable', { replyto });
+    }
+  };
+
+  return {
+    name,
+    principal,
+    get pendingReplies() {
+      return received.size;
+    },
+    publish(ctx: PublishContext, next: Next): Promise<void> {
+      try {
+        checkPublish(ctx.envelope);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      return next();
+    },
+    consume(ctx: ConsumeContext, next: Next): Promise<void> {
+      const replyto = ctx.envelope.replyto;
+      if (replyto !== undefined && isInboxTopic(replyto)) remember(ctx.envelope, replyto);
+      return next();
+    },
+    subscribe(ctx: SubscribeContext): void {
+      const { pattern } = ctx;
+      if (patternsOverlap(pattern, INBOX_NAMESPACE)) {
+        if (pattern.includes('*') || pattern.includes('>')) {
+          throw forbidden(principal, 'subscribe', pattern, 'reaches-into-inboxes');
+        }
+        const d = policy.decide(principal, 'subscribe', pattern);
+        if (d.reason === 'denied') throw forbidden(principal, 'subscribe', pattern, 'denied');
+        if (!inboxes.claim(principal, pattern)) throw forbidden(principal, 'subscribe', pattern, 'not-inbox-owner');
+        return;
+      }
+      const d = policy.decide(principal, 'subscribe', pattern);
+      if (!d.allowed) throw forbidden(principal, 'subscribe', pattern, d.reason);
+    },
+  };
+}
+
+function validPrincipal(p: Principal | undefined): Principal {
+  if (p === null || typeof p !== 'object') throw new ConfigError('must be a Principal', { path: 'principal' });
+  if (typeof p.subject !== 'string' || p.subject === '') {
+    throw new ConfigError('must be a non-empty string', { path: 'principal.subject' });
+  }
+  if (!Array.isArray(p.roles) || p.roles.some((r) => typeof r !== 'string')) {
+    throw new ConfigError('must be a list of role names', { path: 'principal.roles' });
+  }
+  if (p.tenant !== undefined && typeof p.tenant !== 'string') {
+    throw new ConfigError('must be a string', { path: 'principal.tenant' });
+  }
+  return Object.freeze({
+    subject: p.subject,
+    roles: Object.freeze([...p.roles]),
+    ...(p.tenant === undefined ? {} : { tenant: p.tenant }),
+  });
+}
