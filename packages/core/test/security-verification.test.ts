@@ -212,6 +212,61 @@ describe('verification on publish (memory transport)', () => {
     expect(await settle(bus, 'secrets.a', received)).toEqual([expected, { plain: 1 }, { marker: true }]);
   });
 
+  it('redacts an own __proto__ key as data, without touching prototypes', async () => {
+    const pipeline = verificationPipeline({ config: 'rules:\n  - redact: { fields: ["**.token"] }\n' });
+    const { bus, received } = await verifiedBus(pipeline, 'proto.>');
+    const data = JSON.parse('{"__proto__": {"token": "t", "keep": 1}, "n": 1}') as Record<string, unknown>;
+    const sent = await bus.publish('proto.a', data);
+    expect(Object.getPrototypeOf(sent.data)).toBe(Object.prototype);
+    expect(Object.getOwnPropertyDescriptor(sent.data, '__proto__')?.value).toEqual({ token: '[REDACTED]', keep: 1 });
+    const [first] = await settle(bus, 'proto.a', received);
+    expect(JSON.stringify(first)).toBe('{"__proto__":{"token":"[REDACTED]","keep":1},"n":1}');
+  });
+
+  it('verifies each message of a batch: one rejection refuses the batch, sanitizers rewrite each', async () => {
+    const { bus, received } = await verifiedBus(verificationPipeline({ config: EXAMPLE }), 'batch.>');
+    const err = await rejection(
+      bus.publishBatch([
+        { topic: 'batch.a', data: { n: 1 } },
+        { topic: 'batch.a', data: nested(9) },
+      ]),
+      ValidationError,
+    );
+    expect(err.data).toEqual({ rule: 'maxDepth', reason: 'data is nested deeper than 6 levels' });
+    const sent = await bus.publishBatch([
+      { topic: 'batch.a', data: { n: 2, password: 'p' } },
+      { topic: 'batch.a', data: { n: 3 } },
+    ]);
+    expect(sent.map((e) => e.data)).toEqual([{ n: 2, password: '[REDACTED]' }, { n: 3 }]);
+    expect(await settle(bus, 'batch.a', received)).toEqual([
+      { n: 2, password: '[REDACTED]' },
+      { n: 3 },
+      { marker: true },
+    ]);
+  });
+
+  it('reports rejections to the logger it is given, naming rule, reason and side', async () => {
+    const warnings: object[] = [];
+    const logger = { debug() {}, info() {}, error() {}, warn: (obj: object) => void warnings.push(obj) };
+    const pipeline = verificationPipeline({ config: { rules: [{ maxDepth: 1 }] } });
+    const bus = track(
+      createBus({
+        transport: memoryTransport(),
+        middleware: [verification(pipeline, { logger }) as unknown as Middleware],
+      }),
+    );
+    await rejection(bus.publish('log.a', { a: { b: 1 } }, { id: 'm-1' }), ValidationError);
+    expect(warnings).toEqual([
+      {
+        rule: 'maxDepth',
+        reason: 'data is nested deeper than 1 levels',
+        side: 'publish',
+        messageId: 'm-1',
+        topic: 'log.a',
+      },
+    ]);
+  });
+
   it('runs custom rules and sanitizers registered by name, in config order, scoped by topic', async () => {
     const allowSources: VerificationRuleFactory = (options, path) => {
       if (!Array.isArray(options)) throw new ConfigError('must be a list of sources', { path });
@@ -321,6 +376,9 @@ describe('verification config', () => {
       ['rules:\n  - deny: { patterns: ["(?i)ignore"] }\n', 'rules[0].deny.patterns[0]', /use the flags option/],
       ['rules:\n  - deny: { patterns: [x], flags: g }\n', 'rules[0].deny.flags', /flags from i, m, s, u, v/],
       ['rules:\n  - deny: { patterns: ["(a+)+$"] }\n', 'rules[0].deny.patterns[0]', /backtrack catastrophically/],
+      ['rules:\n  - deny: { patterns: [".*secret"] }\n', 'rules[0].deny.patterns[0]', /quadratic/],
+      ['rules:\n  - deny: { patterns: [x], allowSlowPatterns: yes }\n', 'rules[0].deny.allowSlowPatterns', /boolean/],
+      ['rules:\n  - deny: { patterns: [x], maxScanChars: 0 }\n', 'rules[0].deny.maxScanChars', /positive integer/],
       ['rules:\n  - deny: { fields: [a] }\n', 'rules[0].deny.patterns', /required/],
       ['rules:\n  - deny: { patterns: [] }\n', 'rules[0].deny.patterns', /must not be empty/],
       ['rules:\n  - deny: { patterns: [x], topics: ["agents.>.x"] }\n', 'rules[0].deny.topics[0]', /invalid pattern/],
@@ -341,6 +399,16 @@ describe('verification config', () => {
     const syntax = configError(() => verificationPipeline({ config: 'rules:\n  - deny: { patterns: [x\n' }));
     expect(syntax.message).toMatch(/^invalid YAML/);
     expect(syntax.data).toMatchObject({ line: expect.any(Number), column: expect.any(Number) });
+    // Strict: a warning (an unknown tag) is refused too.
+    const tag = configError(() =>
+      verificationPipeline({ config: 'rules:\n  - deny: { patterns: [!!js/regexp /x/] }\n' }),
+    );
+    expect(tag.message).toMatch(/^invalid YAML/);
+    // The escape hatch for patterns the heuristics refuse.
+    const slow = verificationPipeline({
+      config: 'rules:\n  - deny: { patterns: ["(a+)+b", ".*c"], allowSlowPatterns: true }\n',
+    });
+    expect(slow.rules).toEqual(['deny']);
     // A config object is validated the same way.
     const object = configError(() =>
       verificationPipeline({ config: { rules: [{ maxDepth: 0 }] } as VerificationConfig }),

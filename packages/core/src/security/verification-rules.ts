@@ -1,23 +1,25 @@
 import { ConfigError } from '../errors.js';
 import { positiveInteger } from '../validate.js';
 import type { RuleOutcome, VerificationRule, VerificationRuleFactory } from './verification.js';
+import {
+  everything,
+  FieldPaths,
+  type Frame,
+  keysOf,
+  pathOf,
+  replaceAt,
+  scopeBelow,
+  walk,
+} from './verification-walk.js';
 
-/**
- * The built-in rules and sanitizer of the verification pipeline, and the field-path matching
- * they share. Every walk over `data` is iterative (no recursion, so a deeply nested payload
- * cannot overflow the stack) and gives up past {@link WALK_MAX_DEPTH} levels, which also stops
- * it on cyclic data handed to `publish`.
- */
-
-/** Nesting no walk goes past; deeper (or cyclic) data is rejected by the rule that walks it. */
-export const WALK_MAX_DEPTH = 10_000;
+/** The built-in rules and sanitizer of the verification pipeline, with their option checks. */
 
 /** The built-in defaults (DESIGN §6: defaults in one frozen object). */
 export const VERIFICATION_RULE_DEFAULTS = Object.freeze({
   /** What `redact` writes in place of a value. */
   replacement: '[REDACTED]',
   /** Characters of in-scope text one `deny` rule scans per message before it rejects the message. */
-  maxScanChars: 1_048_576,
+  maxScanChars: 262_144,
 });
 
 type Json = Record<string, unknown>;
@@ -66,136 +68,6 @@ function limitOption(options: unknown, path: string): number {
   }
   return positiveInteger(options, path);
 }
-
-// ---------------------------------------------------------------------------------------------
-// Field paths: `a.b` (from the root of data), `*` one key, `**` any number of keys (also none).
-// Array elements add no segment: `messages.text` also reaches `messages[3].text`.
-
-/** Compiled field paths, matched key by key as a small NFA. States are `pattern * 256 + segment`. */
-export class FieldPaths {
-  readonly #segments: readonly (readonly string[])[];
-
-  constructor(paths: readonly string[], path: string) {
-    this.#segments = paths.map((p, i) => {
-      const segs = p.split('.');
-      if (segs.length > 255 || segs.some((s) => s.length === 0)) {
-        throw new ConfigError(`invalid field path ${JSON.stringify(p)}: non-empty keys separated by '.' expected`, {
-          path: `${path}[${i}]`,
-        });
-      }
-      return segs;
-    });
-  }
-
-  /** The states before any key: the root. */
-  start(): number[] {
-    const states: number[] = [];
-    for (let p = 0; p < this.#segments.length; p++) this.#add(states, p, 0);
-    return states;
-  }
-
-  /** The states after descending into `key`; empty when no path can match below it. */
-  step(states: readonly number[], key: string): number[] {
-    const next: number[] = [];
-    for (const s of states) {
-      const p = s >> 8;
-      const i = s & 255;
-      const seg = (this.#segments[p] as readonly string[])[i];
-      if (seg === '**') this.#add(next, p, i);
-      else if (seg === '*' || seg === key) this.#add(next, p, i + 1);
-    }
-    return next;
-  }
-
-  /** Whether a path ends at the current position. */
-  accepts(states: readonly number[]): boolean {
-    for (const s of states) if ((s & 255) === (this.#segments[s >> 8] as readonly string[]).length) return true;
-    return false;
-  }
-
-  #add(states: number[], p: number, i: number): void {
-    const s = (p << 8) | i;
-    if (states.includes(s)) return;
-    states.push(s);
-    // `**` may match no key at all.
-    if ((this.#segments[p] as readonly string[])[i] === '**') this.#add(states, p, i + 1);
-  }
-}
-
-/** Where a walk is: a container, how it was reached, and for scoped rules what is still in scope. */
-interface Frame {
-  readonly value: object;
-  readonly parent: Frame | undefined;
-  readonly key: string | number | undefined;
-  readonly depth: number;
-  /** `true`: all of this subtree is in scope; otherwise the live field-path states. */
-  readonly scope: true | readonly number[];
-}
-
-/** `data.messages[2].text` for a key under `frame`. */
-function pathOf(frame: Frame | undefined, key?: string | number): string {
-  const keys: (string | number)[] = key === undefined ? [] : [key];
-  for (let f = frame; f?.key !== undefined; f = f.parent) keys.push(f.key);
-  let out = 'data';
-  for (let i = keys.length - 1; i >= 0; i--) {
-    const k = keys[i] as string | number;
-    out += typeof k === 'number' ? `[${k}]` : `.${k}`;
-  }
-  return out;
-}
-
-function keysOf(frame: Frame | undefined): (string | number)[] {
-  const keys: (string | number)[] = [];
-  for (let f = frame; f?.key !== undefined; f = f.parent) keys.push(f.key);
-  return keys.reverse();
-}
-
-const tooDeep = (): string => `data is nested deeper than ${WALK_MAX_DEPTH} levels (or is cyclic)`;
-
-/**
- * Walks `data`: `visit` is called for every value below a container (with the container's frame,
- * the key and the child's scope) and may return a reason to stop; containers are walked in turn.
- * `childScope` maps a frame's scope and an object key to the child's, or undefined to skip it.
- */
-function walk(
-  data: unknown,
-  rootScope: true | readonly number[],
-  childScope: (scope: true | readonly number[], key: string) => true | readonly number[] | undefined,
-  visit: (
-    value: unknown,
-    frame: Frame | undefined,
-    key: string | number | undefined,
-    scope: true | readonly number[],
-  ) => string | 'skip' | undefined,
-): string | undefined {
-  const rootVerdict = visit(data, undefined, undefined, rootScope);
-  if (rootVerdict === 'skip') return undefined;
-  if (rootVerdict !== undefined) return rootVerdict;
-  if (typeof data !== 'object' || data === null) return undefined;
-  const stack: Frame[] = [{ value: data, parent: undefined, key: undefined, depth: 1, scope: rootScope }];
-  for (let frame = stack.pop(); frame !== undefined; frame = stack.pop()) {
-    const container = frame.value;
-    const isArray = Array.isArray(container);
-    const keys = isArray ? undefined : Object.keys(container);
-    const n = isArray ? container.length : (keys as string[]).length;
-    for (let i = 0; i < n; i++) {
-      const key = isArray ? i : ((keys as string[])[i] as string);
-      const scope = isArray ? frame.scope : childScope(frame.scope, key as string);
-      if (scope === undefined) continue;
-      const value = (container as Record<string | number, unknown>)[key];
-      const verdict = visit(value, frame, key, scope);
-      if (verdict === 'skip') continue;
-      if (verdict !== undefined) return verdict;
-      if (typeof value === 'object' && value !== null) {
-        if (frame.depth >= WALK_MAX_DEPTH) return tooDeep();
-        stack.push({ value, parent: frame, key, depth: frame.depth + 1, scope });
-      }
-    }
-  }
-  return undefined;
-}
-
-const everything = (): true => true;
 
 // ---------------------------------------------------------------------------------------------
 // maxBytes
@@ -290,6 +162,9 @@ const maxKeys: VerificationRuleFactory = (options, path) => {
 /** Inline flags such as `(?i)` at the start of a pattern, which JavaScript does not support. */
 const INLINE_FLAGS = /^\(\?[a-z]+\)/;
 
+/** `.*` or `.+` (lazy or not) at the start of an unanchored pattern. */
+const LEADING_DOT_STAR = /^\.[*+]/;
+
 /**
  * Whether a pattern repeats, without bound, a group that itself holds an unbounded quantifier
  * (`(a+)+`, `(\w+\s?)*`, `((ab)*c)+`): the usual shape of exponential backtracking. A heuristic,
@@ -334,24 +209,31 @@ export function hasNestedQuantifier(source: string): boolean {
 }
 
 /**
- * `deny: { patterns, flags?, fields?, maxScanChars?, allowNestedQuantifiers? }`: rejects a message
- * when a string value in scope (anywhere in data, or under one of `fields`) matches a pattern.
- * Patterns are compiled once, when the config loads. Against catastrophic backtracking a rule
- * scans at most `maxScanChars` characters of text per message — more text in scope rejects the
- * message rather than letting a pattern hide behind padding — and refuses patterns that repeat a
- * repeated group unless `allowNestedQuantifiers: true`.
+ * `deny: { patterns, flags?, fields?, maxScanChars?, allowSlowPatterns? }`: rejects a message
+ * when a string value (not a key) in scope — anywhere in data, or under one of `fields` — matches
+ * one of the patterns (JavaScript RegExp syntax, `flags` from i, m, s, u, v).
+ *
+ * Guarding against catastrophic regexes: JavaScript's regex engine backtracks, and a test cannot
+ * be interrupted, so the cost of a scan is bounded three ways. Patterns are compiled once, when
+ * the config loads. A rule scans at most `maxScanChars` characters (default 262,144) of in-scope
+ * text per message, over all strings; more text rejects the message (rather than letting a match
+ * hide behind padding). And patterns of the two shapes that turn a linear scan into a runaway one
+ * are refused unless `allowSlowPatterns: true`: a repeated group that itself holds a quantifier
+ * (`(a+)+`, `(\w+\s?)*`; exponential) and a leading `.*` / `.+` (redundant in a search, and
+ * quadratic). These checks are heuristics: other patterns can still be quadratic in the length of
+ * one string (`a.*b.*c`), so keep `maxScanChars` as small as your texts allow.
  */
 const deny: VerificationRuleFactory = (options, path) => {
-  const o = mappingOptions(options, path, ['patterns', 'flags', 'fields', 'maxScanChars', 'allowNestedQuantifiers']);
+  const o = mappingOptions(options, path, ['patterns', 'flags', 'fields', 'maxScanChars', 'allowSlowPatterns']);
   const flags = o.flags ?? '';
   if (typeof flags !== 'string' || !/^[imsuv]*$/.test(flags) || new Set(flags).size !== flags.length) {
     throw new ConfigError(`must be a string of RegExp flags from i, m, s, u, v, got ${show(flags)}`, {
       path: `${path}.flags`,
     });
   }
-  const allowNested = o.allowNestedQuantifiers ?? false;
-  if (typeof allowNested !== 'boolean') {
-    throw new ConfigError(`must be a boolean, got ${show(allowNested)}`, { path: `${path}.allowNestedQuantifiers` });
+  const allowSlow = o.allowSlowPatterns ?? false;
+  if (typeof allowSlow !== 'boolean') {
+    throw new ConfigError(`must be a boolean, got ${show(allowSlow)}`, { path: `${path}.allowSlowPatterns` });
   }
   if (o.patterns === undefined) throw new ConfigError('is required', { path: `${path}.patterns` });
   const regexes = stringList(o.patterns, `${path}.patterns`).map((source, i) => {
@@ -361,20 +243,27 @@ const deny: VerificationRuleFactory = (options, path) => {
         path: at,
       });
     }
-    if (!allowNested && hasNestedQuantifier(source)) {
-      throw new ConfigError(
-        'a repeated group holding a quantifier can backtrack catastrophically; rewrite it or set allowNestedQuantifiers',
-        { path: at },
-      );
-    }
+    let re: RegExp;
     try {
-      return new RegExp(source, flags);
+      re = new RegExp(source, flags);
     } catch (err) {
       throw new ConfigError(`invalid regular expression: ${err instanceof Error ? err.message : String(err)}`, {
         path: at,
         cause: err,
       });
     }
+    if (!allowSlow && hasNestedQuantifier(source)) {
+      throw new ConfigError(
+        'a repeated group holding a quantifier can backtrack catastrophically; rewrite it or set allowSlowPatterns',
+        { path: at },
+      );
+    }
+    if (!allowSlow && LEADING_DOT_STAR.test(source)) {
+      throw new ConfigError('a leading .* or .+ adds nothing to a search and makes it quadratic; drop it', {
+        path: at,
+      });
+    }
+    return re;
   });
   const maxScanChars =
     o.maxScanChars === undefined
@@ -406,17 +295,6 @@ const deny: VerificationRuleFactory = (options, path) => {
     },
   };
 };
-
-function scopeBelow(
-  fields: FieldPaths,
-  scope: true | readonly number[],
-  key: string,
-): true | readonly number[] | undefined {
-  if (scope === true) return true;
-  const next = fields.step(scope, key);
-  if (next.length === 0) return undefined;
-  return fields.accepts(next) ? true : next;
-}
 
 // ---------------------------------------------------------------------------------------------
 // redact
@@ -454,39 +332,6 @@ const redact: VerificationRuleFactory = (options, path) => {
     },
   } satisfies VerificationRule;
 };
-
-/** A copy of `root` with the value at each path replaced; each container on a path is copied once. */
-function replaceAt(root: object, paths: readonly (readonly (string | number)[])[], replacement: string): object {
-  const copies = new Map<object, Record<string | number, unknown>>();
-  const copyOf = (value: object): Record<string | number, unknown> => {
-    let copy = copies.get(value);
-    if (copy === undefined) {
-      copy = (Array.isArray(value) ? [...value] : { ...value }) as Record<string | number, unknown>;
-      copies.set(value, copy);
-    }
-    return copy;
-  };
-  const out = copyOf(root);
-  for (const keys of paths) {
-    let original = root as Record<string | number, unknown>;
-    let copy = out;
-    for (let i = 0; i < keys.length - 1; i++) {
-      const key = keys[i] as string | number;
-      const child = original[key] as Record<string | number, unknown>;
-      const childCopy = copyOf(child);
-      setOwn(copy, key, childCopy);
-      original = child;
-      copy = childCopy;
-    }
-    setOwn(copy, keys[keys.length - 1] as string | number, replacement);
-  }
-  return out;
-}
-
-/** Sets an own data property, also for a key such as `__proto__` that plain assignment would not create. */
-function setOwn(target: Record<string | number, unknown>, key: string | number, value: unknown): void {
-  Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
-}
 
 /** The rules every pipeline knows, by the name the config uses. */
 export const BUILT_IN_RULES: Readonly<Record<string, VerificationRuleFactory>> = Object.freeze({

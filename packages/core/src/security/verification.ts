@@ -1,4 +1,4 @@
-import { parse } from 'yaml';
+import { parseDocument } from 'yaml';
 import { assertPattern, type Envelope, topicMatches, withAttributes } from '../envelope.js';
 import { ConfigError, PayloadTooLargeError, ValidationError } from '../errors.js';
 import { type Logger, silentLogger } from '../logger.js';
@@ -19,9 +19,11 @@ import { BUILT_IN_RULES, stringList } from './verification-rules.js';
  *   - deny:
  *       patterns: ["ignore (all )?previous instructions"]
  *       flags: i                           # RegExp flags from i, m, s, u, v; no inline (?i)
+ *       maxScanChars: 262144               # text scanned per message, at most (the default)
  *       fields: ["prompt", "**.text"]     # optional; default: every string in data
  *       topics: ["agents.>"]              # optional, on any rule given as a mapping
- *   - redact: { fields: ["apiKey", "password", "**.token"] }
+ *       allowSlowPatterns: false           # the default: refuse (a+)+ and a leading .*
+ *   - redact: { fields: ["apiKey", "password", "**.token"], replacement: "[REDACTED]" }
  *   - myRule: { any: options }             # registered with pipeline.register('myRule', factory)
  * ```
  *
@@ -29,7 +31,8 @@ import { BUILT_IN_RULES, stringList } from './verification-rules.js';
  * the options are a mapping, `topics` (a pattern or a list: `.` separates segments, `*` is one
  * segment, a final `>` the rest) limits the rule to messages on those topics and is not passed
  * on to the rule. Rules run in the order listed; the first rejection wins; a sanitizer rewrites
- * `data` for the rules after it and for the message sent.
+ * `data` for the rules after it and for the message sent. `topics` is reserved: a custom rule
+ * cannot take an option of that name.
  *
  * Field paths (`fields` of deny and redact) start at the root of `data`: `prompt` is the
  * top-level key only, `a.b` a nested key, `*` any one key, `**` any number of keys (also none),
@@ -240,16 +243,26 @@ export function verificationPipeline(options?: VerificationPipelineOptions): Ver
   return new VerificationPipeline(options);
 }
 
-/** YAML text as a value, or a ConfigError with the line and column of the first syntax error. */
+/**
+ * YAML text as a value, or a ConfigError with the line and column of the first problem. Warnings
+ * (an unknown tag, say) count as errors: a security config is read strictly.
+ */
 function parseYaml(text: string): unknown {
-  try {
-    return parse(text);
-  } catch (err) {
-    const pos = (err as { linePos?: readonly { line: number; col: number }[] }).linePos?.[0];
-    throw new ConfigError(`invalid YAML: ${err instanceof Error ? err.message : String(err)}`, {
-      cause: err,
+  if (typeof text !== 'string') throw new ConfigError('the config must be YAML text or an object');
+  const doc = parseDocument(text);
+  const problem = doc.errors[0] ?? doc.warnings[0];
+  if (problem !== undefined) {
+    const pos = problem.linePos?.[0];
+    throw new ConfigError(`invalid YAML: ${problem.message}`, {
+      cause: problem,
       ...(pos === undefined ? {} : { data: { line: pos.line, column: pos.col } }),
     });
+  }
+  try {
+    return doc.toJS();
+  } catch (err) {
+    // An alias expanded past yaml's maxAliasCount, say.
+    throw new ConfigError(`invalid YAML: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
 }
 
