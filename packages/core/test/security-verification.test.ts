@@ -436,6 +436,42 @@ describe('verification config', () => {
     expect(pipeline.version).toBe(0);
   });
 
+  it('copes with data no JSON payload has: cyclic, nested past the walk limit, not serializable', async () => {
+    const pipeline = verificationPipeline({
+      config: `
+rules:
+  - deny: { patterns: [zzz], topics: "walk.deep" }
+  - maxBytes: { limit: 100 }
+  - redact: { fields: [secret], replacement: "***" }
+`,
+    });
+    const bus = track(createBus({ transport: memoryTransport() }));
+    const cyclic: Record<string, unknown> = { n: 1 };
+    cyclic.self = cyclic;
+    const verdict = await pipeline.verify(bus.envelope('walk.a', cyclic));
+    expect(verdict.ok === false && verdict.rejection).toMatchObject({
+      rule: 'maxBytes',
+      index: 1,
+      code: 'validation',
+      reason: expect.stringMatching(/^data cannot be encoded as JSON/),
+    });
+    let deep: unknown = 'zzz';
+    for (let i = 0; i < 10_001; i++) deep = [deep];
+    const tooDeep = await pipeline.verify(bus.envelope('walk.deep', deep));
+    expect(tooDeep.ok === false && tooDeep.rejection.reason).toBe(
+      'data is nested deeper than 10000 levels (or is cyclic)',
+    );
+    const ok = await pipeline.verify(bus.envelope('walk.a', { secret: 's', n: 2 }));
+    expect(ok.ok && ok.envelope.data).toEqual({ secret: '***', n: 2 });
+    const unsanitized = await pipeline.verify(bus.envelope('walk.a', { secret: 's' }), { sanitize: false });
+    expect(unsanitized.ok && unsanitized.envelope.data).toEqual({ secret: 's' });
+    expect(configError(() => verificationPipeline({ config: '- maxBytes: 1\n' })).message).toMatch(/mapping/);
+    expect(configError(() => verification({} as VerificationPipeline)).path).toBe('verification.pipeline');
+    expect(
+      configError(() => new VerificationPipeline().register('x', 'nope' as unknown as VerificationRuleFactory)).path,
+    ).toBe('rules.x');
+  });
+
   it('recognises the nested-quantifier shape of catastrophic backtracking', () => {
     for (const bad of ['(a+)+', '(a*)*b', '(\\w+\\s?)*$', '((ab)*c)+', '(?:x+y)+', '([a-z]+){2,}']) {
       expect({ bad, nested: hasNestedQuantifier(bad) }).toEqual({ bad, nested: true });
