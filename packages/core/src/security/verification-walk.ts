@@ -13,7 +13,7 @@ export const WALK_MAX_DEPTH = 10_000;
 // Field paths: `a.b` (from the root of data), `*` one key, `**` any number of keys (also none).
 // Array elements add no segment: `messages.text` also reaches `messages[3].text`.
 
-/** Compiled field paths, matched key by key as a small NFA. States are `pattern * 256 + segment`. */
+/** Compiled field paths (up to 255 keys each), matched key by key as a small NFA; a state is `pattern << 8 | key index`. */
 export class FieldPaths {
   readonly #segments: readonly (readonly string[])[];
 
@@ -86,6 +86,7 @@ export function pathOf(frame: Frame | undefined, key?: string | number): string 
   return out;
 }
 
+/** The keys from the root of data to `frame`. */
 export function keysOf(frame: Frame | undefined): (string | number)[] {
   const keys: (string | number)[] = [];
   for (let f = frame; f?.key !== undefined; f = f.parent) keys.push(f.key);
@@ -137,8 +138,10 @@ export function walk(
   return undefined;
 }
 
+/** A `childScope` for unscoped rules: every value is in scope. */
 export const everything = (): true => true;
 
+/** A `childScope` for field paths: all below a matched key, the live states, or undefined once none can match. */
 export function scopeBelow(
   fields: FieldPaths,
   scope: true | readonly number[],
