@@ -608,6 +608,10 @@ describe('authorization middleware on the memory transport', () => {
     expect(await rejection(mallory.publish('svc.echo', 'x', { replyto: inbox, correlationid: 'c1' }))).toMatchObject({
       data: { action: 'request', topic: 'svc.echo', reason: 'replyto-not-own-inbox' },
     });
+    // Nor may she join the inbox's group under another pattern, to compete for its replies.
+    expect(await rejection(mallory.subscribe('tasks.x', () => {}, { group: inbox as string }))).toMatchObject({
+      data: { action: 'subscribe', pattern: 'tasks.x', group: inbox, reason: 'inbox-group' },
+    });
     // Her own requests work: she gets her own inbox.
     expect(await mallory.request('svc.echo', 'mine')).toBe('mine');
     // Ann, the owner, may subscribe to her inbox again (another bus of hers).
@@ -627,6 +631,33 @@ describe('authorization middleware on the memory transport', () => {
       5_000,
       'the request dead-lettered as forbidden',
     );
+  });
+
+  it('lets one reply through per request received', async () => {
+    const { busFor } = setup();
+    const wendy = busFor({ subject: 'wendy', roles: ['worker'] });
+    const second: unknown[] = [];
+    await wendy.subscribe('svc.twice', async (d) => {
+      const { replyto, correlationid } = d.envelope;
+      await wendy.publish(replyto as string, 'first', { correlationid });
+      second.push(await rejection(wendy.publish(replyto as string, 'again', { correlationid })));
+    });
+    const ann = busFor({ subject: 'ann', roles: ['client'] });
+    expect(await ann.request('svc.twice', null)).toBe('first');
+    await until(() => second.length === 1, 5_000, 'the second reply');
+    expect(second[0]).toMatchObject({ data: { action: 'reply', principal: 'wendy', reason: 'no-such-request' } });
+  });
+
+  it('lets a replyto that is no inbox name only a topic the sender may publish to', async () => {
+    const { busFor, observe } = setup();
+    const seen = await observe('tasks.>');
+    const ann = busFor({ subject: 'ann', roles: ['agent'] });
+    expect(await rejection(ann.publish('tasks.prompt', 'go', { replyto: 'billing.said' }))).toMatchObject({
+      data: { action: 'publish', topic: 'tasks.prompt', replyto: 'billing.said', reason: 'replyto-not-publishable' },
+    });
+    await ann.publish('tasks.prompt', 'go', { replyto: 'tasks.said' });
+    await until(() => seen.length === 1, 5_000, 'the prompt');
+    expect(seen[0]?.replyto).toBe('tasks.said');
   });
 
   it('needs no grant for a principal’s own inbox, but an explicit deny still applies', async () => {

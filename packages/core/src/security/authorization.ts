@@ -83,14 +83,14 @@ export interface AuthorizationOptions {
 export const AUTHORIZATION_DEFAULTS = Object.freeze({
   replyGraceMs: 30_000,
   replyWindowMs: 5 * 60_000,
-  maxPendingReplies: 10_000,
+  maxPendingReplies: 100_000,
   name: 'authorization',
 });
 
 /** The authorization middleware, with the request bookkeeping that tests and metrics may read. */
 export interface AuthorizationMiddleware extends Middleware {
   readonly principal: Principal;
-  /** Received requests whose reply would be let through now or until they expire. */
+  /** Received requests whose reply would be let through (until they expire). */
   readonly pendingReplies: number;
 }
 
@@ -100,21 +100,25 @@ export interface AuthorizationMiddleware extends Middleware {
  * {@link ForbiddenError} whose `data` holds `action`, `topic` (`pattern` for subscribe),
  * `principal` (the subject), `tenant` when there is one, and `reason`.
  *
- * - publish (`bus.publish`, `publishBatch`: a refused envelope refuses the whole batch): an
- *   envelope with a `replyto` is a request, checked as `request` on its topic; its `replyto`
- *   must be an inbox this principal owns, or a topic it may `publish` to (so that a replier is
- *   never made to write where the requester could not). An envelope to a reply inbox is a reply:
- *   let through only with the `correlationid` of a request this principal received (see
- *   consume) whose `replyto` is that inbox, not expired, and when the principal may `reply` on
- *   that request's topic. Anything else is checked as `publish` on its topic.
+ * - publish (`bus.publish`, `publishBatch`: a refused envelope refuses the whole batch):
+ *   - to a reply inbox: a reply. Let through only with the `correlationid` of a request this
+ *     principal received (see consume) whose `replyto` is that inbox, not expired, and when the
+ *     principal may `reply` on that request's topic; once, as a request gets one reply.
+ *   - with a reply inbox as `replyto`: a request (`bus.request`), checked as `request` on its
+ *     topic; the inbox must be one this principal owns, so that replies never land in another's.
+ *   - anything else: checked as `publish` on its topic. A `replyto` that is no inbox (a group
+ *     chat's turn topic) must be a topic the principal may `publish` to: who answers writes
+ *     there, and must not be steered to where the sender could not write itself.
  * - subscribe (`bus.subscribe`, `reply`, the inbox of `request`): a pattern that can match a
  *   reply inbox is refused unless it is one concrete inbox topic, owned by this principal or
  *   owned by nobody yet (the principal then becomes its owner); no grant is needed for it, a
  *   deny still applies. Any other pattern is checked as `subscribe`: the allow rules must
- *   together match every topic of the pattern and no deny rule may overlap it.
+ *   together match every topic of the pattern and no deny rule may overlap it. A group named
+ *   as an inbox topic is refused unless it is the inbox subscribed to.
  * - consume: a delivered request with a reply inbox as `replyto` is remembered (inbox and
- *   correlation id, or the request id when it has none) until it expires plus `replyGraceMs`,
- *   or `replyWindowMs` when it has no expiry; at most `maxPendingReplies` of them.
+ *   correlation id, or the request id when it has none) until it is replied to, or until it
+ *   expires plus `replyGraceMs` (`replyWindowMs` after delivery when it has no expiry); at most
+ *   `maxPendingReplies` of them, the oldest forgotten first.
  *
  * Grants are evaluated on every publish and subscribe; a subscription already made is not
  * revisited when a grant expires. Dead-letter operations are checked by their caller with
@@ -157,29 +161,30 @@ export function authorization(options: AuthorizationOptions): AuthorizationMiddl
     const topic = env.topic;
     if (isInboxTopic(topic)) {
       const correlationid = env.correlationid;
-      const request = correlationid === undefined ? undefined : received.get(keyOf(topic, correlationid));
-      if (request === undefined || request.untilMs <= clock.now()) {
+      const key = correlationid === undefined ? undefined : keyOf(topic, correlationid);
+      const request = key === undefined ? undefined : received.get(key);
+      if (key === undefined || request === undefined || request.untilMs <= clock.now()) {
         throw forbidden(principal, 'reply', topic, 'no-such-request');
       }
       const d = policy.decide(principal, 'reply', request.topic);
       if (!d.allowed) throw forbidden(principal, 'reply', topic, d.reason, { requestTopic: request.topic });
+      received.delete(key); // one reply per request: a redelivered request is remembered again
       return;
     }
     const replyto = env.replyto;
-    if (replyto === undefined) {
-      const d = policy.decide(principal, 'publish', topic);
-      if (!d.allowed) throw forbidden(principal, 'publish', topic, d.reason);
-      return;
-    }
-    const d = policy.decide(principal, 'request', topic);
-    if (!d.allowed) throw forbidden(principal, 'request', topic, d.reason);
-    if (isInboxTopic(replyto)) {
+    if (replyto !== undefined && isInboxTopic(replyto)) {
+      const d = policy.decide(principal, 'request', topic);
+      if (!d.allowed) throw forbidden(principal, 'request', topic, d.reason);
       const owner = inboxes.owner(replyto);
       if (owner === undefined || !owns(owner, principal)) {
         throw forbidden(principal, 'request', topic, 'replyto-not-own-inbox', { replyto });
       }
-    } else if (!policy.check(principal, 'publish', replyto)) {
-      throw forbidden(principal, 'request', topic, 'replyto-not-publishable', { replyto });
+      return;
+    }
+    const d = policy.decide(principal, 'publish', topic);
+    if (!d.allowed) throw forbidden(principal, 'publish', topic, d.reason);
+    if (replyto !== undefined && !policy.check(principal, 'publish', replyto)) {
+      throw forbidden(principal, 'publish', topic, 'replyto-not-publishable', { replyto });
     }
   };
 
@@ -203,7 +208,7 @@ export function authorization(options: AuthorizationOptions): AuthorizationMiddl
       return next();
     },
     subscribe(ctx: SubscribeContext): void {
-      const { pattern } = ctx;
+      const { pattern, group } = ctx;
       if (patternsOverlap(pattern, INBOX_NAMESPACE)) {
         if (pattern.includes('*') || pattern.includes('>')) {
           throw forbidden(principal, 'subscribe', pattern, 'reaches-into-inboxes');
@@ -211,10 +216,14 @@ export function authorization(options: AuthorizationOptions): AuthorizationMiddl
         const d = policy.decide(principal, 'subscribe', pattern);
         if (d.reason === 'denied') throw forbidden(principal, 'subscribe', pattern, 'denied');
         if (!inboxes.claim(principal, pattern)) throw forbidden(principal, 'subscribe', pattern, 'not-inbox-owner');
-        return;
+      } else {
+        const d = policy.decide(principal, 'subscribe', pattern);
+        if (!d.allowed) throw forbidden(principal, 'subscribe', pattern, d.reason);
       }
-      const d = policy.decide(principal, 'subscribe', pattern);
-      if (!d.allowed) throw forbidden(principal, 'subscribe', pattern, d.reason);
+      // A group named as an inbox is that inbox's own: joining it would share in its replies.
+      if (group !== pattern && isInboxTopic(group)) {
+        throw forbidden(principal, 'subscribe', pattern, 'inbox-group', { group });
+      }
     },
   };
 }

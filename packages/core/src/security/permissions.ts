@@ -254,6 +254,8 @@ export class Policy {
   readonly #acl = new Map<string, CompiledAcl[]>();
   /** Role rules per action, by the (sorted) role set of an identity: roles never change after construction. */
   readonly #byRoles = new Map<string, Map<Action, ActionRules>>();
+  readonly #rolesKeys = new WeakMap<readonly string[], string>();
+  readonly #targets = new Map<string, readonly string[]>();
 
   constructor(options: PolicyOptions = {}) {
     this.clock = options.clock ?? systemClock;
@@ -346,7 +348,12 @@ export class Policy {
   }
 
   #roleRulesFor(roles: readonly string[], action: Action): ActionRules {
-    const key = roles.length === 1 ? (roles[0] as string) : [...roles].sort().join('\u0000');
+    // A frozen role list (the middleware's principal) keeps its key; another may change meanwhile.
+    let key = this.#rolesKeys.get(roles);
+    if (key === undefined) {
+      key = JSON.stringify([...new Set(roles)].sort());
+      if (Object.isFrozen(roles)) this.#rolesKeys.set(roles, key);
+    }
     let perAction = this.#byRoles.get(key);
     if (perAction === undefined) {
       if (this.#byRoles.size >= 1_000) this.#byRoles.clear();
@@ -397,25 +404,32 @@ export class Policy {
 
   /** {@link check} with the reason. Throws ValidationError for a target that is no topic or pattern. */
   decide(principal: Principal, action: Action, target: string): Decision {
-    const segs = segmentsOf(target);
+    const segs = this.#segmentsOf(target);
     if (!ACTIONS.includes(action)) return NOT_GRANTED;
-    const roleRules = this.#roleRulesFor(principal.roles, action);
-    const aclRules = this.#aclRulesFor(principal, action);
+    const roles = this.#roleRulesFor(principal.roles, action);
+    const acl = this.#aclRulesFor(principal, action);
     const concrete = !hasWildcard(segs);
     const overlaps = concrete ? matchSegs : overlapSegs;
-    for (const rules of aclRules ? [roleRules, aclRules] : [roleRules]) {
-      for (const d of rules.deny) {
-        if (overlaps(d.segs, segs)) return { allowed: false, reason: 'denied', deniedBy: d.pattern };
-      }
-    }
+    for (const d of roles.deny) if (overlaps(d.segs, segs)) return denied(d.pattern);
+    if (acl) for (const d of acl.deny) if (overlaps(d.segs, segs)) return denied(d.pattern);
     if (concrete) {
-      for (const rules of aclRules ? [roleRules, aclRules] : [roleRules]) {
-        for (const a of rules.allow) if (matchSegs(a, segs)) return ALLOWED;
-      }
+      for (const a of roles.allow) if (matchSegs(a, segs)) return ALLOWED;
+      if (acl) for (const a of acl.allow) if (matchSegs(a, segs)) return ALLOWED;
       return NOT_GRANTED;
     }
-    const allow = aclRules ? [...roleRules.allow, ...aclRules.allow] : roleRules.allow;
+    const allow = acl ? [...roles.allow, ...acl.allow] : roles.allow;
     return coversFrom(allow, segs, 0) ? ALLOWED : NOT_GRANTED;
+  }
+
+  /** The segments of a valid topic or pattern; the publish path asks about the same few topics again and again. */
+  #segmentsOf(target: string): readonly string[] {
+    let segs = this.#targets.get(target);
+    if (segs === undefined) {
+      segs = segmentsOf(target);
+      if (this.#targets.size >= TARGETS_CACHED) this.#targets.clear();
+      this.#targets.set(target, segs);
+    }
+    return segs;
   }
 
   /** Throws {@link ForbiddenError} (`data`: action, topic or pattern, principal, reason) unless allowed. */
@@ -425,7 +439,9 @@ export class Policy {
   }
 }
 
+const TARGETS_CACHED = 1_000;
 const ALLOWED: Decision = Object.freeze({ allowed: true, reason: 'allowed' });
+const denied = (pattern: string): Decision => ({ allowed: false, reason: 'denied', deniedBy: pattern });
 const NOT_GRANTED: Decision = Object.freeze({ allowed: false, reason: 'not-granted' });
 
 function collect(
