@@ -504,6 +504,14 @@ export function loadKeyringFromJson(text: string, options: { readonly clock?: Cl
     }
     return SigningKey.from(spec as unknown as SigningKeySpec, path);
   });
+  if (v.active !== undefined) {
+    const active = keys.find((k) => k.kid === v.active);
+    if (active === undefined) throw new ConfigError(`no key ${JSON.stringify(v.active)}`, { path: 'keyring.active' });
+    if (!active.canSign) throw new ConfigError(`key ${active.kid} cannot sign`, { path: 'keyring.active' });
+    if ((v.revoked as string[] | undefined)?.includes(active.kid)) {
+      throw new ConfigError(`key ${active.kid} is revoked`, { path: 'keyring.active' });
+    }
+  }
   return new Keyring({
     keys,
     ...(v.active === undefined ? {} : { active: v.active as string }),

@@ -240,7 +240,13 @@ export function verifyEnvelope(envelope: Envelope, options: VerifyOptions): Sign
     throw err;
   }
   const signature = BASE64URL.test(value) ? Buffer.from(value, 'base64url') : undefined;
-  if (signature === undefined || signature.length !== SIGNATURE_BYTES[key.algorithm]) {
+  // Only the one canonical encoding: the unused low bits of the last character must be zero,
+  // so that no second header value carries the same signature.
+  if (
+    signature === undefined ||
+    signature.length !== SIGNATURE_BYTES[key.algorithm] ||
+    signature.toString('base64url') !== value
+  ) {
     refuse('bad-signature', `message ${envelope.id} has a malformed ${key.algorithm} signature`, at);
   }
   let input: Buffer;
