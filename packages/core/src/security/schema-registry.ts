@@ -86,11 +86,15 @@ export interface SchemaRegistryOptions {
   readonly logger?: Logger;
   /** Report every error of a payload rather than stop at the first (costlier on large invalid payloads). */
   readonly allErrors?: boolean;
-  /** ajv strict mode: unknown keywords and similar schema mistakes are refused at registration. */
+  /**
+   * ajv strict mode. Unset: ajv's default (unknown keywords refused at registration, type
+   * strictness only logged); true: every strict check (`strictTypes`, `strictRequired` …) refuses;
+   * false: none does.
+   */
   readonly strict?: boolean;
 }
 
-export const SCHEMA_REGISTRY_DEFAULTS = Object.freeze({ allErrors: false, strict: true });
+export const SCHEMA_REGISTRY_DEFAULTS = Object.freeze({ allErrors: false });
 
 /** Errors copied into a {@link SchemaViolation}; the rest are dropped. */
 export const MAX_REPORTED_ERRORS = 20;
@@ -120,7 +124,7 @@ interface Contract {
  */
 export class SchemaRegistry {
   readonly #logger: Logger;
-  readonly #options: Required<Omit<SchemaRegistryOptions, 'logger'>>;
+  readonly #options: { readonly allErrors: boolean; readonly strict: boolean | undefined };
   readonly #ajv: Ajv2020;
   /** Compiles the schemas older data is carried over to: fills in defaults (on a copy). Made on first use. */
   #fillingAjv: Ajv2020 | undefined;
@@ -133,7 +137,7 @@ export class SchemaRegistry {
     this.#logger = options.logger ?? stderrLogger;
     this.#options = {
       allErrors: options.allErrors ?? SCHEMA_REGISTRY_DEFAULTS.allErrors,
-      strict: options.strict ?? SCHEMA_REGISTRY_DEFAULTS.strict,
+      strict: options.strict,
     };
     this.#ajv = this.#newAjv(false);
   }
@@ -142,7 +146,7 @@ export class SchemaRegistry {
     const logger = this.#logger;
     return new Ajv2020({
       allErrors: this.#options.allErrors,
-      strict: this.#options.strict,
+      ...(this.#options.strict === undefined ? {} : { strict: this.#options.strict }),
       useDefaults,
       // Formats are annotations: asserting them needs ajv-formats, which core does not carry.
       validateFormats: false,
@@ -349,9 +353,9 @@ export class SchemaRegistry {
 
   /**
    * Validates the envelope's payload against its `schemaversion` (the latest when absent) and
-   * migrates it to the latest version: through upcasters where there are (the furthest-reaching
-   * first), else carried over as it is with the target's defaults filled in. Every step's result
-   * is validated against its target. Returns the same envelope when it is already at the latest
+   * migrates it to the latest version, step by step: through an upcaster where there is one (the
+   * furthest-reaching first), else carried over as it is to the next version. Each step's result
+   * gets its target's defaults filled in (on a copy) and is validated against it. Returns the same envelope when it is already at the latest
    * version, else a new one with the migrated `data` and `schemaversion`. Throws ValidationError
    * (`data`: {@link SchemaViolation}) when a step fails.
    */
@@ -370,23 +374,20 @@ export class SchemaRegistry {
     let data: unknown = envelope.data;
     while (current !== latest) {
       const { to, upcast } = this.#stepFrom(type, versions, current);
-      let failed: SchemaViolation | undefined;
-      if (upcast) {
-        try {
-          data = upcast(data, envelope as Envelope);
-        } catch (err) {
-          const v: SchemaViolation = { problem: 'upcast-failed', type, schemaversion: to.info.version, errors: [] };
-          throw new ValidationError(`upcasting ${type} ${current.info.version} to ${to.info.version} failed`, {
-            cause: err,
-            data: v,
-          });
-        }
-        failed = violationOf(to, to.validate, data);
-      } else if (to.hasDefaults) {
-        data = structuredClone(data);
-        failed = violationOf(to, this.#fillingOf(to), data);
-      } else failed = violationOf(to, to.validate, data);
-      if (failed) throw violationError(failed, `after migrating from ${current.info.version}`);
+      const from = current.info.version;
+      try {
+        if (upcast) data = upcast(data, envelope as Envelope);
+        // Defaults are filled in on a copy: the delivered payload stays as it was.
+        if (to.hasDefaults) data = structuredClone(data);
+      } catch (err) {
+        const v: SchemaViolation = { problem: 'upcast-failed', type, schemaversion: to.info.version, errors: [] };
+        throw new ValidationError(`upcasting ${type} ${from} to ${to.info.version} failed: ${(err as Error).message}`, {
+          cause: err,
+          data: v,
+        });
+      }
+      const failed = violationOf(to, to.hasDefaults ? this.#fillingOf(to) : to.validate, data);
+      if (failed) throw violationError(failed, `after migrating from ${from}`);
       current = to;
     }
     return withAttributes(envelope, { data: data as T, schemaversion: latest.info.version });
