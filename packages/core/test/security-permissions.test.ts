@@ -409,6 +409,47 @@ describe('policy configuration', () => {
   });
 });
 
+describe('the subscribe hook of middleware', () => {
+  it('sees pattern and group before the transport subscribes, and a refusal leaves no subscription', async () => {
+    const transport = memoryTransport();
+    const seen: { pattern: string; group: string }[] = [];
+    const bus = createBus({
+      transport,
+      middleware: [
+        { name: 'publish-only', publish: (_ctx, next) => next() },
+        {
+          name: 'gate',
+          async subscribe(ctx) {
+            seen.push({ ...ctx });
+            if (ctx.pattern.startsWith('closed.')) throw new ForbiddenError('closed');
+          },
+        },
+      ],
+    });
+    await bus.subscribe('open.a', () => {});
+    await bus.subscribe('open.b', () => {}, { group: 'g' });
+    await expect(bus.subscribe('closed.a', () => {})).rejects.toBeInstanceOf(ForbiddenError);
+    expect(seen).toEqual([
+      { pattern: 'open.a', group: 'open.a' },
+      { pattern: 'open.b', group: 'g' },
+      { pattern: 'closed.a', group: 'closed.a' },
+    ]);
+    expect(await transport.routeCount('closed.a')).toBe(0);
+    expect(await transport.routeCount('open.a')).toBe(1);
+    await bus.close();
+  });
+
+  it('keys inbox ownership by subject and tenant', () => {
+    const inboxes = new InboxRegistry();
+    expect(inboxes.claim({ subject: 'ann', roles: [], tenant: 't1' }, '_inbox.x')).toBe(true);
+    expect(inboxes.claim({ subject: 'ann', roles: ['admin'], tenant: 't1' }, '_inbox.x')).toBe(true);
+    expect(inboxes.claim({ subject: 'ann', roles: [] }, '_inbox.x')).toBe(false);
+    expect(inboxes.claim({ subject: 'ann', roles: [], tenant: 't2' }, '_inbox.x')).toBe(false);
+    inboxes.release('_inbox.x');
+    expect(inboxes.owner('_inbox.x')).toBeUndefined();
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // Enforcement on the memory transport.
 
