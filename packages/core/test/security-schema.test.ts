@@ -14,8 +14,9 @@ import {
 import { afterEach, describe, expect, it } from 'vitest';
 import { ASYNCAPI_SCHEMA_FORMAT, toAsyncApi } from '../src/security/asyncapi.js';
 import { type CompatibilityRule, compatibilityIssues, type JsonSchema } from '../src/security/schema-compatibility.js';
-import { createSchemaRegistry, type SchemaRegistry, type SchemaViolation } from '../src/security/schema-registry.js';
+import { createSchemaRegistry, type SchemaRegistry } from '../src/security/schema-registry.js';
 import { schemaValidation } from '../src/security/schema-validation.js';
+import type { SchemaViolation } from '../src/security/schema-violation.js';
 
 /**
  * The modules under test come from source while `@agentbus/core` type-checks against its build,

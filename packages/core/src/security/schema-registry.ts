@@ -1,13 +1,13 @@
 // The named export: the package is CommonJS, and under NodeNext the default import is typed as
 // the module object rather than the class (at run time both are the class).
-import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import { type Envelope, withAttributes } from '../envelope.js';
 import { ConfigError, ValidationError } from '../errors.js';
 import { type Logger, stderrLogger } from '../logger.js';
 import { type CompatibilityIssue, compatibilityIssues, type JsonSchema, jsonEqual } from './schema-compatibility.js';
-
-/** A schema version: `2`, `'2'`, `'1.3'` (dot-separated non-negative integers, compared numerically). */
-export type SchemaVersionInput = string | number;
+import { type DeprecatedUse, SchemaDeprecations } from './schema-deprecations.js';
+import { compareVersions, type ParsedVersion, parseVersion, type SchemaVersionInput } from './schema-version.js';
+import { type SchemaViolation, violationError, violationOf } from './schema-violation.js';
 
 /**
  * Migrates a payload of one version to a later one. Pure and synchronous: it runs on every
@@ -53,34 +53,6 @@ export interface RegisteredSchema {
   readonly description?: string;
 }
 
-/** One schema error of a payload, compact: ajv's `instancePath`, `keyword` and `message`. */
-export interface PayloadError {
-  readonly instancePath: string;
-  readonly keyword: string;
-  readonly message: string;
-}
-
-/** Why a payload failed: its schema refused it, its type or version is unknown, or an upcaster threw. */
-export type SchemaProblem = 'invalid' | 'unknown-type' | 'unknown-version' | 'upcast-failed';
-
-/** What the registry found wrong with a payload; the `data` of the ValidationError it throws. */
-export interface SchemaViolation {
-  readonly problem: SchemaProblem;
-  readonly type: string;
-  /** The version checked against (for `invalid`: the one whose schema refused the payload). */
-  readonly schemaversion?: string;
-  /** For `invalid`, the ajv errors (at most {@link MAX_REPORTED_ERRORS}); empty otherwise. */
-  readonly errors: readonly PayloadError[];
-}
-
-/** How often a deprecated version was published and consumed through the registry's users. */
-export interface DeprecatedUse {
-  readonly type: string;
-  readonly version: string;
-  readonly published: number;
-  readonly consumed: number;
-}
-
 export interface SchemaRegistryOptions {
   /** Deprecation warnings and ajv's own warnings go here (default: stderr). */
   readonly logger?: Logger;
@@ -96,15 +68,9 @@ export interface SchemaRegistryOptions {
 
 export const SCHEMA_REGISTRY_DEFAULTS = Object.freeze({ allErrors: false });
 
-/** Errors copied into a {@link SchemaViolation}; the rest are dropped. */
-export const MAX_REPORTED_ERRORS = 20;
-
-const VERSION = /^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$/;
-
 interface Version {
   readonly info: RegisteredSchema;
-  /** Numeric segments, for ordering. */
-  readonly key: readonly number[];
+  readonly parsed: ParsedVersion;
   readonly validate: ValidateFunction;
   /** Whether the schema has `default`s, which are filled in when older data is carried over to it. */
   readonly hasDefaults: boolean;
@@ -131,7 +97,7 @@ export class SchemaRegistry {
   readonly #contracts = new Map<string, Contract>();
   /** type → from-version → to-version → upcaster. */
   readonly #upcasters = new Map<string, Map<string, Map<string, Upcaster>>>();
-  readonly #uses = new Map<string, { type: string; version: string; published: number; consumed: number }>();
+  readonly #deprecations: SchemaDeprecations;
 
   constructor(options: SchemaRegistryOptions = {}) {
     this.#logger = options.logger ?? stderrLogger;
@@ -140,6 +106,7 @@ export class SchemaRegistry {
       strict: options.strict,
     };
     this.#ajv = this.#newAjv(false);
+    this.#deprecations = new SchemaDeprecations(this.#logger);
   }
 
   #newAjv(useDefaults: boolean): Ajv2020 {
@@ -167,7 +134,8 @@ export class SchemaRegistry {
   register(registration: SchemaRegistration): RegisteredSchema {
     const { type, force = false } = registration;
     if (typeof type !== 'string' || type === '') throw new ConfigError('must be a non-empty string', { path: 'type' });
-    const { text: version, key } = parseVersion(registration.version, 'version');
+    const parsed = parseVersion(registration.version, 'version');
+    const version = parsed.text;
     const raw = registration.schema;
     if (typeof raw !== 'boolean' && (typeof raw !== 'object' || raw === null || Array.isArray(raw))) {
       throw new ConfigError('must be a JSON Schema (an object or a boolean)', { path: 'schema' });
@@ -178,7 +146,7 @@ export class SchemaRegistry {
     } catch (err) {
       throw new ConfigError('must be plain JSON', { path: 'schema', cause: err });
     }
-    const info = freezeInfo({
+    const info: RegisteredSchema = Object.freeze({
       type,
       version,
       schema,
@@ -188,10 +156,16 @@ export class SchemaRegistry {
       ...(registration.description !== undefined ? { description: registration.description } : {}),
     });
     const contract = this.#contracts.get(type);
+    const clash = contract?.versions.find((v) => compareVersions(v.parsed, parsed) === 0 && v.info.version !== version);
+    if (clash) throw new ConfigError(`${version} is the same version as ${clash.info.version}`, { path: 'version' });
+    const below = contract?.versions.filter((v) => compareVersions(v.parsed, parsed) < 0).at(-1);
+    const above = contract?.versions.find((v) => compareVersions(v.parsed, parsed) > 0);
+    const bridge = this.#bridgeOf(type, parsed, below, registration.upcastFrom);
+
     const existing = contract?.byVersion.get(version);
     if (existing && jsonEqual(existing.info.schema, schema)) {
-      const updated: Version = { ...existing, info };
-      replaceVersion(contract as Contract, updated);
+      replaceVersion(existing, contract as Contract, { ...existing, info });
+      if (bridge) this.#addUpcaster(type, bridge.from, version, bridge.upcast);
       return info;
     }
     if (existing && !force) {
@@ -199,36 +173,16 @@ export class SchemaRegistry {
         path: 'schema',
       });
     }
-    const clash = contract?.versions.find((v) => compareKeys(v.key, key) === 0 && v.info.version !== version);
-    if (clash) throw new ConfigError(`${version} is the same version as ${clash.info.version}`, { path: 'version' });
-
-    const below = contract?.versions.filter((v) => compareKeys(v.key, key) < 0).at(-1);
-    const above = contract?.versions.find((v) => compareKeys(v.key, key) > 0);
-    const upcastFrom = registration.upcastFrom;
-    let bridge: { from: string; upcast: Upcaster } | undefined;
-    if (upcastFrom !== undefined) {
-      const from =
-        typeof upcastFrom === 'function' ? below?.info.version : parseVersion(upcastFrom.version, 'upcastFrom.version');
-      const upcast = typeof upcastFrom === 'function' ? upcastFrom : upcastFrom.upcast;
-      if (from === undefined)
-        throw new ConfigError('there is no earlier version to upcast from', { path: 'upcastFrom' });
-      if (typeof upcast !== 'function') throw new ConfigError('must be a function', { path: 'upcastFrom.upcast' });
-      const fromText = typeof from === 'string' ? from : from.text;
-      if (typeof from !== 'string' && compareKeys(from.key, key) >= 0) {
-        throw new ConfigError(`must be earlier than ${version}`, { path: 'upcastFrom.version' });
-      }
-      bridge = { from: fromText, upcast };
-    }
-
     if (!force) {
       const issues: (CompatibilityIssue & { readonly against: string })[] = [];
-      if (below && !(bridge?.from === below.info.version) && !this.#upcasterOf(type, below.info.version, version)) {
-        for (const i of compatibilityIssues(below.info.schema, schema))
-          issues.push({ ...i, against: below.info.version });
+      const check = (older: JsonSchema, newer: JsonSchema, against: string) => {
+        for (const i of compatibilityIssues(older, newer)) issues.push({ ...i, against });
+      };
+      if (below && bridge?.from !== below.info.version && !this.#upcasterOf(type, below.info.version, version)) {
+        check(below.info.schema, schema, below.info.version);
       }
       if (above && !this.#upcasterOf(type, version, above.info.version)) {
-        for (const i of compatibilityIssues(schema, above.info.schema))
-          issues.push({ ...i, against: above.info.version });
+        check(schema, above.info.schema, above.info.version);
       }
       if (issues.length > 0) {
         const list = issues.map((i) => `${i.path} ${i.message} (vs ${i.against})`).join('; ');
@@ -238,7 +192,6 @@ export class SchemaRegistry {
         });
       }
     }
-
     if (existing) {
       // A replaced schema leaves ajv's caches, so that its `$id` can be used again.
       this.#ajv.removeSchema(existing.info.schema as object);
@@ -255,11 +208,41 @@ export class SchemaRegistry {
       });
     }
     deepFreeze(schema);
-    const entry: Version = { info, key, validate, hasDefaults: hasDefaults(schema) };
-    if (contract) replaceVersion(contract, entry);
+    const entry: Version = { info, parsed, validate, hasDefaults: hasDefaults(schema) };
+    if (contract) replaceVersion(existing, contract, entry);
     else this.#contracts.set(type, { versions: [entry], byVersion: new Map([[version, entry]]) });
     if (bridge) this.#addUpcaster(type, bridge.from, version, bridge.upcast);
     return info;
+  }
+
+  /** The upcaster a registration brings (checked, not added yet). */
+  #bridgeOf(
+    type: string,
+    to: ParsedVersion,
+    below: Version | undefined,
+    upcastFrom: SchemaRegistration['upcastFrom'],
+  ): { from: string; upcast: Upcaster } | undefined {
+    if (upcastFrom === undefined) return undefined;
+    let from: string;
+    let upcast: Upcaster;
+    if (typeof upcastFrom === 'function') {
+      if (!below) throw new ConfigError('there is no earlier version to upcast from', { path: 'upcastFrom' });
+      from = below.info.version;
+      upcast = upcastFrom;
+    } else {
+      const parsed = parseVersion(upcastFrom?.version, 'upcastFrom.version');
+      if (compareVersions(parsed, to) >= 0) {
+        throw new ConfigError(`must be earlier than ${to.text}`, { path: 'upcastFrom.version' });
+      }
+      from = parsed.text;
+      upcast = upcastFrom.upcast;
+      if (typeof upcast !== 'function') throw new ConfigError('must be a function', { path: 'upcastFrom.upcast' });
+    }
+    const present = this.#upcasterOf(type, from, to.text);
+    if (present !== undefined && present !== upcast) {
+      throw new ConfigError(`another upcaster of ${type} from ${from} to ${to.text} exists`, { path: 'upcastFrom' });
+    }
+    return { from, upcast };
   }
 
   /**
@@ -270,8 +253,7 @@ export class SchemaRegistry {
     if (typeof type !== 'string' || type === '') throw new ConfigError('must be a non-empty string', { path: 'type' });
     const from = parseVersion(fromVersion, 'fromVersion');
     const to = parseVersion(toVersion, 'toVersion');
-    if (compareKeys(from.key, to.key) >= 0)
-      throw new ConfigError(`must be later than ${from.text}`, { path: 'toVersion' });
+    if (compareVersions(from, to) >= 0) throw new ConfigError(`must be later than ${from.text}`, { path: 'toVersion' });
     if (typeof upcast !== 'function') throw new ConfigError('must be a function', { path: 'upcast' });
     this.#addUpcaster(type, from.text, to.text, upcast);
     return this;
@@ -282,7 +264,9 @@ export class SchemaRegistry {
     this.#upcasters.set(type, byFrom);
     const byTo = byFrom.get(from) ?? new Map<string, Upcaster>();
     byFrom.set(from, byTo);
-    if (byTo.has(to)) throw new ConfigError(`an upcaster of ${type} from ${from} to ${to} exists`, { path: 'upcast' });
+    const present = byTo.get(to);
+    if (present === upcast) return; // the same registration again
+    if (present) throw new ConfigError(`another upcaster of ${type} from ${from} to ${to} exists`, { path: 'upcast' });
     byTo.set(to, upcast);
   }
 
@@ -294,12 +278,12 @@ export class SchemaRegistry {
   deprecate(type: string, version: SchemaVersionInput, note?: string): RegisteredSchema {
     const entry = this.#entry(type, version);
     if (!entry) throw new ConfigError(`${type} ${String(version)} is not registered`, { path: 'version' });
-    const info = freezeInfo({
+    const info: RegisteredSchema = Object.freeze({
       ...entry.info,
       deprecated: true,
       ...(note !== undefined ? { deprecationNote: note } : {}),
     });
-    replaceVersion(this.#contracts.get(type) as Contract, { ...entry, info });
+    replaceVersion(entry, this.#contracts.get(type) as Contract, { ...entry, info });
     return info;
   }
 
@@ -342,7 +326,7 @@ export class SchemaRegistry {
     if (!contract) return { problem: 'unknown-type', type, errors: [] };
     const entry = version === undefined ? contract.versions.at(-1) : contract.byVersion.get(version);
     if (!entry) return { problem: 'unknown-version', type, ...(version ? { schemaversion: version } : {}), errors: [] };
-    return violationOf(entry, entry.validate, data);
+    return violationOf(type, entry.info.version, entry.validate, data);
   }
 
   /** Throws ValidationError (`data`: the {@link SchemaViolation}) unless `data` is valid for `type` at `version`. */
@@ -355,9 +339,10 @@ export class SchemaRegistry {
    * Validates the envelope's payload against its `schemaversion` (the latest when absent) and
    * migrates it to the latest version, step by step: through an upcaster where there is one (the
    * furthest-reaching first), else carried over as it is to the next version. Each step's result
-   * gets its target's defaults filled in (on a copy) and is validated against it. Returns the same envelope when it is already at the latest
-   * version, else a new one with the migrated `data` and `schemaversion`. Throws ValidationError
-   * (`data`: {@link SchemaViolation}) when a step fails.
+   * gets its target's defaults filled in (on a copy) and is validated against it. Returns the
+   * same envelope when it is already at the latest version, else a new one with the migrated
+   * `data` and `schemaversion`. Throws ValidationError (`data`: {@link SchemaViolation}) when a
+   * step fails.
    */
   upcast<T = unknown>(envelope: Envelope<T>): Envelope<T> {
     const { type } = envelope;
@@ -380,13 +365,15 @@ export class SchemaRegistry {
         // Defaults are filled in on a copy: the delivered payload stays as it was.
         if (to.hasDefaults) data = structuredClone(data);
       } catch (err) {
-        const v: SchemaViolation = { problem: 'upcast-failed', type, schemaversion: to.info.version, errors: [] };
-        throw new ValidationError(`upcasting ${type} ${from} to ${to.info.version} failed: ${(err as Error).message}`, {
+        const data: SchemaViolation = { problem: 'upcast-failed', type, schemaversion: to.info.version, errors: [] };
+        const why = err instanceof Error ? err.message : String(err);
+        throw new ValidationError(`upcasting ${type} ${from} to ${to.info.version} failed: ${why}`, {
           cause: err,
-          data: v,
+          data,
         });
       }
-      const failed = violationOf(to, to.hasDefaults ? this.#fillingOf(to) : to.validate, data);
+      const validate = to.hasDefaults ? this.#fillingOf(to) : to.validate;
+      const failed = violationOf(type, to.info.version, validate, data);
       if (failed) throw violationError(failed, `after migrating from ${from}`);
       current = to;
     }
@@ -422,29 +409,12 @@ export class SchemaRegistry {
   recordUse(type: string, version: string | undefined, side: 'publish' | 'consume'): void {
     const contract = this.#contracts.get(type);
     const entry = version === undefined ? contract?.versions.at(-1) : contract?.byVersion.get(version);
-    if (!entry?.info.deprecated) return;
-    const id = `${type}\u0000${entry.info.version}`;
-    let use = this.#uses.get(id);
-    if (!use) {
-      use = { type, version: entry.info.version, published: 0, consumed: 0 };
-      this.#uses.set(id, use);
-      this.#logger.warn(
-        {
-          type,
-          schemaversion: entry.info.version,
-          side,
-          ...(entry.info.deprecationNote ? { note: entry.info.deprecationNote } : {}),
-        },
-        'deprecated schema version in use',
-      );
-    }
-    if (side === 'publish') use.published++;
-    else use.consumed++;
+    if (entry?.info.deprecated) this.#deprecations.record(type, entry.info.version, side, entry.info.deprecationNote);
   }
 
   /** Uses of deprecated versions so far (each warned about once). */
   deprecatedUses(): DeprecatedUse[] {
-    return [...this.#uses.values()].map((u) => ({ ...u }));
+    return this.#deprecations.list();
   }
 }
 
@@ -453,61 +423,14 @@ export function createSchemaRegistry(options?: SchemaRegistryOptions): SchemaReg
   return new SchemaRegistry(options);
 }
 
-function parseVersion(value: SchemaVersionInput, path: string): { text: string; key: number[] } {
-  const text = typeof value === 'number' ? String(value) : value;
-  if (typeof text !== 'string' || !VERSION.test(text) || (typeof value === 'number' && !Number.isSafeInteger(value))) {
-    throw new ConfigError(`must be a non-negative integer or dot-separated integers, got ${String(value)}`, { path });
-  }
-  return { text, key: text.split('.').map(Number) };
-}
-
-/** Orders versions numerically, segment by segment; missing segments count as 0. */
-function compareKeys(a: readonly number[], b: readonly number[]): number {
-  for (let i = 0; i < Math.max(a.length, b.length); i++) {
-    const d = (a[i] ?? 0) - (b[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
-}
-
-function replaceVersion(contract: Contract, entry: Version): void {
-  const i = contract.versions.findIndex((v) => v.info.version === entry.info.version);
-  if (i >= 0) contract.versions[i] = entry;
+/** Puts `entry` in place of `existing`, or in order among the versions. */
+function replaceVersion(existing: Version | undefined, contract: Contract, entry: Version): void {
+  if (existing) contract.versions[contract.versions.indexOf(existing)] = entry;
   else {
     contract.versions.push(entry);
-    contract.versions.sort((a, b) => compareKeys(a.key, b.key));
+    contract.versions.sort((a, b) => compareVersions(a.parsed, b.parsed));
   }
   contract.byVersion.set(entry.info.version, entry);
-}
-
-function violationOf(entry: Version, validate: ValidateFunction, data: unknown): SchemaViolation | undefined {
-  if (validate(data)) return undefined;
-  return {
-    problem: 'invalid',
-    type: entry.info.type,
-    schemaversion: entry.info.version,
-    errors: (validate.errors ?? []).slice(0, MAX_REPORTED_ERRORS).map(compactError),
-  };
-}
-
-function compactError(e: ErrorObject): PayloadError {
-  return { instancePath: e.instancePath, keyword: e.keyword, message: e.message ?? e.keyword };
-}
-
-function violationError(v: SchemaViolation, context?: string): ValidationError {
-  const what = `${v.type}${v.schemaversion === undefined ? '' : ` version ${v.schemaversion}`}`;
-  const suffix = context ? ` ${context}` : '';
-  let message: string;
-  if (v.problem === 'unknown-type') message = `no schema is registered for message type ${v.type}`;
-  else if (v.problem === 'unknown-version') message = `${what} is not registered`;
-  else if (v.problem === 'upcast-failed') message = `upcasting to ${what} failed${suffix}`;
-  else
-    message = `payload is not a valid ${what}${suffix}: ${v.errors.map((e) => `${e.instancePath || '/'} ${e.message}`).join('; ')}`;
-  return new ValidationError(message, { data: v });
-}
-
-function freezeInfo(info: RegisteredSchema): RegisteredSchema {
-  return Object.freeze(info);
 }
 
 function deepFreeze(value: unknown): void {

@@ -1,7 +1,8 @@
 import { type Envelope, withAttributes } from '../envelope.js';
 import { ConfigError, ValidationError } from '../errors.js';
 import type { ConsumeContext, Middleware } from '../middleware.js';
-import { SchemaRegistry, type SchemaViolation } from './schema-registry.js';
+import { SchemaRegistry } from './schema-registry.js';
+import type { SchemaViolation } from './schema-violation.js';
 
 export interface SchemaValidationOptions {
   readonly registry: SchemaRegistry;
