@@ -11,6 +11,8 @@
  * - `x-agentbus-sig-time`  when it was signed (RFC 3339, ms, UTC)
  * - `x-agentbus-sig-value` the signature, base64url without padding
  *
+ * The `x-agentbus-sig-` prefix is reserved: signing replaces every header with it.
+ *
  * What is signed ({@link signingInput}): the UTF-8 bytes of `agentbus.sig.v1\n` followed by the
  * RFC 8785 canonical JSON ({@link canonicalize}) of the whole envelope except the
  * `x-agentbus-sig-value` header: `specversion`, `id`, `source`, `type`, `time`,
@@ -77,7 +79,8 @@ export const SIGNING_DEFAULTS = Object.freeze({
  */
 export interface ReplayCache {
   /**
-   * Records `key` as seen until `untilMs` (epoch ms, inclusive). Returns false, and records
+   * Records `key` (an opaque string naming the consumer group, source and id of a message) as
+   * seen until `untilMs` (epoch ms, inclusive). Returns false, and records
    * nothing, if `key` is already recorded and that record has not run out: a replay.
    */
   remember(key: string, untilMs: number): boolean | Promise<boolean>;
@@ -340,7 +343,8 @@ function consumeHook(s: Settings) {
     ctx.state.set('signature', info);
     if (!first) return next();
     // Recorded only once verified: a forgery must not take a real message's place in the cache.
-    const replayKey = `${ctx.group}\u0000${env.source}\u0000${env.id}`;
+    // Length-prefixed, so that no source or id (NULs and all) can make another message's key.
+    const replayKey = `${ctx.group.length}:${ctx.group}${env.source.length}:${env.source}${env.id}`;
     let fresh: boolean | Promise<boolean>;
     try {
       fresh = s.replayCache.remember(replayKey, info.signedAtMs + s.maxAgeMs);
