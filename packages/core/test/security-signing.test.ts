@@ -13,6 +13,7 @@ import {
   type Middleware,
   memorySequenceStore,
   memoryTransport,
+  msgpackCodec,
   SignatureError,
   sequencing,
   type Transport,
@@ -552,6 +553,38 @@ describe('signing middleware', () => {
     const [dl] = await transport.deadLetters.list();
     expect(dl?.reason).toBe('signature');
     expect(dl?.error).toContain('signature does not match');
+  });
+
+  it('verifies across the MessagePack codec too', async () => {
+    const transport = memoryTransport();
+    const clock = new ManualClock(T0);
+    const k = ed25519.keys('k');
+    const codec = msgpackCodec();
+    const publisher = createBus({
+      transport,
+      codec,
+      ownsTransport: false,
+      middleware: [signing({ keyring: new Keyring({ keys: [k.signing], active: 'k' }), clock }) as Middleware],
+    });
+    const consumer = createBus({
+      transport,
+      codec,
+      ownsTransport: false,
+      middleware: [signing({ keyring: new Keyring({ keys: [k.verifying] }), clock }) as Middleware],
+    });
+    buses.push(publisher, consumer);
+    const got: unknown[] = [];
+    await consumer.subscribe('mp.>', (d) => void got.push(d.data), { group: 'g' });
+    const data = {
+      at: new Date(T0),
+      n: [1, -0, 2.5, 2 ** 40],
+      s: 'é😀',
+      nested: { b: null, a: true },
+      skip: undefined,
+    };
+    await publisher.publish('mp.x', data);
+    await until(() => got.length === 1, 'the delivery');
+    expect(await transport.deadLetters.list()).toEqual([]);
   });
 
   it('signs every envelope of a batch', async () => {
