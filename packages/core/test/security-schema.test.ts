@@ -217,6 +217,44 @@ describe('schema registry', () => {
     lax.register({ type: 't', version: 1, schema: { type: 'object', 'x-owner': 'team-a' } });
   });
 
+  it('takes upcasters inline from any earlier version, once each', () => {
+    const registry = createSchemaRegistry({ logger: recordingLogger() });
+    const num = { type: 'object', properties: { n: { type: 'number' } }, required: ['n'] };
+    const str = { type: 'object', properties: { s: { type: 'string' } }, required: ['s'] };
+    const both = { type: 'object', properties: { s: { type: 'string' }, n: { type: 'number' } }, required: ['s', 'n'] };
+    registry.register({ type: 'v', version: 1, schema: num });
+    const spelledOut = (d: unknown) => ({ s: String((d as { n: number }).n) });
+    registry.register({ type: 'v', version: 2, schema: str, upcastFrom: spelledOut });
+    // From version 1 straight to 3, bridging nothing (2 → 3 is checked and breaks): refused.
+    const skip = (d: unknown) => ({ s: 'direct', n: (d as { n: number }).n });
+    expect(() =>
+      registry.register({ type: 'v', version: 3, schema: both, upcastFrom: { version: 1, upcast: skip } }),
+    ).toThrow(/required/);
+    registry.upcaster('v', 2, 3, (d) => ({ ...(d as object), n: 0 }));
+    registry.register({ type: 'v', version: 3, schema: both, upcastFrom: { version: 1, upcast: skip } });
+    // The furthest-reaching upcaster wins: version 1 goes straight to 3.
+    const env = { type: 'v', schemaversion: '1', data: { n: 7 } } as unknown as Envelope;
+    expect(registry.upcast(env).data).toEqual({ s: 'direct', n: 7 });
+    expect(registry.upcast({ ...env, schemaversion: '2', data: { s: 'x' } }).data).toEqual({ s: 'x', n: 0 });
+    // The same upcaster again is a no-op, another one for the same step a ConfigError.
+    registry.upcaster('v', 1, 2, spelledOut);
+    expect(() => registry.upcaster('v', 1, 2, (d) => d)).toThrow(ConfigError);
+    expect(() =>
+      registry.register({ type: 'v', version: 4, schema: both, upcastFrom: { version: 4, upcast: skip } }),
+    ).toThrow(ConfigError);
+  });
+
+  it('lets a forced replacement reuse the $id of the schema it replaces', () => {
+    const registry = createSchemaRegistry({ logger: recordingLogger() });
+    registry.register({ type: 'id', version: 1, schema: { $id: 'urn:agentbus:id', type: 'string' } });
+    expect(() =>
+      registry.register({ type: 'id', version: 2, schema: { $id: 'urn:agentbus:id', type: 'string' } }),
+    ).toThrow(/cannot compile/);
+    registry.register({ type: 'id', version: 1, schema: { $id: 'urn:agentbus:id', type: 'number' }, force: true });
+    expect(registry.validate('id', '1', 5)).toBeUndefined();
+    expect(registry.validate('id', '1', 'five')?.problem).toBe('invalid');
+  });
+
   it('reports unknown types and versions as violations', () => {
     const registry = taskRegistry();
     expect(registry.validate('task.created', '1', {})).toEqual({
@@ -373,6 +411,39 @@ describe('schema validation on consume', () => {
       'tasks.assigned',
       'task.assigned',
     ]);
+  });
+
+  it('hands the upcast envelope to the consume hooks after it as well', async () => {
+    const registry = taskRegistry();
+    const transport = memoryTransport();
+    const hooksSaw: (string | undefined)[] = [];
+    const consumer = createBus({
+      transport,
+      logger: recordingLogger(),
+      middleware: [
+        onBus({ registry }),
+        {
+          name: 'after',
+          consume(ctx, next) {
+            hooksSaw.push(ctx.envelope.schemaversion);
+            return next();
+          },
+        },
+      ],
+    });
+    buses.push(consumer);
+    const seen = await collect(consumer, 'tasks.>');
+    await consumer.publishBatch([
+      {
+        topic: 'tasks.assigned',
+        data: { task: 'a', assignee: 'b' },
+        options: { type: 'task.assigned', schemaversion: '1' },
+      },
+      { topic: 'tasks.assigned', data: V3_TASK, options: { type: 'task.assigned' } },
+    ]);
+    await until(() => seen.length === 2);
+    expect(hooksSaw).toEqual(['3', '3']);
+    expect(seen.map((e) => e.schemaversion)).toEqual(['3', '3']);
   });
 
   it('carries a payload over to a compatible later version, filling in its defaults', () => {
