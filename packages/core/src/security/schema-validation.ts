@@ -1,7 +1,7 @@
 import { type Envelope, withAttributes } from '../envelope.js';
 import { ConfigError, ValidationError } from '../errors.js';
 import type { ConsumeContext, Middleware } from '../middleware.js';
-import { SchemaRegistry } from './schema-registry.js';
+import type { SchemaRegistry } from './schema-registry.js';
 import type { SchemaViolation } from './schema-violation.js';
 
 export interface SchemaValidationOptions {
@@ -35,7 +35,10 @@ export const SCHEMA_VALIDATION_DEFAULTS = Object.freeze({ onPublish: true, onCon
  */
 export function schemaValidation(options: SchemaValidationOptions): Middleware {
   const registry = options?.registry;
-  if (!(registry instanceof SchemaRegistry)) throw new ConfigError('must be a SchemaRegistry', { path: 'registry' });
+  // Duck-typed: a registry from another copy of this package (source and build side by side) works too.
+  if (typeof registry?.upcast !== 'function' || typeof registry.assertValid !== 'function') {
+    throw new ConfigError('must be a SchemaRegistry', { path: 'registry' });
+  }
   const onPublish = flag(options.onPublish, SCHEMA_VALIDATION_DEFAULTS.onPublish, 'onPublish');
   const onConsume = flag(options.onConsume, SCHEMA_VALIDATION_DEFAULTS.onConsume, 'onConsume');
   const requireSchema = flag(options.requireSchema, SCHEMA_VALIDATION_DEFAULTS.requireSchema, 'requireSchema');
@@ -43,31 +46,26 @@ export function schemaValidation(options: SchemaValidationOptions): Middleware {
     const data: SchemaViolation = { problem: 'unknown-type', type: env.type, errors: [] };
     throw new ValidationError(`no schema is registered for message type ${env.type}`, { data });
   };
-  const middleware: { -readonly [K in keyof Middleware]: Middleware[K] } = { name: 'schema-validation' };
   // The hooks are not async: a message they pass goes on as `next()` returns it, so the bus keeps
   // its synchronous fast paths; what they throw, the chain turns into a rejection.
-  if (onPublish) {
-    middleware.publish = (ctx, next) => {
-      const env = ctx.envelope;
-      const latest = registry.latest(env.type);
-      if (!latest) return requireSchema ? unknownType(env) : next();
-      registry.assertValid(env.type, env.schemaversion, env.data);
-      registry.recordUse(env.type, env.schemaversion, 'publish');
-      if (env.schemaversion === undefined) ctx.envelope = withAttributes(env, { schemaversion: latest.version });
-      return next();
-    };
-  }
-  if (onConsume) {
-    middleware.consume = (ctx, next) => {
-      const env = ctx.envelope;
-      if (!registry.has(env.type)) return requireSchema ? unknownType(env) : next();
-      const migrated = registry.upcast(env);
-      registry.recordUse(env.type, env.schemaversion, 'consume');
-      if (migrated !== env) replaceConsumedEnvelope(ctx, migrated);
-      return next();
-    };
-  }
-  return middleware;
+  const publish: Middleware['publish'] = (ctx, next) => {
+    const env = ctx.envelope;
+    const latest = registry.latest(env.type);
+    if (!latest) return requireSchema ? unknownType(env) : next();
+    registry.assertValid(env.type, env.schemaversion, env.data);
+    registry.recordUse(env.type, env.schemaversion, 'publish');
+    if (env.schemaversion === undefined) ctx.envelope = withAttributes(env, { schemaversion: latest.version });
+    return next();
+  };
+  const consume: Middleware['consume'] = (ctx, next) => {
+    const env = ctx.envelope;
+    if (!registry.has(env.type)) return requireSchema ? unknownType(env) : next();
+    const migrated = registry.upcast(env);
+    registry.recordUse(env.type, env.schemaversion, 'consume');
+    if (migrated !== env) replaceConsumedEnvelope(ctx, migrated);
+    return next();
+  };
+  return { name: 'schema-validation', ...(onPublish ? { publish } : {}), ...(onConsume ? { consume } : {}) };
 }
 
 function flag(value: unknown, fallback: boolean, path: string): boolean {
