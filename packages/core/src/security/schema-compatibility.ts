@@ -1,7 +1,14 @@
 /**
  * Backward compatibility between two JSON Schema versions of one message type: may a consumer
- * that validates with the newer schema accept every payload the older one accepted? The check is
- * structural, keyword by keyword, in parallel over both schemas; it never runs a validator.
+ * that validates with the newer schema accept every payload the older one accepted? A change is
+ * breaking when some payload valid under the older schema could fail the newer one: a property
+ * newly required without a `default` (with one, the consumer fills it in while migrating), a
+ * property removed from a closed object, a type narrowed or changed, an enum value removed or a
+ * `const` changed, a numeric, length, count or `multipleOf` bound tightened, a pattern added or
+ * changed, `items` or `additionalProperties` constrained. Widening anything is compatible.
+ *
+ * The check is structural, keyword by keyword, in parallel over both schemas (recursing through
+ * `properties`, `additionalProperties` and `items`); it never runs a validator.
  *
  * Limits (each errs towards reporting, never towards silence, except the first):
  * - A property added to an open object (no `additionalProperties: false`) is accepted, although
