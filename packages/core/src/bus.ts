@@ -475,12 +475,15 @@ interface Running {
 class DeliveryContext implements ConsumeContext {
   #state: Map<string, unknown> | undefined;
   constructor(
-    readonly envelope: Envelope,
     readonly delivery: Delivery,
     readonly subscription: HandlerSettings,
     private readonly sub: HandlerSubscription,
     private readonly running: Running,
   ) {}
+  /** The delivery's envelope: the one delivered, or what a hook gave `delivery.useEnvelope`. */
+  get envelope(): Envelope {
+    return this.delivery.envelope;
+  }
   get pattern(): string {
     return this.subscription.pattern;
   }
@@ -715,7 +718,7 @@ class HandlerSubscription implements BusSubscription {
     try {
       if (hooks.length === 0) result = this.settings.handler(delivery);
       else {
-        result = this.#chainOf(hooks)(new DeliveryContext(envelope, delivery, this.settings, this, running));
+        result = this.#chainOf(hooks)(new DeliveryContext(delivery, this.settings, this, running));
       }
     } catch (err) {
       return this.#guard(raw, () => this.#fail(raw, err));

@@ -2,24 +2,41 @@ import { payloadDigest } from './codec.js';
 import type { Envelope } from './envelope.js';
 import type { DeadLetterOptions, NackOptions, RawDelivery } from './transport.js';
 
-/**
- * One delivery of an envelope to a handler: the event plus per-delivery state. Settling is
- * idempotent (the first call wins); a handler that neither settles nor throws is acked for it.
- */
 /** The signal of a delivery no middleware gave one: never aborted. */
 const NEVER = new AbortController().signal;
 
 /** How a handler (or middleware) settled a delivery through its `Delivery`. */
 export type Settlement = 'ack' | 'nack' | 'dead-letter';
 
+/**
+ * One delivery of an envelope to a handler: the event plus per-delivery state. Settling is
+ * idempotent (the first call wins); a handler that neither settles nor throws is acked for it.
+ */
 export class Delivery<T = unknown> {
+  #envelope: Envelope<T>;
   #signal: AbortSignal | undefined;
   #settledAs: Settlement | undefined;
 
   constructor(
-    readonly envelope: Envelope<T>,
+    envelope: Envelope<T>,
     private readonly raw: RawDelivery,
-  ) {}
+  ) {
+    this.#envelope = envelope;
+  }
+
+  /** The event, as delivered unless a middleware replaced it (see `useEnvelope`). */
+  get envelope(): Envelope<T> {
+    return this.#envelope;
+  }
+
+  /**
+   * For middleware: the envelope the handler (and later hooks) see, e.g. one upcast to the
+   * current schema version. Settling, the digest and the transport headers still concern the
+   * message as delivered.
+   */
+  useEnvelope(envelope: Envelope<T>): void {
+    this.#envelope = envelope;
+  }
 
   /**
    * Aborted when the handler should stop (its timeout ran out, the subscription is closing …):

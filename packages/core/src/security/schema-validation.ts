@@ -1,6 +1,6 @@
 import { type Envelope, withAttributes } from '../envelope.js';
 import { ConfigError, ValidationError } from '../errors.js';
-import type { ConsumeContext, Middleware } from '../middleware.js';
+import type { Middleware } from '../middleware.js';
 import type { SchemaRegistry } from './schema-registry.js';
 import type { SchemaViolation } from './schema-violation.js';
 
@@ -62,7 +62,7 @@ export function schemaValidation(options: SchemaValidationOptions): Middleware {
     if (!registry.has(env.type)) return requireSchema ? unknownType(env) : next();
     const migrated = registry.upcast(env);
     registry.recordUse(env.type, env.schemaversion, 'consume');
-    if (migrated !== env) replaceConsumedEnvelope(ctx, migrated);
+    if (migrated !== env) ctx.delivery.useEnvelope(migrated);
     return next();
   };
   return { name: 'schema-validation', ...(onPublish ? { publish } : {}), ...(onConsume ? { consume } : {}) };
@@ -72,24 +72,4 @@ function flag(value: unknown, fallback: boolean, path: string): boolean {
   if (value === undefined) return fallback;
   if (typeof value !== 'boolean') throw new ConfigError(`must be a boolean, got ${String(value)}`, { path });
   return value;
-}
-
-/**
- * Hands the handler, and the consume hooks after the caller, `envelope` in place of the one
- * delivered (a consume hook's counterpart of assigning `PublishContext.envelope`).
- *
- * The consume contract has no such operation yet: `ConsumeContext.envelope` and
- * `Delivery.envelope` are read-only in their types, and the bus calls the handler with
- * `ctx.delivery`. Both are plain data properties at run time, so this replaces them on the
- * objects of this one delivery. It throws if either did not take the new value (a property that
- * became read-only at run time), so that a change to the bus cannot silently hand the handler
- * the old payload. To be replaced by a `Delivery` method once the contract has one.
- */
-export function replaceConsumedEnvelope(ctx: ConsumeContext, envelope: Envelope): void {
-  (ctx.delivery as unknown as { envelope: Envelope }).envelope = envelope;
-  // A context that reads the envelope through its delivery has it already.
-  if (ctx.envelope !== envelope) (ctx as { envelope: Envelope }).envelope = envelope;
-  if (ctx.delivery.envelope !== envelope || ctx.envelope !== envelope) {
-    throw new Error('the consume context did not take the replaced envelope');
-  }
 }
