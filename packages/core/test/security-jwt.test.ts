@@ -1,16 +1,19 @@
 import { createHmac, generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ConfigError, errorFromWire, ManualClock, UnauthorizedError } from '@agentbus/core';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  ConfigError,
   createJwtIssuer,
   createJwtVerifier,
+  errorFromWire,
   type JwtAlgorithm,
   type JwtIssuerOptions,
   type JwtVerifierOptions,
-} from '../src/security/jwt.js';
+  ManualClock,
+  UnauthorizedError,
+} from '@agentbus/core';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const ISS = 'https://auth.agentbus.test';
 const AUD = 'agentbus-gateway';

@@ -1,46 +1,32 @@
 import { until } from '@agentbus/conformance';
 import {
-  type Bus,
-  ConfigError,
-  createBus,
-  type Envelope,
-  ForbiddenError,
-  ManualClock,
-  type MemoryTransport,
-  type Middleware,
-  memoryTransport,
-  TimeoutError,
-  topicMatches,
-  ValidationError,
-} from '@agentbus/core';
-import fc from 'fast-check';
-import { afterEach, describe, expect, it } from 'vitest';
-import {
-  type AuthorizationOptions,
-  authorization as authorizationFromSource,
-  InboxRegistry,
-  inboxRegistryOf,
-} from '../src/security/authorization.js';
-import {
   ACTIONS,
   type AclGrant,
   type Action,
+  authorization,
+  type Bus,
+  ConfigError,
+  createBus,
   createPolicy,
+  type Envelope,
+  ForbiddenError,
+  InboxRegistry,
+  inboxRegistryOf,
+  ManualClock,
+  type MemoryTransport,
+  memoryTransport,
   type PermissionRule,
   type Principal,
   patternContains,
   patternsCover,
   patternsOverlap,
   type RoleDefinition,
-} from '../src/security/permissions.js';
-
-/**
- * The middleware typed as `@agentbus/core` types it: until the package exports it, the type checker
- * takes that package from its built declarations and this module from source, and the two
- * declarations of Delivery (a class with private fields) do not mix.
- */
-const authorization = (options: AuthorizationOptions): Middleware =>
-  authorizationFromSource(options) as unknown as Middleware;
+  TimeoutError,
+  topicMatches,
+  ValidationError,
+} from '@agentbus/core';
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
 
 // ---------------------------------------------------------------------------------------------
 // The reference model: brute force over every topic of a tiny world. Patterns use the literal

@@ -1,30 +1,25 @@
 import { until } from '@agentbus/conformance';
 import {
+  ASYNCAPI_SCHEMA_FORMAT,
   type Bus,
+  type CompatibilityRule,
   ConfigError,
+  compatibilityIssues,
   createBus,
+  createSchemaRegistry,
   type Delivery,
   type Envelope,
+  type JsonSchema,
   type Logger,
   type MemoryTransport,
-  type Middleware,
   memoryTransport,
+  type SchemaRegistry,
+  type SchemaViolation,
+  schemaValidation,
+  toAsyncApi,
   ValidationError,
 } from '@agentbus/core';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ASYNCAPI_SCHEMA_FORMAT, toAsyncApi } from '../src/security/asyncapi.js';
-import { type CompatibilityRule, compatibilityIssues, type JsonSchema } from '../src/security/schema-compatibility.js';
-import { createSchemaRegistry, type SchemaRegistry } from '../src/security/schema-registry.js';
-import { schemaValidation } from '../src/security/schema-validation.js';
-import type { SchemaViolation } from '../src/security/schema-violation.js';
-
-/**
- * The modules under test come from source while `@agentbus/core` type-checks against its build,
- * whose Delivery (a class with private fields) is another type to tsc: one Middleware for both.
- */
-function onBus(options: Parameters<typeof schemaValidation>[0]): Middleware {
-  return schemaValidation(options) as unknown as Middleware;
-}
 
 interface Logged {
   readonly obj: Record<string, unknown>;
@@ -105,7 +100,7 @@ function pair(registry: SchemaRegistry, options: { requireSchema?: boolean } = {
   const consumer = createBus({
     transport,
     logger: quiet,
-    middleware: [onBus({ registry, onPublish: false, ...options })],
+    middleware: [schemaValidation({ registry, onPublish: false, ...options })],
   });
   const rogue = createBus({ transport, logger: quiet, ownsTransport: false, source: 'rogue' });
   buses.push(rogue, consumer);
@@ -273,7 +268,7 @@ describe('schema registry', () => {
 describe('schema validation on publish', () => {
   it('sends a valid payload, stamped with the latest version when it has none', async () => {
     const registry = taskRegistry();
-    const bus = createBus({ transport: memoryTransport(), middleware: [onBus({ registry })] });
+    const bus = createBus({ transport: memoryTransport(), middleware: [schemaValidation({ registry })] });
     buses.push(bus);
     const seen = await collect(bus, 'tasks.>');
     const sent = await bus.publish('tasks.assigned', V3_TASK, { type: 'task.assigned' });
@@ -285,7 +280,7 @@ describe('schema validation on publish', () => {
 
   it('rejects an invalid payload with ValidationError and compact ajv errors, and sends nothing', async () => {
     const registry = taskRegistry();
-    const bus = createBus({ transport: memoryTransport(), middleware: [onBus({ registry })] });
+    const bus = createBus({ transport: memoryTransport(), middleware: [schemaValidation({ registry })] });
     buses.push(bus);
     const seen = await collect(bus, 'tasks.>');
     const err = await rejection(
@@ -322,10 +317,10 @@ describe('schema validation on publish', () => {
 
   it('lets a message of an unknown type pass, unless requireSchema', async () => {
     const registry = taskRegistry();
-    const open = createBus({ transport: memoryTransport(), middleware: [onBus({ registry })] });
+    const open = createBus({ transport: memoryTransport(), middleware: [schemaValidation({ registry })] });
     const strict = createBus({
       transport: memoryTransport(),
-      middleware: [onBus({ registry, requireSchema: true })],
+      middleware: [schemaValidation({ registry, requireSchema: true })],
     });
     buses.push(open, strict);
     await open.publish('chat.said', { anything: true });
@@ -413,18 +408,27 @@ describe('schema validation on consume', () => {
     ]);
   });
 
-  it('hands the upcast envelope to the consume hooks after it as well', async () => {
+  it('hands the upcast envelope to the consume hooks after it as well (those before see it as delivered)', async () => {
     const registry = taskRegistry();
     const transport = memoryTransport();
     const hooksSaw: (string | undefined)[] = [];
+    const beforeSaw: (string | undefined)[] = [];
     const consumer = createBus({
       transport,
       logger: recordingLogger(),
       middleware: [
-        onBus({ registry }),
+        {
+          name: 'before',
+          consume(ctx, next) {
+            beforeSaw.push(ctx.envelope.schemaversion);
+            return next();
+          },
+        },
+        schemaValidation({ registry }),
         {
           name: 'after',
           consume(ctx, next) {
+            expect(ctx.envelope).toBe(ctx.delivery.envelope);
             hooksSaw.push(ctx.envelope.schemaversion);
             return next();
           },
@@ -442,6 +446,7 @@ describe('schema validation on consume', () => {
       { topic: 'tasks.assigned', data: V3_TASK, options: { type: 'task.assigned' } },
     ]);
     await until(() => seen.length === 2);
+    expect(beforeSaw).toEqual(['1', '3']);
     expect(hooksSaw).toEqual(['3', '3']);
     expect(seen.map((e) => e.schemaversion)).toEqual(['3', '3']);
   });
@@ -697,7 +702,7 @@ describe('deprecation', () => {
   it('warns once per type and version through the logger and counts every use', async () => {
     const logger = recordingLogger();
     const registry = taskRegistry(logger);
-    const bus = createBus({ transport: memoryTransport(), logger, middleware: [onBus({ registry })] });
+    const bus = createBus({ transport: memoryTransport(), logger, middleware: [schemaValidation({ registry })] });
     buses.push(bus);
     const seen = await collect(bus, 'tasks.>');
     const v1 = { task: 'x', assignee: 'y' };

@@ -3,44 +3,40 @@ import { inspect } from 'node:util';
 import {
   type Bus,
   ConfigError,
+  canonicalBytes,
+  canonicalize,
   createBus,
   type DeadLetter,
   type Delivery,
   type Envelope,
   HandlerError,
   jsonCodec,
+  Keyring,
+  loadKeyringFromJson,
   ManualClock,
   type Middleware,
+  memoryReplayCache,
   memorySequenceStore,
   memoryTransport,
   msgpackCodec,
-  SignatureError,
-  sequencing,
-  type Transport,
-  ValidationError,
-} from '@agentbus/core';
-import fc from 'fast-check';
-import { afterEach, describe, expect, it } from 'vitest';
-import type { Middleware as SourceMiddleware } from '../src/middleware.js';
-import { canonicalBytes, canonicalize } from '../src/security/canonical.js';
-import {
-  Keyring,
-  loadKeyringFromJson,
+  SIGNATURE_HEADERS,
   type SignatureAlgorithm,
+  SignatureError,
+  type SignatureInfo,
   SigningKey,
   type SigningKeySpec,
-} from '../src/security/keyring.js';
-import {
-  memoryReplayCache,
-  SIGNATURE_HEADERS,
-  type SignatureInfo,
+  sequencing,
   signEnvelope,
   signer,
   signing,
   signingInput,
+  type Transport,
+  ValidationError,
   verifier,
   verifyEnvelope,
-} from '../src/security/signing.js';
+} from '@agentbus/core';
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
 
 const T0 = Date.UTC(2026, 0, 1, 12);
 const MINUTE = 60_000;
@@ -97,13 +93,9 @@ afterEach(async () => {
   await Promise.all(buses.splice(0).map((b) => b.close()));
 });
 
-/**
- * A bus on `transport` (which it does not own). The security modules are imported from source
- * while '@agentbus/core' gives the built types, whose classes (Delivery) are nominally other
- * types; at run time both are the same modules, hence the cast.
- */
-function bus(transport: Transport, middleware: readonly (Middleware | SourceMiddleware)[], source = 'planner'): Bus {
-  const b = createBus({ transport, ownsTransport: false, source, middleware: middleware as Middleware[] });
+/** A bus on `transport` (which it does not own). */
+function bus(transport: Transport, middleware: readonly Middleware[], source = 'planner'): Bus {
+  const b = createBus({ transport, ownsTransport: false, source, middleware });
   buses.push(b);
   return b;
 }
@@ -564,13 +556,13 @@ describe('signing middleware', () => {
       transport,
       codec,
       ownsTransport: false,
-      middleware: [signing({ keyring: new Keyring({ keys: [k.signing], active: 'k' }), clock }) as Middleware],
+      middleware: [signing({ keyring: new Keyring({ keys: [k.signing], active: 'k' }), clock })],
     });
     const consumer = createBus({
       transport,
       codec,
       ownsTransport: false,
-      middleware: [signing({ keyring: new Keyring({ keys: [k.verifying] }), clock }) as Middleware],
+      middleware: [signing({ keyring: new Keyring({ keys: [k.verifying] }), clock })],
     });
     buses.push(publisher, consumer);
     const got: unknown[] = [];

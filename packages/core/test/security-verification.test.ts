@@ -5,28 +5,18 @@ import {
   ConfigError,
   createBus,
   type Envelope,
-  type Middleware,
+  hasNestedQuantifier,
   memoryTransport,
   PayloadTooLargeError,
   type Transport,
   ValidationError,
-} from '@agentbus/core';
-import { afterEach, describe, expect, it } from 'vitest';
-import {
   type VerificationConfig,
   VerificationPipeline,
   type VerificationRuleFactory,
   verification,
   verificationPipeline,
-} from '../src/security/verification.js';
-import { hasNestedQuantifier } from '../src/security/verification-rules.js';
-
-/**
- * The middleware as the bus's type: for the type checker `@agentbus/core` is the built package
- * and the relative import its source, whose Delivery class (private fields) it sees as another.
- * At run time both are the source. Goes away once index.ts exports the middleware.
- */
-const verificationMiddleware = (pipeline: VerificationPipeline) => verification(pipeline) as unknown as Middleware;
+} from '@agentbus/core';
+import { afterEach, describe, expect, it } from 'vitest';
 
 const EXAMPLE = `
 rules:
@@ -57,7 +47,7 @@ async function verifiedBus(pipeline: VerificationPipeline, pattern: string, tran
     createBus({
       transport: transport ?? memoryTransport(),
       ownsTransport: transport === undefined,
-      middleware: [verificationMiddleware(pipeline)],
+      middleware: [verification(pipeline)],
     }),
   );
   const received: Envelope[] = [];
@@ -252,7 +242,7 @@ describe('verification on publish (memory transport)', () => {
     const bus = track(
       createBus({
         transport: memoryTransport(),
-        middleware: [verification(pipeline, { logger }) as unknown as Middleware],
+        middleware: [verification(pipeline, { logger })],
       }),
     );
     await rejection(bus.publish('log.a', { a: { b: 1 } }, { id: 'm-1' }), ValidationError);
