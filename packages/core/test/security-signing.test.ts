@@ -862,6 +862,38 @@ describe('canonicalization and signing: properties', () => {
   buses.push(base);
   const json = fc.jsonValue({ maxDepth: 4, stringUnit: 'grapheme' });
 
+  it('writes what a plain reference writer writes (sorted keys, JSON.stringify leaves), array-index keys and Dates included', () => {
+    // The reference: obviously right, slow. canonicalize has a fast path through JSON.stringify
+    // and a member-by-member one; whichever it takes, the bytes must be these.
+    const reference = (v: unknown): string => {
+      if (v instanceof Date) return JSON.stringify(v);
+      if (Array.isArray(v)) return `[${v.map(reference).join(',')}]`;
+      if (v !== null && typeof v === 'object') {
+        const rec = v as Record<string, unknown>;
+        const members = Object.keys(rec)
+          .filter((k) => rec[k] !== undefined)
+          .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+          .map((k) => `${JSON.stringify(k)}:${reference(rec[k])}`);
+        return `{${members.join(',')}}`;
+      }
+      return JSON.stringify(v);
+    };
+    const withIndexKeys = fc.dictionary(fc.constantFrom('0', '1', '10', '9', 'a', 'B', '\u00e9', '-1', '01'), json, {
+      maxKeys: 6,
+    });
+    const value = fc.oneof(
+      json,
+      withIndexKeys,
+      fc.record({ when: fc.date({ noInvalidDate: true }), gone: fc.constant(undefined), list: fc.array(json) }),
+    );
+    fc.assert(
+      fc.property(value, (v) => {
+        expect(canonicalize(v)).toBe(reference(v));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
   it('is stable under deep reordering of object keys (same canonical bytes, same signature)', () => {
     fc.assert(
       fc.property(json, fc.integer(), fc.constantFrom<'hmac' | 'ed'>('hmac', 'ed'), (data, seed, which) => {

@@ -18,18 +18,118 @@ import { ValidationError } from '../errors.js';
  *   its ISO string), so the canonical form is that of what the JSON codec sends.
  */
 export function canonicalize(value: unknown): string {
+  // Fast path: the value checked and, where its keys are out of order, copied with them in order;
+  // then the engine's own JSON.stringify writes it. Objects with array-index keys (which no
+  // object can hold in code-unit order) and anything refused go the member-by-member way.
+  const ordered = inOrder(value, '', []);
+  if (ordered !== SLOW && ordered !== OMIT) return JSON.stringify(ordered);
   const out: string[] = [];
   write(value, '$', '', out, []);
   return out.join('');
+}
+
+/** No lone surrogates (they do not survive UTF-8). String#isWellFormed is in Node 20; TS's lib here predates it. */
+function wellFormed(s: string): boolean {
+  return (s as unknown as { isWellFormed(): boolean }).isWellFormed();
+}
+
+/** inOrder: JSON leaves the value out (undefined, a function, a symbol). */
+const OMIT: unique symbol = Symbol('omit');
+/** inOrder: the fast path cannot write it (or it is refused: the slow path says why, with its path). */
+const SLOW: unique symbol = Symbol('slow');
+
+/** An array index as a property key: objects list those first, in numeric order. */
+const INDEX_KEY = /^(?:0|[1-9][0-9]{0,9})$/;
+
+/**
+ * `value` as JSON.stringify would see it with every object's keys in code-unit order: the value
+ * itself where it already is (no copy), else a copy. OMIT for what JSON leaves out, SLOW for what
+ * the fast path does not handle (including everything the canonical form refuses).
+ */
+function inOrder(value: unknown, key: string, stack: object[]): unknown {
+  switch (typeof value) {
+    case 'string':
+      return wellFormed(value) ? value : SLOW;
+    case 'number':
+      return Number.isFinite(value) ? value : SLOW;
+    case 'boolean':
+      return value;
+    case 'undefined':
+    case 'function':
+    case 'symbol':
+      return OMIT;
+    case 'bigint':
+      return SLOW;
+  }
+  if (value === null) return null;
+  const obj = value as object;
+  if (typeof (obj as { toJSON?: unknown }).toJSON === 'function') {
+    // Replaced by its result here, so JSON.stringify does not call it a second time.
+    return inOrder((obj as { toJSON(key: string): unknown }).toJSON(key), key, stack);
+  }
+  if (stack.includes(obj)) return SLOW;
+  stack.push(obj);
+  let result: unknown = obj;
+  if (Array.isArray(obj)) {
+    let copy: unknown[] | undefined;
+    for (let i = 0; i < obj.length; i++) {
+      const item = obj[i];
+      const r = inOrder(item, String(i), stack);
+      if (r === SLOW || r === OMIT) {
+        result = SLOW; // JSON.stringify would write null for an omitted item: refused
+        break;
+      }
+      if (r !== item) {
+        copy ??= obj.slice(0, i);
+        copy.push(r);
+      } else copy?.push(r);
+    }
+    if (result !== SLOW && copy) result = copy;
+  } else if (!isPlainObject(obj)) result = SLOW;
+  else {
+    const keys = Object.keys(obj);
+    let sorted = true;
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i] as string;
+      if (INDEX_KEY.test(k) || !wellFormed(k)) {
+        sorted = false;
+        result = SLOW;
+        break;
+      }
+      if (i > 0 && (keys[i - 1] as string) > k) sorted = false;
+    }
+    if (result !== SLOW) {
+      let values: unknown[] | undefined;
+      const rec = obj as Record<string, unknown>;
+      for (let i = 0; i < keys.length; i++) {
+        const v = rec[keys[i] as string];
+        const r = inOrder(v, keys[i] as string, stack);
+        if (r === SLOW) {
+          result = SLOW;
+          break;
+        }
+        // An omitted member stays: JSON.stringify leaves it out as the canonical form does.
+        if (r !== v && r !== OMIT) {
+          values ??= keys.slice(0, i).map((k) => rec[k]);
+          values.push(r);
+        } else values?.push(v);
+      }
+      if (result !== SLOW && (!sorted || values)) {
+        const order = sorted ? keys : [...keys].sort(byCodeUnits);
+        const copy: Record<string, unknown> = {};
+        for (const k of order) copy[k] = values ? values[keys.indexOf(k)] : rec[k];
+        result = copy;
+      }
+    }
+  }
+  stack.pop();
+  return result;
 }
 
 /** {@link canonicalize} as UTF-8 bytes: what is signed. */
 export function canonicalBytes(value: unknown): Buffer {
   return Buffer.from(canonicalize(value), 'utf8');
 }
-
-/** Matches a lone surrogate (with the `u` flag a well-formed pair is one code point and does not match). */
-const LONE_SURROGATE = /\p{Cs}/u;
 
 /** Code-unit order, as RFC 8785 §3.2.3 asks (the same as `Array#sort` without a comparator). */
 function byCodeUnits(a: string, b: string): number {
@@ -41,7 +141,7 @@ function fail(path: string, what: string): never {
 }
 
 function writeString(s: string, path: string, out: string[]): void {
-  if (LONE_SURROGATE.test(s)) fail(path, 'string has a lone surrogate (not valid UTF-8)');
+  if (!wellFormed(s)) fail(path, 'string has a lone surrogate (not valid UTF-8)');
   out.push(JSON.stringify(s));
 }
 
