@@ -23,6 +23,16 @@ describe('the middleware benchmark options', () => {
     expect(parseBenchMiddleware('stack')).toEqual(['retry', 'sequencing', 'dedup']);
     expect(parseBenchMiddleware('dedup, retry')).toEqual(['retry', 'dedup']);
     expect(parseBenchMiddleware('sequencing,sequencing')).toEqual(['sequencing']);
+    // The security stacks: the signing algorithm first (its verifier goes around everything), then schema.
+    expect(parseBenchMiddleware('security-hmac')).toEqual(['sign-hmac', 'schema']);
+    expect(parseBenchMiddleware('schema, stack, sign-ed25519')).toEqual([
+      'sign-ed25519',
+      'retry',
+      'schema',
+      'sequencing',
+      'dedup',
+    ]);
+    expect(() => parseBenchMiddleware('sign-hmac,sign-ed25519')).toThrow(/one algorithm/);
     expect(resolveBenchOptions({}).middleware).toEqual([]);
   });
 
@@ -40,7 +50,7 @@ describe('the middleware benchmark options', () => {
   it('says on the command line which middleware there is (usage error, exit 2)', async () => {
     const out = await agentbus(['--transport', 'memory:', 'bench', '--middleware', 'cache']);
     expect(out.code).toBe(2);
-    expect(out.stderr).toMatch(/--middleware.*cache.*retry, dedup and sequencing/s);
+    expect(out.stderr).toMatch(/--middleware.*cache.*retry, dedup, sequencing, sign-hmac, sign-ed25519 and schema/s);
   });
 });
 
@@ -86,6 +96,16 @@ describe('agentbus bench --middleware on memory', () => {
     const table = benchTable(report, createStyle(false)).join('\n');
     expect(table).toMatch(/agentbus\s+bare bus\s+agentbus\/bare\s+raw\s+agentbus\/raw/);
     expect(table).toContain(`middleware/bare ${(report.middleware_ratio as number).toFixed(2)}`);
+  });
+
+  it('measures signing and schema validation beside the bare bus: every message signed, verified and validated', async () => {
+    const args = ['--messages', '200', '--size', '128', '--consumers', '2', '--warmup', '50', '--rounds', '1'];
+    const out = await agentbus(['--transport', 'memory:', 'bench', '--middleware', 'security-ed25519', ...args, '--json']);
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stderr).toContain('agentbus + sign-ed25519 + schema: end to end');
+    const report = lastJsonLine(out.stdout);
+    expect(report).toMatchObject({ middleware: 'sign-ed25519,schema' });
+    expectPositive(report, ['middleware_e2e_per_s', 'bare_e2e_per_s', 'middleware_ratio']);
   });
 
   it('adds no middleware fields to a run without middleware', async () => {

@@ -21,6 +21,8 @@ export interface AgentbusSubjectOptions {
    * default none.
    */
   readonly workflows?: number | undefined;
+  /** The envelope `type` of every message (default: the topic, as a bus sets it). */
+  readonly type?: string | undefined;
   /** Shown in reports; default `agentbus`. */
   readonly label?: string | undefined;
   /** Runs after the bus closed (middleware timers). */
@@ -47,12 +49,15 @@ export class AgentbusSubject implements BenchSubject {
     // Subscribing declares the group, so messages published before any consumer runs are kept.
     await (await bus.subscribe(topic, () => {}, { group })).close();
     const pad = this.#pad;
-    const { concurrency, prefetch, workflows } = this.options;
+    const { concurrency, prefetch, workflows, type } = this.options;
     // Made once per channel: the publish loop only picks the next one.
+    const typed: PublishOptions = type === undefined ? {} : { type };
     const perWorkflow: PublishOptions[] | undefined =
       workflows === undefined
-        ? undefined
-        : Array.from({ length: workflows }, (_, i) => Object.freeze({ workflowid: `${name}-${i}` }));
+        ? type === undefined
+          ? undefined
+          : [Object.freeze(typed)]
+        : Array.from({ length: workflows }, (_, i) => Object.freeze({ ...typed, workflowid: `${name}-${i}` }));
     let sent = 0;
     const nextOptions = perWorkflow && (() => perWorkflow[sent++ % perWorkflow.length]);
     return {

@@ -67,7 +67,7 @@ function addBenchOptions(command: Command): Command {
     )
     .option(
       '--middleware <list>',
-      'run agentbus with retry, dedup and/or sequencing (comma-separated, or stack for all three; memory stores) and also measure the bare bus on the same messages',
+      'run agentbus with retry, dedup, sequencing (stack: all three; memory stores), sign-hmac or sign-ed25519, schema (security-hmac, security-ed25519: signing + schema), comma-separated, and also measure the bare bus on the same messages',
       middlewareList,
     )
     .option(

@@ -6,7 +6,7 @@ import { ConfigError, codecByName, createBus } from '@agentbus/core';
 import { NatsNames } from '@agentbus/nats';
 import { openTransport, parseTransportUrl } from '../open-transport.js';
 import { AgentbusSubject } from './agentbus-subject.js';
-import { type BenchMiddleware, benchMiddlewareStack } from './bench-middleware.js';
+import { BENCH_MESSAGE_TYPE, type BenchMiddleware, benchMiddlewareStack } from './bench-middleware.js';
 import { type BenchOptions, resolveBenchOptions } from './bench-options.js';
 import { type BareComparison, type BenchReport, benchReport, middlewareFields } from './bench-report.js';
 import type { BenchChannel, BenchSubject } from './bench-subject.js';
@@ -298,8 +298,10 @@ function openAgentbus(
       prefetch,
       runId,
       size: o.size,
-      // The bare bus publishes the same messages as the middleware one: with workflow ids.
+      // The bare bus publishes the same messages as the middleware one: with workflow ids, and
+      // with the type schema validation knows when it is on.
       workflows: withMiddleware ? o.workflows : undefined,
+      type: o.middleware.includes('schema') ? BENCH_MESSAGE_TYPE : undefined,
       label: !withMiddleware
         ? 'agentbus'
         : middleware.length > 0
