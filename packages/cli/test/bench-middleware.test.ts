@@ -100,7 +100,15 @@ describe('agentbus bench --middleware on memory', () => {
 
   it('measures signing and schema validation beside the bare bus: every message signed, verified and validated', async () => {
     const args = ['--messages', '200', '--size', '128', '--consumers', '2', '--warmup', '50', '--rounds', '1'];
-    const out = await agentbus(['--transport', 'memory:', 'bench', '--middleware', 'security-ed25519', ...args, '--json']);
+    const out = await agentbus([
+      '--transport',
+      'memory:',
+      'bench',
+      '--middleware',
+      'security-ed25519',
+      ...args,
+      '--json',
+    ]);
     expect(out.code, out.stderr).toBe(0);
     expect(out.stderr).toContain('agentbus + sign-ed25519 + schema: end to end');
     const report = lastJsonLine(out.stdout);
