@@ -37,6 +37,26 @@ export function header(value: string, previous: Record<string, string> | undefin
   return { ...previous, [value.slice(0, eq).trim()]: value.slice(eq + 1) };
 }
 
+const DURATION_UNITS_MS: Readonly<Record<string, number>> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A duration with its unit, `500ms`, `30s`, `15m`, `1h`, `2d`, as milliseconds (> 0). */
+export function duration(value: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/.exec(value);
+  const ms = m ? Number(m[1]) * (DURATION_UNITS_MS[m[2] as string] as number) : Number.NaN;
+  if (!Number.isFinite(ms) || ms <= 0) {
+    throw new InvalidArgumentError('a duration with a unit is expected, e.g. 500ms, 30s, 15m, 1h, 2d.');
+  }
+  return ms;
+}
+
+/** A comma-separated list (`--roles a,b`), repeatable; empty items are refused. */
+export function commaList(value: string, previous: readonly string[] | undefined): string[] {
+  const items = value.split(',').map((s) => s.trim());
+  if (items.some((s) => s === ''))
+    throw new InvalidArgumentError('a comma-separated list of non-empty names is expected.');
+  return [...(previous ?? []), ...items];
+}
+
 /** Parses the JSON given on the command line, naming the problem when it is malformed. */
 export function parseJsonArgument(text: string, name: string): unknown {
   try {

@@ -13,6 +13,10 @@ export interface CliContext {
 /** The options every command inherits from the root program. */
 export interface GlobalOptions {
   readonly transport: string;
+  /** `--keyring <file>` or `$AGENTBUS_KEYRING_FILE`; see security/keyring-source.ts. */
+  readonly keyring?: string;
+  /** `--verify-config <file>` or `$AGENTBUS_VERIFY_CONFIG`. */
+  readonly verifyConfig?: string;
 }
 
 /** The transport URL after flag, env and default were merged by commander. */

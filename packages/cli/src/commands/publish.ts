@@ -2,6 +2,7 @@ import { assertTopic, type PublishItem, type PublishOptions } from '@agentbus/co
 import type { Command } from 'commander';
 import { header, parseJsonArgument, positiveInt, priority, readStdin } from '../arguments.js';
 import { type CliContext, connectBus, transportUrlOf } from '../context.js';
+import { publishSecurity } from '../security/command-security.js';
 
 /** Defaults of `agentbus publish`. */
 export const PUBLISH_DEFAULTS = Object.freeze({
@@ -24,7 +25,10 @@ interface PublishFlags {
 export function registerPublishCommand(program: Command, ctx: CliContext): void {
   program
     .command('publish')
-    .description('publish an event; prints the envelope id (one per line with --count)')
+    .description(
+      'publish an event; prints the envelope id (one per line with --count); signs it with --keyring and ' +
+        'checks it against --verify-config first',
+    )
     .argument('<topic>', 'concrete topic, e.g. tasks.summarise')
     .argument('<json>', "the event data as JSON, or '-' to read it from stdin")
     .option('--source <agent>', 'the sending agent (CloudEvents source)', PUBLISH_DEFAULTS.source)
@@ -43,8 +47,9 @@ export function registerPublishCommand(program: Command, ctx: CliContext): void 
         ...(flags.ttlMs === undefined ? {} : { ttlMs: flags.ttlMs }),
         ...(flags.header === undefined ? {} : { headers: flags.header }),
       };
+      const security = await publishSecurity(command, ctx.out);
       const url = transportUrlOf(command);
-      const bus = await connectBus(ctx, url, { source: flags.source });
+      const bus = await connectBus(ctx, url, { source: flags.source, middleware: security.middleware });
       for (let sent = 0; sent < flags.count; sent += PUBLISH_DEFAULTS.batchSize) {
         const n = Math.min(PUBLISH_DEFAULTS.batchSize, flags.count - sent);
         const items: PublishItem[] = Array.from({ length: n }, () => ({ topic, data, options }));
