@@ -17,6 +17,7 @@ export * from './saga-fixtures.js';
 export * from './saga-repository-tests.js';
 export * from './saga-tests.js';
 export * from './saga-transport-scenario.js';
+export * from './security-scenario.js';
 export * from './sequence-store-tests.js';
 export * from './sequencing-scenario.js';
 export * from './server.js';

@@ -1,0 +1,4 @@
+import { securityAttackConformance } from '@agentbus/conformance';
+import { memoryTransport } from '@agentbus/core';
+
+securityAttackConformance({ name: 'memory', open: () => memoryTransport() });
