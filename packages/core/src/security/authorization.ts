@@ -2,7 +2,7 @@ import { type Envelope, expiresAtMs } from '../envelope.js';
 import { ConfigError } from '../errors.js';
 import type { ConsumeContext, Middleware, Next, PublishContext, SubscribeContext } from '../middleware.js';
 import { nonNegativeNumber, positiveInteger } from '../validate.js';
-import { forbidden, type Policy, type Principal, patternsOverlap } from './permissions.js';
+import { forbidden, type Policy, type Principal, patternsOverlap, principalName } from './permissions.js';
 
 /** The first segment of reply inbox topics (`_inbox.<id>`, made by request-reply). */
 export const INBOX_SEGMENT = '_inbox';
@@ -54,6 +54,26 @@ function owns(owner: Pick<Principal, 'subject' | 'tenant'>, principal: Principal
 
 /** One registry per policy, so every authorization middleware built on a policy shares it. */
 const registries = new WeakMap<Policy, InboxRegistry>();
+
+/**
+ * The consumer groups subscribed to through the authorization middleware of a policy: each
+ * group's patterns and members. A group is one queue fed by every pattern any member subscribed
+ * with, so every member receives messages of every pattern of the group.
+ */
+interface GroupMembership {
+  readonly patterns: Set<string>;
+  readonly members: Set<Principal>;
+}
+const groupsByPolicy = new WeakMap<Policy, Map<string, GroupMembership>>();
+
+function groupsOf(policy: Policy): Map<string, GroupMembership> {
+  let groups = groupsByPolicy.get(policy);
+  if (groups === undefined) {
+    groups = new Map();
+    groupsByPolicy.set(policy, groups);
+  }
+  return groups;
+}
 
 /** The inbox registry the authorization middleware of `policy` share by default. */
 export function inboxRegistryOf(policy: Policy): InboxRegistry {
@@ -114,7 +134,11 @@ export interface AuthorizationMiddleware extends Middleware {
  *   owned by nobody yet (the principal then becomes its owner); no grant is needed for it, a
  *   deny still applies. Any other pattern is checked as `subscribe`: the allow rules must
  *   together match every topic of the pattern and no deny rule may overlap it. A group named
- *   as an inbox topic is refused unless it is the inbox subscribed to.
+ *   as an inbox topic is refused unless it is the inbox subscribed to. A group is one queue fed
+ *   by every pattern its members subscribed with: joining a group (of this policy's middleware,
+ *   in this process) needs the right to subscribe to each of its patterns
+ *   (`group-pattern-not-granted`), and a pattern new to a group must be one each of its members
+ *   may subscribe to (`group-member-not-granted`).
  * - consume: a delivered request with a reply inbox as `replyto` is remembered (inbox and
  *   correlation id, or the request id when it has none) until it is replied to, or until it
  *   expires plus `replyGraceMs` (`replyWindowMs` after delivery when it has no expiry); at most
@@ -137,6 +161,7 @@ export function authorization(options: AuthorizationOptions): AuthorizationMiddl
   const name = options.name ?? D.name;
   if (typeof name !== 'string' || name === '') throw new ConfigError('must be a non-empty string', { path: 'name' });
   const clock = policy.clock;
+  const groups = groupsOf(policy);
 
   /** Requests received, by `replyto` and correlation id: their topic and until when a reply may go. */
   const received = new Map<string, { readonly topic: string; readonly untilMs: number }>();
@@ -224,6 +249,29 @@ export function authorization(options: AuthorizationOptions): AuthorizationMiddl
       if (group !== pattern && isInboxTopic(group)) {
         throw forbidden(principal, 'subscribe', pattern, 'inbox-group', { group });
       }
+      // Every member of a group receives what every pattern of the group matches: joining needs
+      // the right to subscribe to each of the group's patterns, and a new pattern must be one
+      // every member may subscribe to.
+      const membership = groups.get(group);
+      if (membership !== undefined) {
+        for (const p of membership.patterns) {
+          if (p !== pattern && !policy.check(principal, 'subscribe', p)) {
+            throw forbidden(principal, 'subscribe', pattern, 'group-pattern-not-granted', { group, groupPattern: p });
+          }
+        }
+        if (!membership.patterns.has(pattern)) {
+          for (const m of membership.members) {
+            if (m !== principal && !policy.check(m, 'subscribe', pattern)) {
+              throw forbidden(principal, 'subscribe', pattern, 'group-member-not-granted', {
+                group,
+                member: principalName(m),
+              });
+            }
+          }
+        }
+        membership.patterns.add(pattern);
+        membership.members.add(principal);
+      } else groups.set(group, { patterns: new Set([pattern]), members: new Set([principal]) });
     },
   };
 }

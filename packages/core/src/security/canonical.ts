@@ -20,7 +20,8 @@ import { ValidationError } from '../errors.js';
 export function canonicalize(value: unknown): string {
   // Fast path: the value checked and, where its keys are out of order, copied with them in order;
   // then the engine's own JSON.stringify writes it. Objects with array-index keys (which no
-  // object can hold in code-unit order) and anything refused go the member-by-member way.
+  // object can hold in code-unit order) or a `__proto__` member, and anything refused, go the
+  // member-by-member way.
   const ordered = inOrder(value, '', []);
   if (ordered !== SLOW && ordered !== OMIT) return JSON.stringify(ordered);
   const out: string[] = [];
@@ -91,7 +92,9 @@ function inOrder(value: unknown, key: string, stack: object[]): unknown {
     let sorted = true;
     for (let i = 0; i < keys.length; i++) {
       const k = keys[i] as string;
-      if (INDEX_KEY.test(k) || !wellFormed(k)) {
+      // `__proto__`: an own member of that name (JSON.parse makes one) cannot be copied by
+      // assignment, which would set the copy's prototype and drop the member from the signed form.
+      if (INDEX_KEY.test(k) || k === '__proto__' || !wellFormed(k)) {
         sorted = false;
         result = SLOW;
         break;

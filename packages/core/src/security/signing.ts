@@ -38,16 +38,21 @@
  * Replay protection, on the first delivery of a message (attempt 1): its signature time must lie
  * within `toleranceMs` in the future and `maxAgeMs` in the past, and its source and id (per
  * consumer group) must not have been verified before while that window lasts. A redelivery
- * (attempt > 1) is the same message coming back, not a replay: the attempt count comes from the
- * broker and no publisher can set it, so the freshness and replay checks are not repeated
- * (a retry after a long backoff would fail them); its signature and key are checked again.
+ * (attempt > 1) is taken to be the same message coming back, not a replay, so the freshness and
+ * replay checks are not repeated (a retry after a long backoff would fail them); its signature
+ * and key are checked again. Caution: the broker transports compute the attempt count from
+ * what travels with the message (AMQP and NATS the `x-ab-attempts` header, Redis the entry's
+ * `a` field), which whoever may publish raw to the broker can set: against such an intruder
+ * this skip is a hole (a captured message republished as a "retry" passes again).
+ * The envelope's `topic` must be matched by the subscription's pattern (`wrong-topic`
+ * otherwise): the signature covers the topic, not the subject or routing key it arrived on.
  * Limits: a dead letter replayed from the dead-letter store comes back as attempt 1 and is refused
  * unless still fresh and not seen by this process; each process has its own cache unless given
  * a shared {@link ReplayCache}; a backlog older than `maxAgeMs` is refused (raise it where
  * messages wait that long).
  */
 import { type Clock, systemClock } from '../clock.js';
-import type { Envelope } from '../envelope.js';
+import { type Envelope, topicMatches } from '../envelope.js';
 import { BusError, ConfigError, SignatureError } from '../errors.js';
 import type { ConsumeContext, Middleware, Next, PublishContext } from '../middleware.js';
 import { positiveInteger, positiveNumber } from '../validate.js';
@@ -132,9 +137,17 @@ export interface SignatureInfo {
 /**
  * Why a message was refused, as `data.check` of its SignatureError: the key checks of
  * {@link Keyring.verificationKey} (`unknown-key`, `revoked-key`, `algorithm-mismatch`,
- * `key-not-yet-valid`, `key-expired`) or one of these.
+ * `key-not-yet-valid`, `key-expired`) or one of these. `wrong-topic`: validly signed for a topic
+ * the subscription's pattern does not match (copied onto another topic at the broker).
  */
-export type SignatureCheck = 'unsigned' | 'malformed' | 'from-future' | 'stale' | 'bad-signature' | 'replay';
+export type SignatureCheck =
+  | 'unsigned'
+  | 'malformed'
+  | 'from-future'
+  | 'stale'
+  | 'bad-signature'
+  | 'replay'
+  | 'wrong-topic';
 
 function refuse(check: SignatureCheck, message: string, extra: object = {}): never {
   throw new SignatureError(message, { data: { check, ...extra } });
@@ -323,7 +336,8 @@ function publishHook(s: Settings) {
 function consumeHook(s: Settings) {
   return (ctx: ConsumeContext, next: Next): Promise<void> => {
     const env = ctx.envelope;
-    const first = ctx.delivery.attempt <= 1;
+    // Anything but a count above 1 (NaN from a garbled transport field too) is a first delivery.
+    const first = !(ctx.delivery.attempt > 1);
     let info: SignatureInfo;
     try {
       const h = env.headers;
@@ -339,6 +353,15 @@ function consumeHook(s: Settings) {
       });
     } catch (err) {
       return Promise.reject(asSignatureError(err, env));
+    }
+    // The signature covers the envelope's topic, not the subject or routing key it arrived on:
+    // a signed message copied onto another topic at the broker must not reach that topic's handlers.
+    if (!topicMatches(ctx.pattern, env.topic)) {
+      return Promise.reject(
+        new SignatureError(`message ${env.id} was signed for topic ${env.topic}, not one of ${ctx.pattern}`, {
+          data: { check: 'wrong-topic', messageId: env.id, source: env.source, kid: info.kid, topic: env.topic },
+        }),
+      );
     }
     ctx.state.set('signature', info);
     if (!first) return next();
@@ -381,7 +404,8 @@ function asSignatureError(err: unknown, env: Envelope): SignatureError {
  * where it travels). Publish: signs with the keyring's active key; a publish fails with
  * SignatureError if there is none usable. Consume: verifies before the rest of the chain; any
  * failure — unsigned (unless `allowUnsigned`), tampered, unknown/revoked/expired key, a claimed
- * algorithm that is not the key's, a time out of tolerance, a replay — throws SignatureError,
+ * algorithm that is not the key's, a time out of tolerance, a replay, a topic the subscription's
+ * pattern does not match — throws SignatureError,
  * which is not retryable: the bus dead-letters the message with reason `signature` and the
  * handler never runs. The verified {@link SignatureInfo} is in `ctx.state.get('signature')`.
  *
