@@ -42,7 +42,10 @@ function neverShows(out: Finished, secret: string): void {
 
 const count = (text: string, needle: string) => text.split(needle).length - 1;
 
-describe.concurrent('agentbus publish and tail with a keyring', () => {
+// Each test runs several CLI processes (node + tsx, ~0.5 s of CPU each) beside the other tests.
+const SLOW = { timeout: 90_000 };
+
+describe.concurrent('agentbus publish and tail with a keyring', SLOW, () => {
   it('publish signs, tail verifies: unsigned and forged messages are refused, reported and dead-lettered', async () => {
     const transport = sqliteUrl('signed');
     const secret = randomBytes(32);
@@ -222,7 +225,7 @@ describe.concurrent('agentbus publish and tail with a keyring', () => {
 const DENY_ALPHA = 'rules:\n  - deny:\n      patterns: ["alpha-forbidden"]\n';
 const DENY_BETA = 'rules:\n  - deny:\n      patterns: ["beta-forbidden"]\n';
 
-describe.concurrent('agentbus --verify-config', () => {
+describe.concurrent('agentbus --verify-config', SLOW, () => {
   it('publish refuses a message a rule denies (exit 2) and sends what passes', async () => {
     const config = file('publish-rules.yaml', DENY_ALPHA);
     const [denied, passed] = await Promise.all([
@@ -325,7 +328,7 @@ describe.concurrent('agentbus --verify-config', () => {
   });
 });
 
-describe.concurrent('agentbus token', () => {
+describe.concurrent('agentbus token', SLOW, () => {
   const claims = ['--issuer', 'https://issuer.example', '--audience', 'agentbus'];
 
   it('issues and verifies an HS256 token with a raw secret file (argument and stdin)', async () => {

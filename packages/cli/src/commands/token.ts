@@ -55,15 +55,10 @@ function withKeyFlags(command: Command, verb: 'sign' | 'verify'): Command {
       '--key <file>',
       verb === 'sign'
         ? 'signing key file: PEM or JWK (private key), or the raw secret for HS* (a trailing newline is dropped)'
-        : 'verification key file: PEM or JWK (public key), or the raw secret for HS*',
+        : 'verification key file: PEM or JWK (public key), or the raw secret for HS* (a trailing newline is dropped)',
     )
     .addOption(new Option('--alg <alg>', 'signature algorithm, pinned').choices(JWT_ALGORITHMS).makeOptionMandatory())
-    .option('--kid <kid>', "key id (default: the JWK's kid, if any)")
-    .requiredOption(
-      '--audience <aud>',
-      verb === 'sign' ? 'the aud claim; repeat for more' : 'accepted aud (one match suffices); repeat for more',
-      repeatable,
-    );
+    .option('--kid <kid>', "key id (default: the JWK's kid, if any)");
 }
 
 function configErrorFor(err: unknown, keyFile: string): unknown {
@@ -83,10 +78,15 @@ async function tokenFrom(argument: string | undefined): Promise<string> {
 export function registerTokenCommand(program: Command, ctx: CliContext): void {
   const token = program
     .command('token')
-    .description('issue and verify JSON Web Tokens (keys from files only; never printed)');
+    .description('issue and verify JSON Web Tokens (keys from files only; never printed)')
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 ok; 1 token refused (stderr: error: UNAUTHORIZED: … (reason: …)); 2 bad usage or key file.',
+    );
 
   withKeyFlags(token.command('issue').description('sign a token for an identity and print it'), 'sign')
     .requiredOption('--issuer <iss>', 'the iss claim')
+    .requiredOption('--audience <aud>', 'the aud claim; repeat for more', repeatable)
     .requiredOption('--subject <sub>', 'the sub claim: who the token speaks for')
     .option('--roles <a,b>', 'roles claim, comma-separated; repeat for more', commaList)
     .option('--tenant <tenant>', 'tenant claim')
@@ -127,6 +127,7 @@ export function registerTokenCommand(program: Command, ctx: CliContext): void {
     'verify',
   )
     .requiredOption('--issuer <iss>', 'accepted iss; repeat for more', repeatable)
+    .requiredOption('--audience <aud>', 'accepted aud (one match suffices); repeat for more', repeatable)
     .action(async (argument: string | undefined, flags: VerifyFlags) => {
       const file = await readJwtKeyFile(flags.key, flags.alg, ctx.out);
       const kid = flags.kid ?? file.kid;
