@@ -227,8 +227,9 @@ function toMs(value: Date | number | string, path: string): number {
   return ms;
 }
 
+/** One key per (tenant, subject): no tenant is not the empty tenant, and no NUL in either can make another's key. */
 function principalKey(subject: string, tenant: string | undefined): string {
-  return tenant === undefined ? `\u0000${subject}` : `${tenant}\u0000${subject}`;
+  return JSON.stringify([tenant ?? null, subject]);
 }
 
 /** How a principal is named in messages: `subject`, or `subject@tenant`. */

@@ -52,7 +52,7 @@
  * messages wait that long).
  */
 import { type Clock, systemClock } from '../clock.js';
-import { type Envelope, topicMatches } from '../envelope.js';
+import { type Envelope, expiresAtMs, topicMatches } from '../envelope.js';
 import { BusError, ConfigError, SignatureError } from '../errors.js';
 import type { ConsumeContext, Middleware, Next, PublishContext } from '../middleware.js';
 import { positiveInteger, positiveNumber } from '../validate.js';
@@ -138,7 +138,9 @@ export interface SignatureInfo {
  * Why a message was refused, as `data.check` of its SignatureError: the key checks of
  * {@link Keyring.verificationKey} (`unknown-key`, `revoked-key`, `algorithm-mismatch`,
  * `key-not-yet-valid`, `key-expired`) or one of these. `wrong-topic`: validly signed for a topic
- * the subscription's pattern does not match (copied onto another topic at the broker).
+ * the subscription's pattern does not match (copied onto another topic at the broker);
+ * `expired`: its signed `expiresat` has passed (the bus checks the transport's copy of the expiry,
+ * which a raw publisher can leave out).
  */
 export type SignatureCheck =
   | 'unsigned'
@@ -147,7 +149,8 @@ export type SignatureCheck =
   | 'stale'
   | 'bad-signature'
   | 'replay'
-  | 'wrong-topic';
+  | 'wrong-topic'
+  | 'expired';
 
 function refuse(check: SignatureCheck, message: string, extra: object = {}): never {
   throw new SignatureError(message, { data: { check, ...extra } });
@@ -363,6 +366,15 @@ function consumeHook(s: Settings) {
         }),
       );
     }
+    // The bus dead-letters expired messages by the transport's expiry, which is not signed.
+    const exp = expiresAtMs(env);
+    if (exp !== undefined && exp <= s.clock.now()) {
+      return Promise.reject(
+        new SignatureError(`message ${env.id} expired at ${env.expiresat}`, {
+          data: { check: 'expired', messageId: env.id, source: env.source, kid: info.kid },
+        }),
+      );
+    }
     ctx.state.set('signature', info);
     if (!first) return next();
     // Recorded only once verified: a forgery must not take a real message's place in the cache.
@@ -405,8 +417,8 @@ function asSignatureError(err: unknown, env: Envelope): SignatureError {
  * SignatureError if there is none usable. Consume: verifies before the rest of the chain; any
  * failure — unsigned (unless `allowUnsigned`), tampered, unknown/revoked/expired key, a claimed
  * algorithm that is not the key's, a time out of tolerance, a replay, a topic the subscription's
- * pattern does not match — throws SignatureError,
- * which is not retryable: the bus dead-letters the message with reason `signature` and the
+ * pattern does not match, a signed expiry that has passed — throws SignatureError, which is not
+ * retryable: the bus dead-letters the message with reason `signature` and the
  * handler never runs. The verified {@link SignatureInfo} is in `ctx.state.get('signature')`.
  *
  * Add it after middleware that changes envelopes on publish (sequencing), or use
