@@ -65,6 +65,12 @@ interface GroupMembership {
   readonly members: Set<Principal>;
 }
 const groupsByPolicy = new WeakMap<Policy, Map<string, GroupMembership>>();
+/**
+ * Groups remembered per policy at most; the one joined longest ago is forgotten first (a process
+ * making a fresh ephemeral group per watched task would otherwise grow without bound). A
+ * forgotten group is checked as a new one when next joined.
+ */
+export const MAX_REMEMBERED_GROUPS = 100_000;
 
 function groupsOf(policy: Policy): Map<string, GroupMembership> {
   let groups = groupsByPolicy.get(policy);
@@ -138,7 +144,8 @@ export interface AuthorizationMiddleware extends Middleware {
  *   by every pattern its members subscribed with: joining a group (of this policy's middleware,
  *   in this process) needs the right to subscribe to each of its patterns
  *   (`group-pattern-not-granted`), and a pattern new to a group must be one each of its members
- *   may subscribe to (`group-member-not-granted`).
+ *   may subscribe to (`group-member-not-granted`). The groups joined longest ago are forgotten
+ *   beyond {@link MAX_REMEMBERED_GROUPS}.
  * - consume: a delivered request with a reply inbox as `replyto` is remembered (inbox and
  *   correlation id, or the request id when it has none) until it is replied to, or until it
  *   expires plus `replyGraceMs` (`replyWindowMs` after delivery when it has no expiry); at most
@@ -271,7 +278,12 @@ export function authorization(options: AuthorizationOptions): AuthorizationMiddl
         }
         membership.patterns.add(pattern);
         membership.members.add(principal);
-      } else groups.set(group, { patterns: new Set([pattern]), members: new Set([principal]) });
+        groups.delete(group); // re-inserted last: the most recently joined
+        groups.set(group, membership);
+      } else {
+        if (groups.size >= MAX_REMEMBERED_GROUPS) groups.delete(groups.keys().next().value as string);
+        groups.set(group, { patterns: new Set([pattern]), members: new Set([principal]) });
+      }
     },
   };
 }
