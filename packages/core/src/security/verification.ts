@@ -295,7 +295,9 @@ export const VERIFICATION_DEFAULTS = Object.freeze({ onPublish: true, onConsume:
  * sanitizers replace the envelope that is sent. On consume a rejected message never reaches the
  * handler: the non-retryable error dead-letters it with reason `validation` or
  * `payload-too-large` and the rule and reason in the record's error. Consume verification also
- * covers messages from publishers without this middleware; it runs no sanitizers.
+ * covers messages from publishers without this middleware; it runs no sanitizers, and refuses
+ * (`data.rule` `topic`) an envelope whose topic the subscription's pattern does not match, as
+ * its topic would pick the rules.
  */
 export function verification(pipeline: VerificationPipeline, options: VerificationMiddlewareOptions = {}): Middleware {
   if (!(pipeline instanceof VerificationPipeline)) {
@@ -329,7 +331,18 @@ export function verification(pipeline: VerificationPipeline, options: Verificati
   }
   if (onConsume) {
     middleware.consume = async (ctx, next) => {
-      const result = await pipeline.verify(ctx.envelope, { sanitize: false });
+      const env = ctx.envelope;
+      if (!topicMatches(ctx.pattern, env.topic)) {
+        // Rules are scoped by the envelope's topic: one that is not where the message arrived
+        // (set so by a raw publisher) would pick the rules of some other topic.
+        const reason = `the envelope's topic ${env.topic} is not one the subscription ${ctx.pattern} matches`;
+        logger.warn(
+          { rule: 'topic', reason, side: 'consume', messageId: env.id, topic: env.topic },
+          'verification rejected a message',
+        );
+        throw new ValidationError(`verification rejected the message: ${reason}`, { data: { rule: 'topic', reason } });
+      }
+      const result = await pipeline.verify(env, { sanitize: false });
       if (!result.ok) refuse(result.rejection, ctx.envelope, 'consume');
       await next();
     };
