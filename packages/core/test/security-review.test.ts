@@ -6,6 +6,7 @@
 import {
   authorization,
   type Bus,
+  ConfigError,
   type ConsumeContext,
   canonicalize,
   createBus,
@@ -13,6 +14,7 @@ import {
   type Delivery,
   type Envelope,
   ForbiddenError,
+  hasNestedQuantifier,
   jsonCodec,
   Keyring,
   ManualClock,
@@ -303,6 +305,21 @@ describe('verification pipeline: an envelope whose topic is not where it arrived
     expect(seen).toEqual([]);
     const [dl] = await transport.deadLetters.list({ group: 'agents' });
     expect(dl?.reason).toBe('validation');
+  });
+});
+
+describe('verification pipeline: slow deny patterns', () => {
+  it('refuses a group with a quantifier repeated a bounded number of times above two', () => {
+    // Each of these takes seconds (or far longer) on a 29-character string of a's and a '!'.
+    for (const bad of ['(a+){2,40}$', '(\\w+\\s?){1,40}$', '(.*a){12}$', '(?:x+y){3}']) {
+      expect({ bad, nested: hasNestedQuantifier(bad) }).toEqual({ bad, nested: true });
+    }
+    for (const ok of ['(a+){2}', '(a+){1,2}', '(ab){5,9}', 'a{3}(b+)']) {
+      expect({ ok, nested: hasNestedQuantifier(ok) }).toEqual({ ok, nested: false });
+    }
+    expect(() => verificationPipeline({ config: { rules: [{ deny: { patterns: ['(\\w+\\s?){1,40}$'] } }] } })).toThrow(
+      ConfigError,
+    );
   });
 });
 

@@ -166,8 +166,9 @@ const INLINE_FLAGS = /^\(\?[a-z]+\)/;
 const LEADING_DOT_STAR = /^\.[*+]/;
 
 /**
- * Whether a pattern repeats, without bound, a group that itself holds an unbounded quantifier
- * (`(a+)+`, `(\w+\s?)*`, `((ab)*c)+`): the usual shape of exponential backtracking. A heuristic,
+ * Whether a pattern repeats, without bound or more than twice, a group that itself holds an
+ * unbounded quantifier (`(a+)+`, `(\w+\s?)*`, `((ab)*c)+`, `(\w+\s?){1,40}`): the usual shape of
+ * exponential (or high-degree polynomial) backtracking. A heuristic,
  * not a proof — overlapping alternatives under a star (`(a|ab)*`) pass it — which is why the scan
  * is capped as well.
  */
@@ -201,7 +202,13 @@ export function hasNestedQuantifier(source: string): boolean {
         if (lastWasLoopingGroup) return true;
         groups[groups.length - 1] = true;
         i += unbounded.length;
-      } else i += /^\{\d+(,\d+)?\}/.exec(ahead)?.[0].length ?? 1;
+      } else {
+        const bounded = /^\{(\d+)(?:,(\d+))?\}/.exec(ahead);
+        // A bounded repeat is as bad once it allows more than two rounds: `(a+){2,40}$` takes
+        // seconds on 30 characters. (Two rounds, `(a+){2}`, is quadratic, like `a.*b`.)
+        if (bounded !== null && lastWasLoopingGroup && Number(bounded[2] ?? bounded[1]) > 2) return true;
+        i += bounded?.[0].length ?? 1;
+      }
       lastWasLoopingGroup = false;
     }
   }
