@@ -170,6 +170,34 @@ describe('verifier: a signed message whose expiry the broker copy leaves out', (
   });
 });
 
+describe('verifier and verification in a group subscribed with several patterns', () => {
+  it('accept the messages of every pattern the group was subscribed with here', async () => {
+    const clock = new ManualClock(T0);
+    const transport = memoryTransport({ clock });
+    const ring = keyring();
+    const publisher = createBus({ transport, clock, middleware: [signer({ keyring: ring, clock })] });
+    const consumer = createBus({
+      transport,
+      clock,
+      middleware: [verifier({ keyring: ring, clock }), verification(verificationPipeline())],
+    });
+    buses.push(publisher, consumer);
+    // One queue bound to both patterns: either subscription may be handed either kind. With the
+    // refunds.> subscription closed (the binding stays), orders.> is handed both.
+    const got: string[] = [];
+    const refunds = await consumer.subscribe('refunds.>', (d) => void got.push(d.topic), { group: 'workers' });
+    await refunds.close();
+    await consumer.subscribe('orders.>', (d) => void got.push(d.topic), { group: 'workers' });
+    for (let i = 0; i < 5; i++) {
+      await publisher.publish('orders.new', { i });
+      await publisher.publish('refunds.new', { i });
+    }
+    await until(async () => got.length + (await transport.deadLetters.list()).length === 10, 'all 10');
+    expect(got.filter((t) => t === 'refunds.new')).toHaveLength(5);
+    expect(await transport.deadLetters.list()).toEqual([]);
+  });
+});
+
 /** A consume context of one delivery, for calling the verifier's hook directly. */
 function consumeContext(envelope: Envelope, attempt: number): ConsumeContext {
   return {

@@ -44,19 +44,22 @@
  * what travels with the message (AMQP and NATS the `x-ab-attempts` header, Redis the entry's
  * `a` field), which whoever may publish raw to the broker can set: against such an intruder
  * this skip is a hole (a captured message republished as a "retry" passes again).
- * The envelope's `topic` must be matched by the subscription's pattern (`wrong-topic`
- * otherwise): the signature covers the topic, not the subject or routing key it arrived on.
+ * The envelope's `topic` must be matched by the subscription's pattern, or by another pattern its
+ * group was subscribed with through this middleware (`wrong-topic` otherwise): the signature
+ * covers the topic, not the subject or routing key it arrived on. (A group bound to patterns
+ * subscribed only in other processes: their messages are refused here.)
  * Limits: a dead letter replayed from the dead-letter store comes back as attempt 1 and is refused
  * unless still fresh and not seen by this process; each process has its own cache unless given
  * a shared {@link ReplayCache}; a backlog older than `maxAgeMs` is refused (raise it where
  * messages wait that long).
  */
 import { type Clock, systemClock } from '../clock.js';
-import { type Envelope, expiresAtMs, topicMatches } from '../envelope.js';
+import { type Envelope, expiresAtMs } from '../envelope.js';
 import { BusError, ConfigError, SignatureError } from '../errors.js';
 import type { ConsumeContext, Middleware, Next, PublishContext } from '../middleware.js';
 import { positiveInteger, positiveNumber } from '../validate.js';
 import { canonicalize } from './canonical.js';
+import { GroupPatterns } from './group-patterns.js';
 import { type Keyring, SIGNATURE_ALGORITHMS, type SignatureAlgorithm } from './keyring.js';
 
 /** The envelope headers that carry a signature. */
@@ -336,7 +339,7 @@ function publishHook(s: Settings) {
   };
 }
 
-function consumeHook(s: Settings) {
+function consumeHook(s: Settings, groups: GroupPatterns) {
   return (ctx: ConsumeContext, next: Next): Promise<void> => {
     const env = ctx.envelope;
     // Anything but a count above 1 (NaN from a garbled transport field too) is a first delivery.
@@ -359,7 +362,7 @@ function consumeHook(s: Settings) {
     }
     // The signature covers the envelope's topic, not the subject or routing key it arrived on:
     // a signed message copied onto another topic at the broker must not reach that topic's handlers.
-    if (!topicMatches(ctx.pattern, env.topic)) {
+    if (!groups.delivers(ctx.group, ctx.pattern, env.topic)) {
       return Promise.reject(
         new SignatureError(`message ${env.id} was signed for topic ${env.topic}, not one of ${ctx.pattern}`, {
           data: { check: 'wrong-topic', messageId: env.id, source: env.source, kid: info.kid, topic: env.topic },
@@ -426,7 +429,8 @@ function asSignatureError(err: unknown, env: Envelope): SignatureError {
  */
 export function signing(options: SigningOptions): Middleware {
   const s = settingsOf(options);
-  return { name: 'signing', publish: publishHook(s), consume: consumeHook(s) };
+  const groups = new GroupPatterns();
+  return { name: 'signing', publish: publishHook(s), consume: consumeHook(s, groups), subscribe: groups.subscribed };
 }
 
 /** The publish half of {@link signing}: add it last, after middleware that changes envelopes. */
@@ -438,5 +442,6 @@ export function signer(options: Pick<SigningOptions, 'keyring' | 'clock'>): Midd
 /** The consume half of {@link signing}: add it first, so nothing acts on an unverified message. */
 export function verifier(options: SigningOptions): Middleware {
   const s = settingsOf(options);
-  return { name: 'verifier', consume: consumeHook(s) };
+  const groups = new GroupPatterns();
+  return { name: 'verifier', consume: consumeHook(s, groups), subscribe: groups.subscribed };
 }

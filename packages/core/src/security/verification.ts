@@ -3,6 +3,7 @@ import { assertPattern, type Envelope, topicMatches, withAttributes } from '../e
 import { ConfigError, PayloadTooLargeError, ValidationError } from '../errors.js';
 import { type Logger, silentLogger } from '../logger.js';
 import type { Middleware } from '../middleware.js';
+import { GroupPatterns } from './group-patterns.js';
 import { BUILT_IN_RULES, stringList } from './verification-rules.js';
 
 /**
@@ -296,8 +297,8 @@ export const VERIFICATION_DEFAULTS = Object.freeze({ onPublish: true, onConsume:
  * handler: the non-retryable error dead-letters it with reason `validation` or
  * `payload-too-large` and the rule and reason in the record's error. Consume verification also
  * covers messages from publishers without this middleware; it runs no sanitizers, and refuses
- * (`data.rule` `topic`) an envelope whose topic the subscription's pattern does not match, as
- * its topic would pick the rules.
+ * (`data.rule` `topic`) an envelope whose topic neither the subscription's pattern nor another
+ * pattern its group was subscribed with here matches, as its topic would pick the rules.
  */
 export function verification(pipeline: VerificationPipeline, options: VerificationMiddlewareOptions = {}): Middleware {
   if (!(pipeline instanceof VerificationPipeline)) {
@@ -320,7 +321,9 @@ export function verification(pipeline: VerificationPipeline, options: Verificati
     );
     throw rejectionError(rejection);
   };
-  const middleware: { name: string } & Pick<Middleware, 'publish' | 'consume'> = { name: 'verification' };
+  const middleware: { name: string } & Pick<Middleware, 'publish' | 'consume' | 'subscribe'> = {
+    name: 'verification',
+  };
   if (onPublish) {
     middleware.publish = async (ctx, next) => {
       const result = await pipeline.verify(ctx.envelope);
@@ -330,9 +333,11 @@ export function verification(pipeline: VerificationPipeline, options: Verificati
     };
   }
   if (onConsume) {
+    const groups = new GroupPatterns();
+    middleware.subscribe = groups.subscribed;
     middleware.consume = async (ctx, next) => {
       const env = ctx.envelope;
-      if (!topicMatches(ctx.pattern, env.topic)) {
+      if (!groups.delivers(ctx.group, ctx.pattern, env.topic)) {
         // Rules are scoped by the envelope's topic: one that is not where the message arrived
         // (set so by a raw publisher) would pick the rules of some other topic.
         const reason = `the envelope's topic ${env.topic} is not one the subscription ${ctx.pattern} matches`;
