@@ -228,17 +228,9 @@ describe('verifier: freshness and replay checks on "redeliveries"', () => {
     expect(ran).toBe(false);
   });
 
-  it.todo(
-    'HIGH, not fixed: a replay that claims to be a redelivery skips the freshness and replay checks. ' +
-      'The verifier trusts delivery.attempt > 1 as "the broker redelivered it", but every broker ' +
-      'transport takes the attempt count from data a raw publisher sets: AMQP and NATS add the ' +
-      'x-ab-attempts header (amqp-subscription.ts #delivery, nats-subscription.ts #delivery), Redis ' +
-      'the stream field `a` (redis-claim-source.ts). An intruder with publish rights on the broker ' +
-      'republishes a captured signed message, any age within its key validity, with x-ab-attempts: 1 ' +
-      '(attempt 2 <= maxAttempts): verifier() accepts it again and again. Fix needs a design change, ' +
-      'e.g. recording a message in the replay cache only once handled and refusing a redelivery ' +
-      'that the cache marks as handled, or a transport-side MAC over the attempt header.',
-  );
+  // Fixed since: the verifier no longer trusts the attempt count; its replay store says whether a
+  // message was seen or handled before (tests in security-signing.test.ts, 'replay protection
+  // without trusting the attempt count').
 });
 
 describe('authorization: consumer groups', () => {

@@ -15,7 +15,6 @@ import {
   loadKeyringFromJson,
   ManualClock,
   type Middleware,
-  memoryReplayCache,
   memorySequenceStore,
   memoryTransport,
   msgpackCodec,
@@ -31,6 +30,7 @@ import {
   signing,
   signingInput,
   type Transport,
+  UnrecoverableError,
   ValidationError,
   verifier,
   verifyEnvelope,
@@ -594,7 +594,7 @@ describe('signing middleware', () => {
     expect(() => signing({} as never)).toThrow(ConfigError);
     const keyring = new Keyring();
     expect(() => signing({ keyring, toleranceMs: -1 })).toThrow(/toleranceMs/);
-    expect(() => signing({ keyring, replayCache: {} as never })).toThrow(/replayCache/);
+    expect(() => signing({ keyring, replayStore: {} as never })).toThrow(/replayStore/);
   });
 
   it('a publish without an active key fails with SignatureError', async () => {
@@ -606,19 +606,83 @@ describe('signing middleware', () => {
   });
 });
 
-describe('memory replay cache', () => {
-  it('refuses a key until its window ends, and stays bounded', () => {
-    const clock = new ManualClock(T0);
-    const cache = memoryReplayCache({ clock, maxEntries: 2 });
-    expect(cache.remember('a', T0 + 100)).toBe(true);
-    expect(cache.remember('a', T0 + 100)).toBe(false);
-    clock.advance(101);
-    expect(cache.remember('a', T0 + 500)).toBe(true);
-    expect(cache.remember('b', T0 + 500)).toBe(true);
-    expect(cache.remember('c', T0 + 500)).toBe(true); // 'a' goes: the oldest beyond maxEntries
-    expect(cache.remember('c', T0 + 500)).toBe(false);
-    expect(cache.remember('b', T0 + 500)).toBe(false);
-    expect(cache.remember('a', T0 + 500)).toBe(true);
+describe('replay protection without trusting the attempt count', () => {
+  it('refuses a handled message played again as a "redelivery" (an attempt count the intruder set)', async () => {
+    const w = await world(hmac);
+    // The intruder's copy comes back as attempt 2, as a forged x-ab-attempts header would make it
+    // on AMQP or NATS: a hook in front of the verifier puts its first delivery back.
+    const forged = new Set<string>();
+    const consumer = bus(w.transport, [
+      {
+        name: 'broker-says-redelivery',
+        consume: (ctx, next) =>
+          forged.has(ctx.envelope.id) && ctx.delivery.attempt === 1 ? ctx.delivery.nack({ delayMs: 0 }) : next(),
+      },
+      signing({ keyring: w.consumerRing, clock: w.clock }),
+    ]);
+    const seen: unknown[] = [];
+    await consumer.subscribe('orders.>', (d) => void seen.push(d.data), {
+      group: 'ledger',
+      backoff: { initialDelayMs: 1, jitter: 'none' },
+    });
+    const captured = w.craft(w.publisherRing, { n: 'pay once' });
+    await inject(w.transport, captured);
+    await until(() => seen.length === 1, 'the original');
+    forged.add(captured.id);
+    await inject(w.transport, captured);
+    await until(async () => (await w.transport.deadLetters.list({ group: 'ledger' })).length === 1, 'the replay');
+    const [dl] = await w.transport.deadLetters.list({ group: 'ledger' });
+    expect(dl?.reason).toBe('signature');
+    expect(dl?.attempts).toBe(2);
+    expect(dl?.error).toContain('(replay)');
+    expect(seen).toEqual([{ n: 'pay once' }]);
+  });
+
+  it('lets a dead letter replayed by an operator through however old, and refuses it once handled', async () => {
+    const w = await world(hmac);
+    let fail = true;
+    const seen: unknown[] = [];
+    const consumer = bus(w.transport, [signing({ keyring: w.consumerRing, clock: w.clock })]);
+    await consumer.subscribe(
+      'orders.>',
+      (d) => {
+        if (fail) throw new UnrecoverableError('the ledger is down');
+        seen.push(d.data);
+      },
+      { group: 'ledger' },
+    );
+    const original = w.craft(w.publisherRing, { n: 'late but fine' });
+    await inject(w.transport, original);
+    await until(async () => (await w.transport.deadLetters.list({ group: 'ledger' })).length === 1, 'dead letter');
+    w.clock.advance(3 * 3_600_000); // hours later, long past maxAgeMs
+    fail = false;
+    expect(await w.transport.deadLetters.replay({ group: 'ledger' })).toBe(1);
+    await until(() => seen.length === 1, 'the replayed dead letter');
+    // Handled now: the same bytes again are a replay.
+    await inject(w.transport, original);
+    await until(async () => (await w.transport.deadLetters.list({ group: 'ledger' })).length === 1, 'the copy');
+    const [dl] = await w.transport.deadLetters.list({ group: 'ledger' });
+    expect(dl?.error).toContain('(replay)');
+    expect(seen).toEqual([{ n: 'late but fine' }]);
+  });
+
+  it('refuses a copy never seen before once it is stale, whatever attempt it claims', async () => {
+    const w = await world(hmac);
+    const consumer = bus(w.transport, [
+      {
+        name: 'broker-says-redelivery',
+        consume: (ctx, next) => (ctx.delivery.attempt === 1 ? ctx.delivery.nack({ delayMs: 0 }) : next()),
+      },
+      signing({ keyring: w.consumerRing, clock: w.clock }),
+    ]);
+    const seen: unknown[] = [];
+    await consumer.subscribe('orders.>', (d) => void seen.push(d.data), { group: 'ledger' });
+    const old = w.craft(w.publisherRing, { n: 'captured yesterday' }, w.clock.now() - 24 * 3_600_000);
+    await inject(w.transport, old);
+    await until(async () => (await w.transport.deadLetters.list({ group: 'ledger' })).length === 1, 'refused');
+    const [dl] = await w.transport.deadLetters.list({ group: 'ledger' });
+    expect(dl?.error).toContain('ago (max');
+    expect(seen).toEqual([]);
   });
 });
 

@@ -35,15 +35,19 @@
  *
  * `signing(opts)` is both in one middleware, for buses without envelope-changing middleware.
  *
- * Replay protection, on the first delivery of a message (attempt 1): its signature time must lie
- * within `toleranceMs` in the future and `maxAgeMs` in the past, and its source and id (per
- * consumer group) must not have been verified before while that window lasts. A redelivery
- * (attempt > 1) is taken to be the same message coming back, not a replay, so the freshness and
- * replay checks are not repeated (a retry after a long backoff would fail them); its signature
- * and key are checked again. Caution: the broker transports compute the attempt count from
- * what travels with the message (AMQP and NATS the `x-ab-attempts` header, Redis the entry's
- * `a` field), which whoever may publish raw to the broker can set: against such an intruder
- * this skip is a hole (a captured message republished as a "retry" passes again).
+ * Replay protection does not trust the delivery's attempt count (the broker transports read it
+ * from what travels with the message, which whoever may publish raw to the broker can set). The
+ * verifier keeps, per consumer group, source and id, what it knows of a message in a replay store
+ * (an {@link IdempotencyStore}: in-process by default, a Redis or SQLite one shared by every
+ * consumer): a message never seen must be fresh — its signature time within `toleranceMs` ahead and
+ * `maxAgeMs` behind — and is then recorded as being handled for `retryWindowMs` (24 h); a message
+ * recorded as being handled is a redelivery (a retry, a consumer that died, an operator's replay
+ * of its dead letter) and passes without the freshness check however old; a message whose handler
+ * succeeded is recorded as done, and a copy of it is a replay, refused. So a captured message can
+ * be played again only while its original has not been handled successfully (it then runs as a
+ * retry would; put `dedup` behind the verifier where that matters), and never once done or once
+ * stale. Size the in-process store for the message rate over `retryWindowMs`: a record evicted early
+ * lets a copy through as new while it is still fresh.
  * The envelope's `topic` must be matched by the subscription's pattern, or by another pattern its
  * group was subscribed with through this middleware (`wrong-topic` otherwise): the signature
  * covers the topic, not the subject or routing key it arrived on. (A group bound to patterns
@@ -54,10 +58,11 @@
  * messages wait that long).
  */
 import { type Clock, systemClock } from '../clock.js';
+import { type IdempotencyState, type IdempotencyStore, memoryIdempotencyStore } from '../dedup.js';
 import { type Envelope, expiresAtMs } from '../envelope.js';
 import { BusError, ConfigError, SignatureError } from '../errors.js';
 import type { ConsumeContext, Middleware, Next, PublishContext } from '../middleware.js';
-import { positiveInteger, positiveNumber } from '../validate.js';
+import { positiveNumber } from '../validate.js';
 import { canonicalize } from './canonical.js';
 import { GroupPatterns } from './group-patterns.js';
 import { type Keyring, SIGNATURE_ALGORITHMS, type SignatureAlgorithm } from './keyring.js';
@@ -77,58 +82,11 @@ export const SIGNING_DEFAULTS = Object.freeze({
   /** How far a signature time may lie in the future (clock skew), and by default in the past. */
   toleranceMs: 5 * 60_000,
   allowUnsigned: false,
-  /** Size of the default in-process replay cache. */
-  replayCacheMaxEntries: 100_000,
+  /** Keys of the default in-process replay store. */
+  replayStoreMaxKeys: 100_000,
+  /** How long a verified message is accepted again as a redelivery, and a handled one refused as a replay. */
+  retryWindowMs: 24 * 3_600_000,
 });
-
-/**
- * Where the verifier remembers the messages it verified, to refuse replays. A shared store
- * (Redis, say) protects every consumer of a group; the default one protects one process.
- */
-export interface ReplayCache {
-  /**
-   * Records `key` (an opaque string naming the consumer group, source and id of a message) as
-   * seen until `untilMs` (epoch ms, inclusive). Returns false, and records
-   * nothing, if `key` is already recorded and that record has not run out: a replay.
-   */
-  remember(key: string, untilMs: number): boolean | Promise<boolean>;
-}
-
-export interface MemoryReplayCacheOptions {
-  /** Keys kept at most (default 100,000); beyond it the oldest go first. Size it for the message rate over the window. */
-  readonly maxEntries?: number;
-  readonly clock?: Clock;
-}
-
-/**
- * An in-process {@link ReplayCache}, bounded: beyond `maxEntries` the keys recorded longest ago
- * are forgotten even if their window has not run out (a replay of one of those within its window
- * would then pass: size it for the message rate times the window).
- */
-export function memoryReplayCache(options: MemoryReplayCacheOptions = {}): ReplayCache {
-  const maxEntries = positiveInteger(
-    options.maxEntries ?? SIGNING_DEFAULTS.replayCacheMaxEntries,
-    'replayCache.maxEntries',
-  );
-  const clock = options.clock ?? systemClock;
-  // Insertion order ≈ expiry order (windows are of one length), so expired keys are at the front.
-  const seen = new Map<string, number>();
-  return {
-    remember(key, untilMs) {
-      const now = clock.now();
-      const until = seen.get(key);
-      if (until !== undefined && until >= now) return false;
-      seen.delete(key);
-      for (const [k, u] of seen) {
-        if (u >= now) break;
-        seen.delete(k);
-      }
-      seen.set(key, untilMs);
-      if (seen.size > maxEntries) seen.delete(seen.keys().next().value as string);
-      return true;
-    },
-  };
-}
 
 /** Who signed a verified message; the verifier puts it in the consume context's `state` under `signature`. */
 export interface SignatureInfo {
@@ -297,8 +255,17 @@ export interface SigningOptions {
   readonly toleranceMs?: number;
   /** How old a signature may be on first delivery (default: `toleranceMs`). */
   readonly maxAgeMs?: number;
-  /** Remembers verified messages to refuse replays (default: an in-process {@link memoryReplayCache}). */
-  readonly replayCache?: ReplayCache;
+  /**
+   * Where the verifier records the messages it verified and handled (default: an in-process
+   * {@link memoryIdempotencyStore} of 100,000 keys). Give it a store of its own, not dedup's.
+   */
+  readonly replayStore?: IdempotencyStore;
+  /**
+   * How long a verified message may come back (retries, redeliveries, a replay of its dead
+   * letter) without a fresh signature, and how long a handled one is refused as a replay
+   * (default 24 h, at least `maxAgeMs` + `toleranceMs`).
+   */
+  readonly retryWindowMs?: number;
   /** Let messages without any signature headers through to the handler (default false). */
   readonly allowUnsigned?: boolean;
 }
@@ -308,7 +275,8 @@ interface Settings {
   readonly clock: Clock;
   readonly toleranceMs: number;
   readonly maxAgeMs: number;
-  readonly replayCache: ReplayCache;
+  readonly replayStore: IdempotencyStore;
+  readonly retryWindowMs: number;
   readonly allowUnsigned: boolean;
 }
 
@@ -319,13 +287,18 @@ function settingsOf(options: SigningOptions): Settings {
   const clock = options.clock ?? systemClock;
   const toleranceMs = positiveNumber(options.toleranceMs ?? SIGNING_DEFAULTS.toleranceMs, 'toleranceMs');
   const maxAgeMs = positiveNumber(options.maxAgeMs ?? toleranceMs, 'maxAgeMs');
-  const replayCache = options.replayCache ?? memoryReplayCache({ clock });
-  if (typeof replayCache.remember !== 'function') {
-    throw new ConfigError('must have a remember(key, untilMs) method', { path: 'replayCache' });
+  const replayStore =
+    options.replayStore ?? memoryIdempotencyStore({ maxKeys: SIGNING_DEFAULTS.replayStoreMaxKeys, clock });
+  if (typeof replayStore.begin !== 'function' || typeof replayStore.complete !== 'function') {
+    throw new ConfigError('must be an IdempotencyStore (begin, complete, release)', { path: 'replayStore' });
   }
+  const retryWindowMs = Math.max(
+    positiveNumber(options.retryWindowMs ?? SIGNING_DEFAULTS.retryWindowMs, 'retryWindowMs'),
+    maxAgeMs + toleranceMs,
+  );
   const allowUnsigned = options.allowUnsigned ?? SIGNING_DEFAULTS.allowUnsigned;
   if (typeof allowUnsigned !== 'boolean') throw new ConfigError('must be a boolean', { path: 'allowUnsigned' });
-  return { keyring: options.keyring, clock, toleranceMs, maxAgeMs, replayCache, allowUnsigned };
+  return { keyring: options.keyring, clock, toleranceMs, maxAgeMs, replayStore, retryWindowMs, allowUnsigned };
 }
 
 function publishHook(s: Settings) {
@@ -342,8 +315,6 @@ function publishHook(s: Settings) {
 function consumeHook(s: Settings, groups: GroupPatterns) {
   return (ctx: ConsumeContext, next: Next): Promise<void> => {
     const env = ctx.envelope;
-    // Anything but a count above 1 (NaN from a garbled transport field too) is a first delivery.
-    const first = !(ctx.delivery.attempt > 1);
     let info: SignatureInfo;
     try {
       const h = env.headers;
@@ -355,7 +326,8 @@ function consumeHook(s: Settings, groups: GroupPatterns) {
         nowMs: s.clock.now(),
         toleranceMs: s.toleranceMs,
         maxAgeMs: s.maxAgeMs,
-        skipFreshness: !first,
+        // Checked below, once the replay store says whether the message was seen before.
+        skipFreshness: true,
       });
     } catch (err) {
       return Promise.reject(asSignatureError(err, env));
@@ -379,23 +351,52 @@ function consumeHook(s: Settings, groups: GroupPatterns) {
       );
     }
     ctx.state.set('signature', info);
-    if (!first) return next();
-    // Recorded only once verified: a forgery must not take a real message's place in the cache.
     // Length-prefixed, so that no source or id (NULs and all) can make another message's key.
-    const replayKey = `${ctx.group.length}:${ctx.group}${env.source.length}:${env.source}${env.id}`;
-    let fresh: boolean | Promise<boolean>;
+    const key = `${ctx.group.length}:${ctx.group}${env.source.length}:${env.source}${env.id}`;
+    let seen: Promise<IdempotencyState>;
     try {
-      fresh = s.replayCache.remember(replayKey, info.signedAtMs + s.maxAgeMs);
+      seen = s.replayStore.begin(key, s.retryWindowMs);
     } catch (err) {
-      return Promise.reject(err); // the cache failed (a store outage): retryable unless it says otherwise
+      return Promise.reject(err); // the store failed (an outage): retryable unless it says otherwise
     }
-    if (fresh === true) return next();
-    if (fresh === false) return Promise.reject(replayError(env, info));
-    return fresh.then((ok) => {
-      if (!ok) throw replayError(env, info);
-      return next();
+    return seen.then(async (state) => {
+      if (state === 'done') throw replayError(env, info);
+      if (state === 'new') {
+        // Never seen: it must be fresh. (Refused, it is forgotten: one from the future may be fine later.)
+        const stale = freshnessError(env, info, s);
+        if (stale) {
+          await s.replayStore.release(key).catch(() => {});
+          throw stale;
+        }
+      }
+      // 'busy': seen, not handled yet — a redelivery, however old.
+      await next();
+      // Handled: a copy from now on is a replay. (Failed or put back: it may come back as a retry.)
+      if (!ctx.delivery.settled || ctx.delivery.settledAs === 'ack') await s.replayStore.complete(key, s.retryWindowMs);
     });
   };
+}
+
+/** Why a message seen for the first time is refused for its signature time, if it is. */
+function freshnessError(env: Envelope, info: SignatureInfo, s: Settings): SignatureError | undefined {
+  const now = s.clock.now();
+  const at = {
+    messageId: env.id,
+    source: env.source,
+    kid: info.kid,
+    signedAt: new Date(info.signedAtMs).toISOString(),
+  };
+  if (info.signedAtMs > now + s.toleranceMs) {
+    return new SignatureError(`message ${env.id} was signed ${info.signedAtMs - now} ms in the future`, {
+      data: { check: 'from-future', ...at },
+    });
+  }
+  if (now - info.signedAtMs > s.maxAgeMs) {
+    return new SignatureError(`message ${env.id} was signed ${now - info.signedAtMs} ms ago (max ${s.maxAgeMs} ms)`, {
+      data: { check: 'stale', ...at },
+    });
+  }
+  return undefined;
 }
 
 function replayError(env: Envelope, info: SignatureInfo): SignatureError {
