@@ -606,6 +606,62 @@ describe('signing middleware', () => {
   });
 });
 
+describe('keys bound to their senders (sources)', () => {
+  it('refuses a message whose source the signing key may not speak for, at the signer and at the verifier', async () => {
+    const transport = memoryTransport();
+    const secret = Buffer.alloc(32, 7);
+    const plannerKey: SigningKeySpec = { kid: 'planner-key', algorithm: 'hmac-sha256', secret, sources: ['planner'] };
+    const verifying = new Keyring({ keys: [plannerKey] });
+    const consumer = bus(transport, [signing({ keyring: verifying })]);
+    const seen: string[] = [];
+    await consumer.subscribe('orders.>', (d) => void seen.push(d.envelope.source), { group: 'billing' });
+    // The planner's own bus signs; a bus claiming another source with the same key cannot.
+    const planner = bus(transport, [signing({ keyring: new Keyring({ keys: [plannerKey], active: 'planner-key' }) })]);
+    await planner.publish('orders.created', { n: 1 });
+    const impostor = bus(
+      transport,
+      [signing({ keyring: new Keyring({ keys: [plannerKey], active: 'planner-key' }) })],
+      'treasurer',
+    );
+    await expect(impostor.publish('orders.created', { n: 2 })).rejects.toMatchObject({
+      code: 'SIGNATURE',
+      data: { check: 'wrong-source', source: 'treasurer' },
+    });
+    // A key holder signing by hand for another source: the verifier refuses it.
+    const unbound = new Keyring({ keys: [{ ...plannerKey, sources: undefined }], active: 'planner-key' });
+    const forged = signEnvelope(impostor.envelope('orders.created', { n: 3 }), unbound, Date.now());
+    await inject(transport, forged);
+    await planner.publish('orders.created', { n: 4 });
+    await until(async () => seen.length === 2 && (await transport.deadLetters.list()).length === 1, 'sorted out');
+    const [dl] = await transport.deadLetters.list();
+    expect(dl?.reason).toBe('signature');
+    expect(dl?.error).toContain('may not sign for source treasurer');
+    expect(seen).toEqual(['planner', 'planner']);
+  });
+
+  it('reads sources from the keyring JSON and checks them', () => {
+    const ring = loadKeyringFromJson(
+      JSON.stringify({
+        keys: [{ kid: 'k', algorithm: 'hmac-sha256', secret: `hex:${'ab'.repeat(32)}`, sources: ['a', 'b'] }],
+      }),
+    );
+    expect(ring.get('k')?.sources).toEqual(['a', 'b']);
+    expect(ring.get('k')?.signsFor('b')).toBe(true);
+    expect(ring.get('k')?.signsFor('c')).toBe(false);
+    expect(JSON.stringify(ring.get('k'))).toContain('"sources":["a","b"]');
+    for (const [sources, path] of [
+      [[], 'keyring.keys[0].sources'],
+      ['a', 'keyring.keys[0].sources'],
+      [['a', ''], 'keyring.keys[0].sources[1]'],
+    ] as const) {
+      const text = JSON.stringify({
+        keys: [{ kid: 'k', algorithm: 'hmac-sha256', secret: `hex:${'ab'.repeat(32)}`, sources }],
+      });
+      expect(() => loadKeyringFromJson(text)).toThrow(expect.objectContaining({ path }));
+    }
+  });
+});
+
 describe('replay protection without trusting the attempt count', () => {
   it('refuses a handled message played again as a "redelivery" (an attempt count the intruder set)', async () => {
     const w = await world(hmac);

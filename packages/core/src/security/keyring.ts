@@ -44,6 +44,12 @@ export interface SigningKeySpec {
   readonly notBefore?: Date | number | string;
   /** The key is valid until this time, inclusive; absent: no end. */
   readonly notAfter?: Date | number | string;
+  /**
+   * The senders (envelope `source`) this key may sign for; absent: any. A signer refuses to sign
+   * for another source, and a verifier refuses a message claiming one (`wrong-source`): holding
+   * a key then proves who is speaking, not just that a key holder is.
+   */
+  readonly sources?: readonly string[];
 }
 
 /** What may be shown of a key: everything but its material. */
@@ -53,6 +59,7 @@ export interface SigningKeyInfo {
   readonly canSign: boolean;
   readonly notBefore?: string;
   readonly notAfter?: string;
+  readonly sources?: readonly string[];
 }
 
 const KID = /^[\x21-\x7e]{1,256}$/;
@@ -172,6 +179,8 @@ export class SigningKey {
   readonly notBeforeMs: number;
   /** End of the validity window (epoch ms, inclusive); Infinity when open. */
   readonly notAfterMs: number;
+  /** The senders this key may sign for (see {@link SigningKeySpec.sources}); undefined: any. */
+  readonly sources: readonly string[] | undefined;
   readonly #signing: KeyObject | undefined;
   readonly #verifying: KeyObject;
 
@@ -184,12 +193,13 @@ export class SigningKey {
     const notBeforeMs = timeMs(spec.notBefore, `${path}.notBefore`, Number.NEGATIVE_INFINITY);
     const notAfterMs = timeMs(spec.notAfter, `${path}.notAfter`, Number.POSITIVE_INFINITY);
     if (notAfterMs < notBeforeMs) throw new ConfigError('is before notBefore', { path: `${path}.notAfter` });
+    const sources = sourcesOf(spec.sources, `${path}.sources`);
     if (spec.algorithm === 'hmac-sha256') {
       if (spec.privateKey !== undefined || spec.publicKey !== undefined) {
         throw new ConfigError('an hmac-sha256 key takes a secret, not privateKey/publicKey', { path });
       }
       const key = hmacKey(spec.secret, `${path}.secret`);
-      return new SigningKey(spec.kid, 'hmac-sha256', key, key, notBeforeMs, notAfterMs);
+      return new SigningKey(spec.kid, 'hmac-sha256', key, key, notBeforeMs, notAfterMs, sources);
     }
     if (spec.algorithm === 'ed25519') {
       if (spec.secret !== undefined)
@@ -203,7 +213,7 @@ export class SigningKey {
       if (pub !== undefined && derived !== undefined && !samePublicKey(pub, derived)) {
         throw new ConfigError('does not belong to privateKey', { path: `${path}.publicKey` });
       }
-      return new SigningKey(spec.kid, 'ed25519', priv, (pub ?? derived) as KeyObject, notBeforeMs, notAfterMs);
+      return new SigningKey(spec.kid, 'ed25519', priv, (pub ?? derived) as KeyObject, notBeforeMs, notAfterMs, sources);
     }
     throw new ConfigError(`must be one of ${SIGNATURE_ALGORITHMS.join(', ')}`, { path: `${path}.algorithm` });
   }
@@ -215,8 +225,10 @@ export class SigningKey {
     verifying: KeyObject,
     notBeforeMs: number,
     notAfterMs: number,
+    sources: readonly string[] | undefined,
   ) {
     this.kid = kid;
+    this.sources = sources;
     this.algorithm = algorithm;
     this.#signing = signing;
     this.#verifying = verifying;
@@ -238,7 +250,20 @@ export class SigningKey {
   /** A copy of this key whose window ends at `notAfterMs` at the latest. */
   until(notAfterMs: number): SigningKey {
     const end = Math.max(this.notBeforeMs, Math.min(this.notAfterMs, notAfterMs));
-    return new SigningKey(this.kid, this.algorithm, this.#signing, this.#verifying, this.notBeforeMs, end);
+    return new SigningKey(
+      this.kid,
+      this.algorithm,
+      this.#signing,
+      this.#verifying,
+      this.notBeforeMs,
+      end,
+      this.sources,
+    );
+  }
+
+  /** Whether this key may sign for `source`. */
+  signsFor(source: string): boolean {
+    return this.sources === undefined || this.sources.includes(source);
   }
 
   /** The raw signature of `bytes`; throws SignatureError if this key cannot sign. */
@@ -266,6 +291,7 @@ export class SigningKey {
       canSign: this.canSign,
       ...(Number.isFinite(this.notBeforeMs) ? { notBefore: new Date(this.notBeforeMs).toISOString() } : {}),
       ...(Number.isFinite(this.notAfterMs) ? { notAfter: new Date(this.notAfterMs).toISOString() } : {}),
+      ...(this.sources ? { sources: this.sources } : {}),
     };
   }
 
@@ -497,6 +523,7 @@ export function loadKeyringFromJson(text: string, options: { readonly clock?: Cl
     if (typeof k !== 'object' || k === null || Array.isArray(k)) throw new ConfigError('must be an object', { path });
     const spec = k as Record<string, unknown>;
     for (const field of Object.keys(spec)) {
+      if (field === 'sources') continue; // a list of strings, checked by SigningKey.from
       if (!['kid', 'algorithm', 'secret', 'privateKey', 'publicKey', 'notBefore', 'notAfter'].includes(field)) {
         throw new ConfigError('unknown field', { path: `${path}.${field}` });
       }
@@ -518,4 +545,16 @@ export function loadKeyringFromJson(text: string, options: { readonly clock?: Cl
     ...(v.revoked === undefined ? {} : { revoked: v.revoked as string[] }),
     ...(options.clock === undefined ? {} : { clock: options.clock }),
   });
+}
+
+/** `sources` of a key spec: absent, or a non-empty list of non-empty strings (frozen). */
+function sourcesOf(value: unknown, path: string): readonly string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.length === 0)
+    throw new ConfigError('must be a non-empty list of sources', { path });
+  value.forEach((v, i) => {
+    if (typeof v !== 'string' || v === '')
+      throw new ConfigError('must be a non-empty string', { path: `${path}[${i}]` });
+  });
+  return Object.freeze([...value] as string[]);
 }

@@ -111,7 +111,8 @@ export type SignatureCheck =
   | 'bad-signature'
   | 'replay'
   | 'wrong-topic'
-  | 'expired';
+  | 'expired'
+  | 'wrong-source';
 
 function refuse(check: SignatureCheck, message: string, extra: object = {}): never {
   throw new SignatureError(message, { data: { check, ...extra } });
@@ -149,6 +150,11 @@ export function signingInput(envelope: Envelope): Buffer {
  */
 export function signEnvelope<T>(envelope: Envelope<T>, keyring: Keyring, nowMs: number): Envelope<T> {
   const key = keyring.signingKey(nowMs);
+  if (!key.signsFor(envelope.source)) {
+    throw new SignatureError(`key ${key.kid} may not sign for source ${envelope.source}`, {
+      data: { check: 'wrong-source', kid: key.kid, source: envelope.source },
+    });
+  }
   const headers = unsignedHeaders(envelope as Envelope);
   headers[SIGNATURE_HEADERS.kid] = key.kid;
   headers[SIGNATURE_HEADERS.algorithm] = key.algorithm;
@@ -218,6 +224,9 @@ export function verifyEnvelope(envelope: Envelope, options: VerifyOptions): Sign
       });
     }
     throw err;
+  }
+  if (!key.signsFor(envelope.source)) {
+    refuse('wrong-source', `message ${envelope.id}: key ${kid} may not sign for source ${envelope.source}`, at);
   }
   const signature = BASE64URL.test(value) ? Buffer.from(value, 'base64url') : undefined;
   // Only the one canonical encoding: the unused low bits of the last character must be zero,
