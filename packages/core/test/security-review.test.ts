@@ -11,6 +11,7 @@ import {
   canonicalize,
   createBus,
   createPolicy,
+  createSchemaRegistry,
   type Delivery,
   type Envelope,
   ForbiddenError,
@@ -21,6 +22,7 @@ import {
   type MemoryTransport,
   memoryTransport,
   SignatureError,
+  schemaValidation,
   signEnvelope,
   signer,
   type TransportMessage,
@@ -344,23 +346,36 @@ describe('verification pipeline: slow deny patterns', () => {
 });
 
 describe('findings left open', () => {
-  it.todo(
-    'MEDIUM, not fixed: schemaValidation() picks the schema by the publisher-chosen envelope `type`; ' +
-      'on consume an unregistered type passes unchecked (requireSchema defaults to false). A publisher ' +
-      'allowed on topic orders.created sends { type: "anything" } and the orders.created handler ' +
-      'gets data no schema checked. Fix: bind types to topics (refuse a message on a topic some ' +
-      'registration names, registration.topic defaulting to the type, whose type is not registered) ' +
-      'or default requireSchema to true — both change behaviour beyond a small fix.',
-  );
+  it('schemaValidation refuses a type not registered for a topic that has a contract (a renamed type skipped it)', async () => {
+    const registry = createSchemaRegistry();
+    registry.register({
+      type: 'orders.created',
+      version: 1,
+      schema: { type: 'object', properties: { n: { type: 'number' } }, required: ['n'] },
+    });
+    const transport = memoryTransport();
+    const consumer = createBus({ transport, ownsTransport: false, middleware: [schemaValidation({ registry })] });
+    const raw = createBus({ transport, ownsTransport: false }); // no middleware: an intruder's publisher
+    const seen: unknown[] = [];
+    await consumer.subscribe('orders.created', (d) => void seen.push(d.data), { group: 'billing' });
+    await raw.publish('orders.created', { n: 'not a number' }, { type: 'anything' });
+    await raw.publish('orders.created', { n: 1 });
+    await until(async () => seen.length === 1 && (await transport.deadLetters.list()).length === 1, 'both');
+    const [dl] = await transport.deadLetters.list();
+    expect(dl?.reason).toBe('validation');
+    expect(dl?.error).toContain('not registered for topic orders.created');
+    expect(seen).toEqual([{ n: 1 }]);
+    // And at the publisher with the middleware.
+    const sender = createBus({ transport, ownsTransport: false, middleware: [schemaValidation({ registry })] });
+    await expect(sender.publish('orders.created', { n: 2 }, { type: 'anything' })).rejects.toMatchObject({
+      code: 'VALIDATION',
+      data: { problem: 'type-not-for-topic' },
+    });
+    await Promise.all([consumer.close(), raw.close(), sender.close()]);
+  });
 
-  it.todo(
-    'MEDIUM, not fixed (design): a verified signature says which key signed, not that the key ' +
-      'belongs to envelope.source. The keyring has no kid → source binding, so any holder of a ' +
-      'verifying-and-signing key (every party of a shared HMAC key; any agent with its own Ed25519 ' +
-      "key) can sign messages claiming another agent's `source`, and the replay key (group, " +
-      'source, id) is per claimed source. Handlers must authorize by ctx.state signature.kid, which ' +
-      'they cannot see (it is in middleware state only). Needs an allowed-sources option per key.',
-  );
+  // Fixed since (opt-in): a key spec's `sources` binds it to the senders it may sign for; the
+  // verifier refuses another source (wrong-source). Tests in security-signing.test.ts.
 
   it.todo(
     'LOW, not fixed: with msgpackCodec() the signed value and the delivered one can differ in type. ' +

@@ -95,6 +95,8 @@ export class SchemaRegistry {
   /** Compiles the schemas older data is carried over to: fills in defaults (on a copy). Made on first use. */
   #fillingAjv: Ajv2020 | undefined;
   readonly #contracts = new Map<string, Contract>();
+  /** Per topic, the types registered for it (see typesOn). */
+  readonly #topicTypes = new Map<string, Set<string>>();
   /** type → from-version → to-version → upcaster. */
   readonly #upcasters = new Map<string, Map<string, Map<string, Upcaster>>>();
   readonly #deprecations: SchemaDeprecations;
@@ -166,6 +168,7 @@ export class SchemaRegistry {
     if (existing && jsonEqual(existing.info.schema, schema)) {
       replaceVersion(existing, contract as Contract, { ...existing, info });
       if (bridge) this.#addUpcaster(type, bridge.from, version, bridge.upcast);
+      this.#bind(registration.topic ?? type, type);
       return info;
     }
     if (existing && !force) {
@@ -212,7 +215,27 @@ export class SchemaRegistry {
     if (contract) replaceVersion(existing, contract, entry);
     else this.#contracts.set(type, { versions: [entry], byVersion: new Map([[version, entry]]) });
     if (bridge) this.#addUpcaster(type, bridge.from, version, bridge.upcast);
+    this.#bind(registration.topic ?? type, type);
     return info;
+  }
+
+  /** Records that messages of `type` travel on `topic`. */
+  #bind(topic: string, type: string): void {
+    let types = this.#topicTypes.get(topic);
+    if (!types) {
+      types = new Set();
+      this.#topicTypes.set(topic, types);
+    }
+    types.add(type);
+  }
+
+  /**
+   * The types registered for `topic` (a registration's `topic`, by default its type), or
+   * undefined when none is. Schema validation refuses any other type on such a topic, so that a
+   * publisher cannot skip a topic's contract by naming a type that has none.
+   */
+  typesOn(topic: string): ReadonlySet<string> | undefined {
+    return this.#topicTypes.get(topic);
   }
 
   /** The upcaster a registration brings (checked, not added yet). */

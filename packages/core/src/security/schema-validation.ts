@@ -46,10 +46,21 @@ export function schemaValidation(options: SchemaValidationOptions): Middleware {
     const data: SchemaViolation = { problem: 'unknown-type', type: env.type, errors: [] };
     throw new ValidationError(`no schema is registered for message type ${env.type}`, { data });
   };
+  /** A topic some registration names carries only the types registered for it. */
+  const checkTopic = (env: Envelope): void => {
+    const types = registry.typesOn?.(env.topic);
+    if (types === undefined || types.has(env.type)) return;
+    const data: SchemaViolation = { problem: 'type-not-for-topic', type: env.type, errors: [] };
+    throw new ValidationError(
+      `message type ${env.type} is not registered for topic ${env.topic} (registered: ${[...types].join(', ')})`,
+      { data },
+    );
+  };
   // The hooks are not async: a message they pass goes on as `next()` returns it, so the bus keeps
   // its synchronous fast paths; what they throw, the chain turns into a rejection.
   const publish: Middleware['publish'] = (ctx, next) => {
     const env = ctx.envelope;
+    checkTopic(env);
     const latest = registry.latest(env.type);
     if (!latest) return requireSchema ? unknownType(env) : next();
     registry.assertValid(env.type, env.schemaversion, env.data);
@@ -59,6 +70,7 @@ export function schemaValidation(options: SchemaValidationOptions): Middleware {
   };
   const consume: Middleware['consume'] = (ctx, next) => {
     const env = ctx.envelope;
+    checkTopic(env);
     if (!registry.has(env.type)) return requireSchema ? unknownType(env) : next();
     const migrated = registry.upcast(env);
     registry.recordUse(env.type, env.schemaversion, 'consume');

@@ -8,8 +8,11 @@ export interface PayloadError {
   readonly message: string;
 }
 
-/** Why a payload failed: its schema refused it, its type or version is unknown, or an upcaster threw. */
-export type SchemaProblem = 'invalid' | 'unknown-type' | 'unknown-version' | 'upcast-failed';
+/**
+ * Why a payload failed: its schema refused it, its type or version is unknown, an upcaster threw,
+ * or its type is not one registered for the topic it travels on.
+ */
+export type SchemaProblem = 'invalid' | 'unknown-type' | 'unknown-version' | 'upcast-failed' | 'type-not-for-topic';
 
 /** What a schema check found wrong with a payload; the `data` of the ValidationError thrown for it. */
 export interface SchemaViolation {
