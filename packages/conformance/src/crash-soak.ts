@@ -106,10 +106,21 @@ export async function crashSoak(options: CrashSoakOptions): Promise<CrashSoakRes
 
     // Finish in-process: leases of killed children expire and come back here.
     const r = new Reader(await t.subscribe(topic, { group, prefetch, ackTimeoutMs }));
-    const deadline = Date.now() + 120_000 + ackTimeoutMs;
+    const drainStart = Date.now();
+    const deadline = drainStart + 120_000 + ackTimeoutMs;
     while (counts.size < n) {
       const d = await r.take(Math.max(1, deadline - Date.now()));
-      if (!d) throw new Error(`only ${counts.size} of ${n} messages were processed`);
+      if (!d) {
+        // What became of the rest: still queued or leased (groupStats), dead-lettered, or gone.
+        const stats = await t.groupStats?.(group).catch((err: unknown) => String(err));
+        const dead = await t.deadLetters.list({ group, limit: n }).catch(() => []);
+        throw new Error(
+          `only ${counts.size} of ${n} messages were processed; group stats ${JSON.stringify(stats)}, ` +
+            `${dead.length} dead letters (${[...new Set(dead.map((x) => x.reason))].join(', ')}); ` +
+            `kill points ${JSON.stringify(killPoints)}; after ${Date.now() - drainStart} ms of draining, ` +
+            `the subscription ${r.subscription.closed ? 'closed' : 'open'}`,
+        );
+      }
       record(d.message.id);
       await d.ack();
     }
