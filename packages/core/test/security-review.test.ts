@@ -387,11 +387,35 @@ describe('findings left open', () => {
       'timestamp extension for signed traffic — a format decision.',
   );
 
-  it.todo(
-    'LOW, not fixed: authorization() is documented to go first and verifier() too; with ' +
-      'authorization first, its consume hook remembers the replyto/correlationid of a forged ' +
-      '(unverified, later refused) request, which then lets this principal publish one reply to ' +
-      'the named inbox. Document the order verifier → authorization, or remember only after the ' +
-      'hooks before the handler passed.',
-  );
+  it('authorization before a refusing hook: a forged request it saw allows no reply', async () => {
+    const policy = createPolicy({
+      roles: { worker: { rules: [{ actions: ['subscribe', 'reply'], patterns: 'tasks.>' }] } },
+    });
+    const transport = memoryTransport();
+    const refused: string[] = [];
+    const worker = createBus({
+      transport,
+      ownsTransport: false,
+      middleware: [
+        authorization({ policy, principal: { subject: 'worker', roles: ['worker'] } }),
+        {
+          name: 'stands-for-a-verifier',
+          consume: (ctx, next) => {
+            if (ctx.envelope.source !== 'forger') return next();
+            refused.push(ctx.envelope.id);
+            return Promise.reject(new SignatureError('not signed'));
+          },
+        },
+      ],
+    });
+    const forger = createBus({ transport, ownsTransport: false, source: 'forger' });
+    await worker.subscribe('tasks.>', () => {}, { group: 'workers' });
+    await forger.publish('tasks.scan', {}, { replyto: '_inbox.victim-1', correlationid: 'c-1' });
+    await until(async () => (await transport.deadLetters.list()).length === 1, 'the forged request refused');
+    expect(refused).toHaveLength(1);
+    await expect(worker.publish('_inbox.victim-1', { leaked: true }, { correlationid: 'c-1' })).rejects.toBeInstanceOf(
+      ForbiddenError,
+    );
+    await Promise.all([worker.close(), forger.close()]);
+  });
 });

@@ -235,9 +235,17 @@ export function authorization(options: AuthorizationOptions): AuthorizationMiddl
       return next();
     },
     consume(ctx: ConsumeContext, next: Next): Promise<void> {
-      const replyto = ctx.envelope.replyto;
-      if (replyto !== undefined && isInboxTopic(replyto)) remember(ctx.envelope, replyto);
-      return next();
+      const env = ctx.envelope;
+      const replyto = env.replyto;
+      if (replyto === undefined || !isInboxTopic(replyto)) return next();
+      remember(env, replyto);
+      // A request the rest of the chain refused (a verifier placed after this hook, a schema
+      // check) must not leave a reply allowed; one whose handler failed is remembered again when
+      // it is redelivered.
+      return next().catch((err: unknown) => {
+        received.delete(keyOf(replyto, env.correlationid ?? env.id));
+        throw err;
+      });
     },
     subscribe(ctx: SubscribeContext): void {
       const { pattern, group } = ctx;
