@@ -52,10 +52,9 @@
  * group was subscribed with through this middleware (`wrong-topic` otherwise): the signature
  * covers the topic, not the subject or routing key it arrived on. (A group bound to patterns
  * subscribed only in other processes: their messages are refused here.)
- * Limits: a dead letter replayed from the dead-letter store comes back as attempt 1 and is refused
- * unless still fresh and not seen by this process; each process has its own cache unless given
- * a shared {@link ReplayCache}; a backlog older than `maxAgeMs` is refused (raise it where
- * messages wait that long).
+ * Limits: each process has its own replay store unless given a shared one (`replayStore`); a
+ * message first seen when older than `maxAgeMs` is refused (raise it where a backlog waits that
+ * long); a dead letter replayed after `retryWindowMs` counts as new, and so as stale.
  */
 import { type Clock, systemClock } from '../clock.js';
 import { type IdempotencyState, type IdempotencyStore, memoryIdempotencyStore } from '../dedup.js';
