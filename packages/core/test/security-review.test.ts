@@ -3,6 +3,8 @@
  * attack found in review. `it.todo` entries are real findings whose fix is not a small one; their
  * text says what the attack is and what a fix needs.
  */
+
+import { until as waitUntil } from '@agentbus/conformance';
 import {
   authorization,
   type Bus,
@@ -36,13 +38,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 const T0 = Date.UTC(2026, 0, 1, 12);
 const MINUTE = 60_000;
 
-async function until(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
+/** The conformance package's `until`, with the description first. */
+const until = (cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> =>
+  waitUntil(cond, timeoutMs, what);
 
 function keyring(): Keyring {
   return new Keyring({

@@ -1,5 +1,6 @@
 import { createHmac, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { inspect } from 'node:util';
+import { until as waitUntil } from '@agentbus/conformance';
 import {
   type Bus,
   ConfigError,
@@ -41,14 +42,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 const T0 = Date.UTC(2026, 0, 1, 12);
 const MINUTE = 60_000;
 
-/** Polls `cond` until it holds (never a fixed sleep); fails after `timeoutMs`. */
-async function until(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
+/** The conformance package's `until`, with the description first. */
+const until = (cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> =>
+  waitUntil(cond, timeoutMs, what);
 
 interface KeyPairSpecs {
   /** What the publisher holds (can sign). */

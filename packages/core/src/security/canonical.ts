@@ -102,25 +102,24 @@ function inOrder(value: unknown, key: string, stack: object[]): unknown {
       if (i > 0 && (keys[i - 1] as string) > k) sorted = false;
     }
     if (result !== SLOW) {
-      let values: unknown[] | undefined;
+      // Members whose value had to be copied; the rest are copied as they are, if at all.
+      let changed: Map<string, unknown> | undefined;
       const rec = obj as Record<string, unknown>;
-      for (let i = 0; i < keys.length; i++) {
-        const v = rec[keys[i] as string];
-        const r = inOrder(v, keys[i] as string, stack);
+      for (const k of keys) {
+        const v = rec[k];
+        const r = inOrder(v, k, stack);
         if (r === SLOW) {
           result = SLOW;
           break;
         }
         // An omitted member stays: JSON.stringify leaves it out as the canonical form does.
-        if (r !== v && r !== OMIT) {
-          values ??= keys.slice(0, i).map((k) => rec[k]);
-          values.push(r);
-        } else values?.push(v);
+        if (r !== v && r !== OMIT) (changed ??= new Map()).set(k, r);
       }
-      if (result !== SLOW && (!sorted || values)) {
-        const order = sorted ? keys : [...keys].sort(byCodeUnits);
+      if (result !== SLOW && (!sorted || changed)) {
         const copy: Record<string, unknown> = {};
-        for (const k of order) copy[k] = values ? values[keys.indexOf(k)] : rec[k];
+        for (const k of sorted ? keys : [...keys].sort(byCodeUnits)) {
+          copy[k] = changed?.has(k) ? changed.get(k) : rec[k];
+        }
         result = copy;
       }
     }
