@@ -113,7 +113,10 @@ function inOrder(value: unknown, key: string, stack: object[]): unknown {
           break;
         }
         // An omitted member stays: JSON.stringify leaves it out as the canonical form does.
-        if (r !== v && r !== OMIT) (changed ??= new Map()).set(k, r);
+        if (r !== v && r !== OMIT) {
+          changed ??= new Map();
+          changed.set(k, r);
+        }
       }
       if (result !== SLOW && (!sorted || changed)) {
         const copy: Record<string, unknown> = {};
