@@ -5,6 +5,7 @@ export * from './bus.js';
 export * from './circuit-breaker.js';
 export * from './clock.js';
 export * from './codec.js';
+export * from './dead-letter-view.js';
 export * from './dedup.js';
 export * from './delivery.js';
 export * from './envelope.js';

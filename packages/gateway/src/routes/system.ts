@@ -1,0 +1,58 @@
+import { SAGA_UNFINISHED_STATUSES, type SagaStatus, ValidationError } from '@agentbus/core';
+import type { FastifyInstance } from 'fastify';
+import type { GatewayContext } from '../context.js';
+
+/** Groups whose backlog one stats call asks the transport for at most. */
+export const MAX_GROUP_STATS = 200;
+
+/**
+ * `GET /v1/agents` (the agent directory), `GET /v1/connections` (WebSocket clients),
+ * `GET /v1/stats` (topics, groups with backlog, throughput history) and `GET /v1/sagas`.
+ * Agents and stats need an authenticated caller; connections and sagas are operator views and
+ * need `dlq-admin` on `>`.
+ */
+export async function registerSystemRoutes(app: FastifyInstance, ctx: GatewayContext): Promise<void> {
+  const { bus, auth, activity } = ctx;
+
+  app.get('/v1/agents', async () => ({ items: await ctx.agents.list() }));
+
+  app.get('/v1/connections', async (request) => {
+    auth.authorize(request.caller, 'dlq-admin', '>');
+    return { items: ctx.connections.list() };
+  });
+
+  app.get('/v1/stats', async () => {
+    const groups = activity.groups();
+    const stats = bus.transport.groupStats?.bind(bus.transport);
+    const withBacklog = await Promise.all(
+      groups.map(async (g, i) => {
+        if (!stats || i >= MAX_GROUP_STATS) return g;
+        try {
+          return { ...g, ...(await stats(g.group)) };
+        } catch (err) {
+          return { ...g, statsError: (err as Error).message };
+        }
+      }),
+    );
+    return {
+      transport: bus.transport.name,
+      uptimeMs: Date.now() - ctx.startedAtMs,
+      connections: ctx.connections.size,
+      topics: activity.topics(),
+      groups: withBacklog,
+      history: activity.history(),
+    };
+  });
+
+  app.get<{ Querystring: { status?: string; limit?: string } }>('/v1/sagas', async (request) => {
+    auth.authorize(request.caller, 'dlq-admin', '>');
+    if (!ctx.sagas) return { items: [], enabled: false };
+    const { status, limit } = request.query;
+    const statuses = status === undefined ? SAGA_UNFINISHED_STATUSES : (status.split(',') as SagaStatus[]);
+    const n = limit === undefined ? 100 : Number(limit);
+    if (!Number.isInteger(n) || n < 1 || n > 1000)
+      throw new ValidationError('limit: an integer 1–1000 expected', { data: { path: 'limit' } });
+    const items = await ctx.sagas.list({ status: statuses, limit: n });
+    return { items, enabled: true };
+  });
+}
