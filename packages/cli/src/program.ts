@@ -3,7 +3,9 @@ import type { Command } from 'commander';
 import { registerBenchCommand } from './bench/bench-command.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerDlqCommand } from './commands/dlq.js';
+import { registerHealthCommand } from './commands/health.js';
 import { registerPublishCommand } from './commands/publish.js';
+import { registerServeCommand } from './commands/serve.js';
 import { registerTailCommand } from './commands/tail.js';
 import { registerTokenCommand } from './commands/token.js';
 import type { CliContext } from './context.js';
@@ -29,7 +31,9 @@ Keys and verification rules (see docs/cli-security.md):
 /** The `agentbus` command with all its subcommands. */
 export function createProgram(ctx: CliContext): Command {
   const program = baseProgram('agentbus')
-    .description('a reliable message bus for AI agents: publish, tail, dead letters, tokens, demo and bench')
+    .description(
+      'a reliable message bus for AI agents: publish, tail, dead letters, tokens, the gateway (serve, health), demo and bench',
+    )
     .version(version())
     .addOption(transportOption())
     .addOption(keyringOption())
@@ -39,6 +43,8 @@ export function createProgram(ctx: CliContext): Command {
   registerTailCommand(program, ctx);
   registerDlqCommand(program, ctx);
   registerTokenCommand(program, ctx);
+  registerServeCommand(program, ctx);
+  registerHealthCommand(program, ctx);
   registerDemoCommand(program, ctx);
   registerBenchCommand(program, ctx);
   return program;
