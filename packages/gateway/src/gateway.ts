@@ -71,6 +71,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   bus.use(activity.middleware());
 
   app.decorateRequest('caller', undefined as never);
+  // The API speaks JSON only: a text body is refused with 415 rather than parsed as a string.
+  app.removeContentTypeParser('text/plain');
   app.setErrorHandler((err, request, reply) => {
     const wire = toWireError(err);
     const status = statusOf(wire.code);
