@@ -57,7 +57,13 @@ export async function gatewayAuthOf(
     const inner = err.path ?? '';
     const reason =
       inner !== '' && err.message.startsWith(`${inner}: `) ? err.message.slice(inner.length + 2) : err.message;
-    const path = inner === '' ? 'auth.jwt' : `auth.jwt.${inner}`;
+    // `keys[0].key` is the key material: name the setting that gave it.
+    const keyIndex = /^keys\[(\d+)\]\.key$/.exec(inner)?.[1];
+    const spec = keyIndex === undefined ? undefined : jwt.keys[Number(keyIndex)];
+    const field = spec
+      ? (['secret', 'secretEnv', 'publicKeyFile'] as const).find((f) => spec[f] !== undefined)
+      : undefined;
+    const path = inner === '' ? 'auth.jwt' : `auth.jwt.${field ? `keys[${keyIndex}].${field}` : inner}`;
     throw new ConfigError(`${path} (from ${from}): ${reason}`, { data: { path, from } });
   }
 }
