@@ -89,6 +89,8 @@ describe.each(fixtures)('HTTP API on $name', (fixture) => {
       [{ data: 1, headers: { 'x-agentbus-sig': 'forged' } }, 400, 'VALIDATION'],
       [{ data: 1, priority: 12 }, 400, 'VALIDATION'],
       [{ data: 1, replyto: '_inbox.someone' }, 400, 'VALIDATION'],
+      [{ data: 1, replyto: 'a.*' }, 400, 'VALIDATION'],
+      [{ data: 1, replyto: 'a..b' }, 400, 'VALIDATION'],
       [[1, 2], 400, 'VALIDATION'],
     ];
     for (const [body, status, code] of cases) {

@@ -1,4 +1,4 @@
-import { isInboxTopic, type PublishOptions, ValidationError } from '@agentbus/core';
+import { assertTopic, isInboxTopic, type PublishOptions, ValidationError } from '@agentbus/core';
 import type { Caller, GatewayAuth } from '../auth.js';
 
 /** A message as a client sends it over HTTP or WebSocket. */
@@ -100,6 +100,11 @@ export function publishOptionsOf(input: MessageInput, caller: Caller, auth: Gate
 export function authorizePublish(auth: GatewayAuth, caller: Caller, topic: string, input: MessageInput): void {
   auth.authorize(caller, 'publish', topic);
   if (input.replyto !== undefined) {
+    try {
+      assertTopic(input.replyto);
+    } catch {
+      fail('replyto', 'must be a concrete topic');
+    }
     if (isInboxTopic(input.replyto)) fail('replyto', 'may not be a reply inbox');
     auth.authorize(caller, 'publish', input.replyto);
   }
