@@ -6,6 +6,7 @@ import { positiveInt, positiveNumber } from '../arguments.js';
 import { type CliContext, transportUrlOf } from '../context.js';
 import { parseTransportUrl } from '../open-transport.js';
 import { baseProgram, transportOption } from '../program-base.js';
+import { type Progress, progressWanted, startProgress } from '../progress.js';
 import { runCli } from '../run-cli.js';
 import { type BenchMiddleware, parseBenchMiddleware } from './bench-middleware.js';
 import { BENCH_DEFAULTS, type BenchQueueType } from './bench-options.js';
@@ -96,6 +97,14 @@ async function benchAction(ctx: CliContext, transport: string, flags: BenchFlags
     else ctx.out.line(formatRequestReplyReport(r));
     return;
   }
+  const total = estimatedPhases(transport, flags);
+  const progress = startProgress({
+    enabled: progressWanted(flags.json),
+    total,
+    unit: 'phases',
+    fallbackNote: (text) => ctx.out.note(text),
+  });
+  const phases = new PhaseProgress(progress, total);
   const report = await runBench(
     {
       transport,
@@ -113,11 +122,53 @@ async function benchAction(ctx: CliContext, transport: string, flags: BenchFlags
       workflows: flags.workflows,
       rounds: flags.rounds,
     },
-    (text) => ctx.out.note(`bench: ${text}`),
+    (text) => phases.log(text),
     ctx.lifecycle.signal,
-  );
+  ).finally(() => phases.stop());
   if (flags.json) ctx.out.line(JSON.stringify(report));
   else for (const line of benchTable(report, ctx.out.style)) ctx.out.line(line);
+}
+
+/** A phase line of runBench's log (`agentbus: publish 10000 messages`), as opposed to a notice. */
+const PHASE_LINE = /^[^:]+: (warm-up|publish|drain|end to end|latency)\b/;
+
+/**
+ * How many measured phases a run has: publish, drain, end to end and latency (and a warm-up) per
+ * system; with --middleware the bare bus too and the extra end-to-end rounds of both; on Redis
+ * three raw systems (ioredis, node-redis, BullMQ). Only sizes the bar; it grows if short.
+ */
+function estimatedPhases(transport: string, flags: BenchFlags): number {
+  const perSystem = 4 + (flags.warmup > 0 ? 1 : 0);
+  const middleware = (flags.middleware?.length ?? 0) > 0;
+  const buses = middleware ? 2 * perSystem + 2 * (flags.rounds - 1) : perSystem;
+  const redis = /^rediss?:/i.test(transport);
+  return buses + (redis ? 3 : 1) * perSystem;
+}
+
+/** Bench phases on a progress bar: every log line is noted above it, a phase line also advances it. */
+class PhaseProgress {
+  #started = 0;
+  constructor(
+    private readonly progress: Progress,
+    private total: number,
+  ) {}
+
+  log(text: string): void {
+    this.progress.note(`bench: ${text}`);
+    if (!PHASE_LINE.test(text)) return;
+    // A phase line says what starts now: the previous phase is done.
+    this.#started++;
+    if (this.#started > this.total) {
+      this.total = this.#started;
+      this.progress.setTotal(this.total);
+    }
+    this.progress.advance(this.#started > 1 ? 1 : 0, text);
+  }
+
+  stop(): void {
+    if (this.#started > 0) this.progress.advance(1);
+    this.progress.stop();
+  }
 }
 
 /** `--request-reply`: SQLite runs on a temporary file, like the other phases. */

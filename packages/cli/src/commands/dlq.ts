@@ -1,12 +1,20 @@
-import type { DeadLetterFilter } from '@agentbus/core';
+import type { DeadLetterFilter, Transport } from '@agentbus/core';
 import type { Command } from 'commander';
 import { positiveInt } from '../arguments.js';
 import { NotFoundError, UsageError } from '../cli-error.js';
 import { type CliContext, connectTransport, transportUrlOf } from '../context.js';
 import { deadLetterDetails, deadLetterTable, viewDeadLetter } from '../dlq/dead-letter-view.js';
+import { progressWanted, startProgress } from '../progress.js';
 
 /** Defaults of the `agentbus dlq` commands. */
-export const DLQ_DEFAULTS = Object.freeze({ limit: 100 });
+export const DLQ_DEFAULTS = Object.freeze({
+  limit: 100,
+  /**
+   * With a progress bar, a bulk replay or purge first lists at most this many matching records
+   * and acts on them one by one; what matches beyond goes in one bulk call after them.
+   */
+  progressSnapshot: 100_000,
+});
 
 interface FilterFlags {
   readonly topic?: string;
@@ -92,10 +100,48 @@ export function registerDlqCommand(program: Command, ctx: CliContext): void {
       const target = targetOf(verb, id, flags);
       const transport = await connectTransport(ctx, transportUrlOf(command));
       const n =
-        verb === 'replay' ? await transport.deadLetters.replay(target) : await transport.deadLetters.purge(target);
+        typeof target !== 'string' && progressWanted(flags.json)
+          ? await bulkWithProgress(transport, verb, target)
+          : verb === 'replay'
+            ? await transport.deadLetters.replay(target)
+            : await transport.deadLetters.purge(target);
       if (typeof target === 'string' && n === 0) throw new NotFoundError(`no dead letter with id ${target}`);
       if (flags.json) ctx.out.line(JSON.stringify({ [pastTense]: n }));
       else ctx.out.line(`${pastTense} ${n} dead letter${n === 1 ? '' : 's'}`);
     });
   }
+}
+
+/**
+ * A bulk replay or purge record by record under a progress bar (a terminal only): the matching
+ * records are listed once (at most `limit`, else {@link DLQ_DEFAULTS.progressSnapshot}) and acted
+ * on by id, so records dead-lettered again meanwhile are not picked up twice. Without a `limit`,
+ * whatever matched beyond the snapshot goes in one bulk call at the end.
+ */
+async function bulkWithProgress(
+  transport: Transport,
+  verb: 'replay' | 'purge',
+  filter: DeadLetterFilter,
+): Promise<number> {
+  const store = transport.deadLetters;
+  const act = (target: string | DeadLetterFilter) => (verb === 'replay' ? store.replay(target) : store.purge(target));
+  const cap = filter.limit ?? DLQ_DEFAULTS.progressSnapshot;
+  const records = await store.list({ ...filter, limit: cap });
+  const progress = startProgress({
+    enabled: true,
+    total: records.length,
+    unit: 'dead letters',
+    label: `${verb === 'replay' ? 'replaying' : 'purging'}`,
+  });
+  let n = 0;
+  try {
+    for (const record of records) {
+      n += await act(record.id);
+      progress.advance(1, record.message.topic);
+    }
+  } finally {
+    progress.stop();
+  }
+  if (filter.limit === undefined && records.length === cap) n += await act(filter);
+  return n;
 }
