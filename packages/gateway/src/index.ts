@@ -1,6 +1,7 @@
 export * from './activity.js';
 export * from './auth.js';
 export * from './context.js';
+export * from './dashboard/dashboard.js';
 export * from './gateway.js';
 export * from './gateway-options.js';
 export * from './http-errors.js';
