@@ -60,7 +60,10 @@ export async function gatewayHealth(url: string, deep: boolean, timeoutMs: numbe
   } catch {
     throw new UsageError(`--url: '${url}' is not a URL; e.g. ${HEALTH_DEFAULTS.url}`);
   }
-  const target = new URL(deep ? '/health?deep=1' : '/health', base);
+  // Relative to the base path, so a gateway behind a proxy prefix (`https://h/agentbus/`) works.
+  if (!base.pathname.endsWith('/')) base.pathname += '/';
+  const target = new URL(deep ? 'health?deep=1' : 'health', base);
+  const shownBase = base.href.replace(/\/$/, '');
   let res: Response;
   try {
     res = await fetch(target, {
@@ -71,8 +74,8 @@ export async function gatewayHealth(url: string, deep: boolean, timeoutMs: numbe
     const inner = (err as { cause?: { code?: string; message?: string } }).cause;
     const cause = inner?.code ?? inner?.message ?? (err as Error).message;
     if ((err as Error).name === 'TimeoutError')
-      throw new TimeoutError(`gateway at ${base.origin} did not answer within ${timeoutMs} ms`);
-    throw new ConnectionError(`gateway at ${base.origin} is unreachable (${cause})`, { cause: err });
+      throw new TimeoutError(`gateway at ${shownBase} did not answer within ${timeoutMs} ms`);
+    throw new ConnectionError(`gateway at ${shownBase} is unreachable (${cause})`, { cause: err });
   }
   const text = await res.text();
   let doc: HealthDocument;
@@ -85,7 +88,7 @@ export async function gatewayHealth(url: string, deep: boolean, timeoutMs: numbe
     throw new ConnectionError(
       `${target.href} answered ${res.status} without a health document; is it an agentbus gateway?`,
     );
-  return { ...doc, target: base.origin };
+  return { ...doc, target: shownBase };
 }
 
 /** Checks a transport directly (`transport.health(deep)`), without a gateway. */
