@@ -25,9 +25,13 @@ export class ThroughputChart {
     if (typeof ResizeObserver === 'function') new ResizeObserver(() => this.draw()).observe(canvas);
   }
 
-  /** New samples (`[{ atMs, published, delivered }]`, oldest first); redraws. */
+  /**
+   * New samples (`[{ atMs, published, delivered }]`, one a second, oldest first, the last one the
+   * second now running); redraws. The running second is left out: plotted half-counted, it would
+   * show every line diving at the right edge.
+   */
   update(history) {
-    this.history = Array.isArray(history) ? history : [];
+    this.history = Array.isArray(history) ? history.slice(0, -1) : [];
     this.draw();
   }
 
@@ -52,7 +56,9 @@ export class ThroughputChart {
     const max = niceCeil(Math.max(1, ...samples.flatMap((s) => [s.published ?? 0, s.delivered ?? 0])));
     const font = `11px ${css.fontFamily || 'sans-serif'}`;
     ctx.font = font;
-    const left = Math.ceil(ctx.measureText(String(max)).width) + 10;
+    const label = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1));
+    const levels = [0, max / 2, max];
+    const left = Math.ceil(Math.max(...levels.map((v) => ctx.measureText(label(v)).width))) + 10;
     const right = 8;
     const top = 8;
     const bottom = 20;
@@ -68,21 +74,20 @@ export class ThroughputChart {
     ctx.fillStyle = color('--axis', '#666');
     ctx.textBaseline = 'middle';
     ctx.textAlign = 'right';
-    for (const v of [0, max / 2, max]) {
+    for (const v of levels) {
       const yy = Math.round(y(v)) + 0.5;
       ctx.beginPath();
       ctx.moveTo(left, yy);
       ctx.lineTo(left + plotW, yy);
       ctx.stroke();
-      ctx.fillText(Number.isInteger(v) ? String(v) : v.toFixed(1), left - 5, yy);
+      ctx.fillText(label(v), left - 5, yy);
     }
     ctx.textBaseline = 'top';
     const seconds = samples.length;
     const ticks = seconds > 1 ? [0, Math.floor((seconds - 1) / 2), seconds - 1] : [];
     ticks.forEach((i, k) => {
       ctx.textAlign = k === 0 ? 'left' : k === ticks.length - 1 ? 'right' : 'center';
-      const ago = seconds - 1 - i;
-      ctx.fillText(ago === 0 ? 'now' : `−${ago} s`, x(i), top + plotH + 5);
+      ctx.fillText(`−${seconds - i} s`, x(i), top + plotH + 5);
     });
 
     // The two series.

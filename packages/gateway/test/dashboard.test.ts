@@ -8,7 +8,9 @@ import {
   createJwtIssuer,
   createJwtVerifier,
   type Envelope,
+  memorySagaRepository,
   memoryTransport,
+  type SagaStepState,
 } from '@agentbus/core';
 import { createGateway, DASHBOARD_CSP, type Gateway, type GatewayOptions } from '@agentbus/gateway';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
@@ -109,6 +111,11 @@ describe('dashboard assets', () => {
     expect(page.headers['x-content-type-options']).toBe('nosniff');
     expect(page.headers['referrer-policy']).toBe('no-referrer');
     expect(page.headers['cache-control']).toBe('no-cache');
+    for (const path of ['/dashboard', '/dashboard/']) {
+      const res = await fetch(`${gw.url}${path}`);
+      expect(res.url, path).toBe(`${gw.url}/`);
+      expect(res.headers.get('content-type'), path).toBe('text/html; charset=utf-8');
+    }
     for (const [file, type] of [
       ['app.js', 'text/javascript; charset=utf-8'],
       ['api.js', 'text/javascript; charset=utf-8'],
@@ -342,6 +349,7 @@ describe('dashboard in chromium', () => {
       expect(fields).toContain('amount is missing');
       expect(fields).toContain('bad-input');
       expect(await detail.locator('[data-testid="dlq-detail-headers"]').textContent()).toContain('acme');
+      await page.screenshot({ path: '/tmp/dashboard-dead-letter.png', fullPage: true });
 
       const id = await rows.first().getAttribute('data-id');
       expect(id).toBeTruthy();
@@ -368,6 +376,97 @@ describe('dashboard in chromium', () => {
       expect(problems).toEqual([]);
     } finally {
       await sub.close();
+      await context.close();
+      await gw.stop();
+    }
+  });
+
+  browserIt('shows agents, WebSocket clients and sagas in flight, as text', async () => {
+    const sagas = memorySagaRepository();
+    const step = (name: string, status: SagaStepState['status']): SagaStepState => ({
+      name,
+      status,
+      attempts: status === 'pending' ? 0 : 1,
+      failures: 0,
+      compensationAttempts: 0,
+      compensationFailures: 0,
+      interruptions: 0,
+    });
+    const now = Date.now();
+    await sagas.create({
+      id: 'saga-1',
+      name: 'book-trip',
+      status: 'running',
+      payload: {},
+      steps: [step('reserve-flight', 'succeeded'), step('reserve-hotel', 'running'), step('charge', 'pending')],
+      createdAtMs: now,
+      updatedAtMs: now,
+      version: 1,
+      owner: 'orchestrator-a',
+    });
+    await sagas.create({
+      id: 'saga-2',
+      name: 'book-trip',
+      status: 'completed',
+      payload: {},
+      steps: [step('reserve-flight', 'succeeded')],
+      createdAtMs: now,
+      updatedAtMs: now,
+      version: 1,
+    });
+    const gw = await startGateway({ sagas });
+    // The WebSocket module is not in this test: a registry stands in for it.
+    gw.gateway.context.connections = {
+      size: 1,
+      list: () => [
+        {
+          id: 'conn-1',
+          subject: '<b>mallory</b>',
+          remoteAddress: '127.0.0.1',
+          connectedAtMs: now,
+          subscriptions: [{ id: 's1', pattern: 'orders.>', group: 'billing', durable: true }],
+          framesIn: 12,
+          framesOut: 34,
+          bufferedBytes: 2048,
+        },
+      ],
+      closeAll: async () => {},
+    };
+    const agent = gw.bus.agent({
+      id: 'summarizer',
+      name: 'Summarizer',
+      description: '<script>alert(1)</script>',
+      topics: ['task.summarize.*'],
+    });
+    await agent.start();
+    const { context, page, problems } = await open(gw.url);
+    try {
+      const agentRow = page.locator('[data-testid="agent-row"][data-agent="summarizer"]');
+      await agentRow.filter({ hasText: 'task.summarize.*' }).waitFor();
+      expect(await agentRow.textContent()).toContain('<script>alert(1)</script>');
+      const conn = page.locator('[data-testid="connection-row"][data-connection="conn-1"]');
+      await conn.waitFor();
+      const connText = await conn.textContent();
+      expect(connText).toContain('<b>mallory</b>');
+      expect(connText).toContain('orders.> → billing (durable)');
+      expect(connText).toContain('12 / 34');
+      expect(connText).toContain('2.0 KiB');
+      expect(await page.locator('b', { hasText: 'mallory' }).count()).toBe(0);
+      const saga = page.locator('[data-testid="saga-row"][data-saga="saga-1"]');
+      await saga.waitFor();
+      const sagaText = await saga.textContent();
+      expect(sagaText).toContain('book-trip');
+      expect(sagaText).toContain('running');
+      expect(sagaText).toContain('1/3');
+      expect(sagaText).toContain('reserve-hotel (running)');
+      expect(sagaText).toContain('orchestrator-a');
+      expect(await page.locator('[data-testid="saga-row"]').count()).toBe(1);
+      await page
+        .locator('[data-testid="health-row"][data-check="gateway:connections"]', { hasText: '1 connections' })
+        .waitFor();
+      expect(problems).toEqual([]);
+    } finally {
+      await agent.stop();
       await context.close();
       await gw.stop();
     }

@@ -102,8 +102,9 @@ export async function registerDashboard(app: FastifyInstance, _ctx: GatewayConte
   const notFound = (path: string) => new HttpError('NOT_FOUND', `no dashboard asset ${path}`);
 
   app.get('/', (request, reply) => send(request, reply, index));
-  app.get('/dashboard', (_request, reply) => reply.redirect('/', 301));
-  app.get('/dashboard/', (_request, reply) => reply.redirect('/', 301));
+  // Relative redirects, so that the page also works behind a reverse proxy's path prefix.
+  app.get('/dashboard', (_request, reply) => reply.redirect('./', 301));
+  app.get('/dashboard/', (_request, reply) => reply.redirect('../', 301));
   app.get<{ Params: { file: string } }>('/dashboard/:file', async (request, reply) => {
     const { file } = request.params;
     const asset = file === 'index.html' ? undefined : assets.get(file);
