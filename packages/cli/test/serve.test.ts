@@ -94,6 +94,8 @@ function heldPost(url: string, body: unknown) {
       res.once('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
     });
   });
+  // The server may go away before `finish()` is called; the rejection is reported there.
+  answer.catch(() => {});
   const started = new Promise<void>((resolve) => req.once('continue', () => resolve()));
   req.flushHeaders();
   const finish = () => {
@@ -303,6 +305,20 @@ describe('agentbus serve configuration and shutdown', () => {
     expect(out.code).toBe(143);
     expect(out.stderr).not.toMatch(/error:/);
     expect(await portOpen(server.port)).toBe(false);
+  });
+
+  it('dies at once on a second signal while the first one still drains', async () => {
+    const server = await Server.start(['--transport', `sqlite:${freshDb()}`]);
+    const held = heldPost(`${server.url}/v1/topics/drain.test/messages`, { data: 1 });
+    await held.started;
+    server.cli.child.kill('SIGTERM');
+    // The held request keeps the drain waiting (up to drainTimeoutMs, 10 s by default).
+    await server.cli.waitFor((p) => p.stderr.includes('shutting down'), 'the gateway to start draining');
+    server.cli.child.kill('SIGTERM');
+    const out = await server.cli.exit(5_000);
+    expect(out.signal).toBe('SIGTERM');
+    expect(out.stderr).not.toContain('gateway closed');
+    await expect(held.finish()).rejects.toThrow();
   });
 
   it('exits 130 on SIGINT after closing the gateway, the bus and the transport', async () => {
