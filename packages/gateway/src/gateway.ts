@@ -39,7 +39,10 @@ export interface Gateway extends AsyncDisposable {
 export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const resolved = resolveGatewayOptions(options);
   const { bus } = options;
-  const logger = options.logger === false ? pino({ level: 'silent' }) : (options.logger ?? pino({ level: 'info' }));
+  const logger =
+    options.logger === false
+      ? pino({ level: 'silent' })
+      : (options.logger ?? pino({ level: 'info' }, pino.destination(2)));
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     bodyLimit: resolved.maxBodyBytes,
@@ -87,6 +90,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   app.setNotFoundHandler((request, reply) => {
     const wire = new HttpError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`).toWire();
     return reply.code(404).send({ error: wire });
+  });
+  // While draining, tell keep-alive clients to go: an idle kept-alive socket would hold close up.
+  app.addHook('onSend', async (_request, reply) => {
+    if (closing.signal.aborted) reply.header('connection', 'close');
   });
   // Every /v1 HTTP route needs a caller; the WebSocket route authenticates in its own way.
   app.addHook('onRequest', async (request) => {

@@ -68,7 +68,8 @@ export async function registerMessageRoutes(app: FastifyInstance, ctx: GatewayCo
       throw new ValidationError('correlationid: set by the gateway for a request', { data: { path: 'correlationid' } });
     auth.authorize(request.caller, 'request', topic);
     const { ttlMs: _ttl, expiresAt: _exp, ...options } = publishOptionsOf(input, request.caller, auth);
-    const signal = AbortSignal.any([ctx.closing, abortOnClose(reply.raw)]);
+    // Not cut short by shutdown: a request in flight is drained like any other (up to drainTimeoutMs).
+    const signal = abortOnClose(reply.raw);
     const data = await bus.request(topic, input.data, { ...options, timeoutMs, signal });
     return { data };
   });
