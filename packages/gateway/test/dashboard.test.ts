@@ -7,6 +7,7 @@ import {
   createBus,
   createJwtIssuer,
   createJwtVerifier,
+  createPolicy,
   type Envelope,
   memorySagaRepository,
   memoryTransport,
@@ -338,8 +339,9 @@ describe('dashboard in chromium', () => {
       await waitCount(page, `[data-testid="dlq-row"][data-topic="${topic}"]`, 1);
       await page.locator('[data-testid="dlq-count"]', { hasText: '1 record matching' }).waitFor();
 
-      // Detail: the envelope (escaped, not HTML), the error, the attempts and the headers.
-      await rows.first().click();
+      // Detail (opened from the keyboard): the envelope (escaped, not HTML), the error, the attempts and the headers.
+      await rows.first().focus();
+      await page.keyboard.press('Enter');
       const detail = page.locator('[data-testid="dlq-detail"]');
       await detail.locator('[data-testid="dlq-detail-envelope"]', { hasText: alpha }).waitFor();
       const envelopeText = await detail.locator('[data-testid="dlq-detail-envelope"]').textContent();
@@ -480,9 +482,15 @@ describe('dashboard in chromium', () => {
       issuer: 'dashboard-test',
       audience: 'gateway',
     });
-    const gw = await startGateway({ auth: { verifier } });
+    const policy = createPolicy({
+      roles: {
+        writer: { rules: [{ actions: ['publish'], patterns: ['orders.>'] }] },
+        operator: { inherits: ['writer'], rules: [{ actions: ['dlq-admin'], patterns: ['>'] }] },
+      },
+    });
+    const gw = await startGateway({ auth: { verifier, policy } });
     const { context, page } = await open(gw.url);
-    const topic = unique('secured');
+    const topic = unique('orders');
     try {
       const panel = page.locator('[data-testid="auth-panel"]');
       await panel.waitFor({ state: 'visible' });
@@ -497,10 +505,26 @@ describe('dashboard in chromium', () => {
       await page.locator('[data-testid="auth-message"]', { hasText: 'refused the token' }).waitFor();
       await panel.waitFor({ state: 'visible' });
 
-      const token = await issuer.issue({ subject: 'operator', roles: ['admin'] });
-      await page.locator('[data-testid="token-input"]').fill(token);
+      // A writer may read stats but not the operator views: those say so, code and message.
+      const writer = await issuer.issue({ subject: 'writer-1', roles: ['writer'] });
+      await page.locator('[data-testid="token-input"]').fill(writer);
       await page.locator('[data-testid="token-save"]').click();
       await panel.waitFor({ state: 'hidden' });
+      await page.locator('[data-testid="transport"]', { hasText: 'memory' }).waitFor();
+      for (const id of ['dlq-error', 'sagas-error', 'connections-error']) {
+        const text = await page.locator(`[data-testid="${id}"]`).filter({ hasText: 'FORBIDDEN' }).textContent();
+        expect(text, id).toMatch(/^FORBIDDEN: \S.*dlq-admin/);
+      }
+
+      const token = await issuer.issue({ subject: 'operator', roles: ['operator'] });
+      await page.locator('[data-testid="token-toggle"]').click();
+      await panel.waitFor({ state: 'visible' });
+      await page.locator('[data-testid="token-input"]').fill(token);
+      await page.locator('[data-testid="token-input"]').press('Enter');
+      await panel.waitFor({ state: 'hidden' });
+      await page.locator('[data-testid="sagas-error"]').waitFor({ state: 'hidden' });
+      await page.locator('[data-testid="dlq-error"]').waitFor({ state: 'hidden' });
+      await page.locator('[data-testid="dlq-count"]', { hasText: '0 records' }).waitFor();
       await page.locator('[data-testid="transport"]', { hasText: 'memory' }).waitFor();
       const res = await post(
         `${gw.url}/v1/topics/${topic}/messages`,
