@@ -84,8 +84,7 @@ function send(request: FastifyRequest, reply: FastifyReply, asset: DashboardAsse
     .headers(DASHBOARD_SECURITY_HEADERS)
     // Not fingerprinted: the browser keeps them but asks (If-None-Match) before each use.
     .header('cache-control', 'no-cache')
-    .header('etag', asset.etag)
-    .header('vary', 'accept-encoding');
+    .header('etag', asset.etag);
   const inm = request.headers['if-none-match'];
   if (inm?.split(',').some((t) => t.trim().replace(/^W\//, '') === asset.etag)) return reply.code(304).send();
   return reply.code(200).header('content-type', asset.contentType).send(asset.body);
