@@ -27,7 +27,9 @@ export function traceFields(traceparent?: string): TraceFields {
  * `pino({ mixin: traceMixin })`.
  */
 export function traceMixin(): object {
-  return traceFields();
+  // A fresh object: pino merges the record into what the mixin returns.
+  const fields = traceFields();
+  return fields === NONE ? {} : fields;
 }
 
 /**
