@@ -29,7 +29,9 @@ describe('WebSocket protocol (memory)', () => {
   it('publishes once durable, delivers with attempt and envelope, and an ack settles it', async () => {
     const c = await pool.open(gw.url);
     const topic = uniqueTopic('ws.pub');
-    const sub = await subscribe(c, { topic });
+    const subscribed = await c.call({ op: 'subscribe', topic });
+    const { sub, group } = subscribed;
+    expect(group).toMatch(/^_ws\./);
     const pub = await c.call({ op: 'publish', topic, data: { n: 1 }, type: 't.one', headers: { k: 'v' } });
     expect(pub).toMatchObject({ op: 'published', id: 'c2' });
     const msg = await c.waitFor((f) => f.op === 'message' && f.sub === sub);
@@ -40,13 +42,7 @@ describe('WebSocket protocol (memory)', () => {
     });
     expect(typeof msg.delivery).toBe('string');
     c.send({ op: 'ack', delivery: msg.delivery });
-    await until(
-      async () =>
-        (await gw.bus.transport.groupStats?.(`_ws.${gw.gateway.context.connections.list()[0]?.id}.${sub}`))
-          ?.inFlight === 0,
-      5_000,
-      'ack',
-    );
+    await until(async () => (await gw.bus.transport.groupStats?.(group))?.inFlight === 0, 5_000, 'ack');
     // Settling twice: the delivery is no longer known.
     const again = await c.call({ op: 'ack', delivery: msg.delivery });
     expect(again).toMatchObject({ op: 'error', code: 'NOT_FOUND', data: { delivery: msg.delivery } });

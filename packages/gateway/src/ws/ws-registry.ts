@@ -41,6 +41,11 @@ export class WsConnectionRegistry implements ConnectionRegistry {
     void conn.released.finally(() => this.#connections.delete(conn));
   }
 
+  /** The open connections themselves (operators and tests). */
+  open(): WsConnection[] {
+    return [...this.#connections];
+  }
+
   list(): ConnectionInfo[] {
     return [...this.#connections].map((c) => c.info());
   }

@@ -1,0 +1,91 @@
+import { until } from '@agentbus/conformance';
+import type { WsConnectionRegistry } from '@agentbus/gateway';
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { memoryFixture, type RunningGateway, startGateway, uniqueTopic } from './gateway-fixtures.js';
+import { ClientPool, WsTestClient, wsUrl } from './ws-helpers.js';
+
+describe('WebSocket limits', () => {
+  const pool = new ClientPool();
+  const gws: RunningGateway[] = [];
+  afterEach(async () => {
+    await pool.closeAll();
+    for (const g of gws.splice(0)) await g.stop();
+  });
+  async function gateway(ws: Parameters<typeof startGateway>[1] = {}): Promise<RunningGateway> {
+    const gw = await startGateway(memoryFixture(), ws);
+    gws.push(gw);
+    return gw;
+  }
+
+  it('closes with 1009 on a frame over maxFrameBytes and keeps serving others', async () => {
+    const gw = await gateway({ ws: { maxFrameBytes: 1024 } });
+    const big = await pool.open(gw.url);
+    const ok = await pool.open(gw.url);
+    expect(await big.call({ op: 'publish', topic: 'a.b', data: 'x'.repeat(900) })).toMatchObject({ op: 'published' });
+    big.send({ op: 'publish', topic: 'a.b', data: 'x'.repeat(2_000) });
+    expect((await big.closed).code).toBe(1009);
+    expect(await ok.call({ op: 'ping' })).toMatchObject({ op: 'pong' });
+  });
+
+  it('rate-limits frames per connection with RATE_LIMITED frames that are not executed', async () => {
+    const gw = await gateway({ ws: { ratePerSecond: 1, rateBurst: 5 } });
+    const c = await pool.open(gw.url);
+    const topic = uniqueTopic('ws.rate');
+    for (let i = 0; i < 10; i++) c.send({ op: 'publish', id: `p${i}`, topic, data: i });
+    await until(() => c.frames.length === 10, 5_000, '10 answers');
+    const published = c.frames.filter((f) => f.op === 'published');
+    const limited = c.frames.filter((f) => f.op === 'error' && f.code === 'RATE_LIMITED');
+    expect(published).toHaveLength(5);
+    expect(limited).toHaveLength(5);
+    expect(limited[0]).toMatchObject({ retryable: true, data: { retryAfterMs: expect.any(Number) } });
+    expect(limited[0].data.retryAfterMs).toBeGreaterThan(0);
+    const stats = await gw.bus.transport.groupStats?.(topic);
+    expect(stats?.backlog ?? 0).toBe(0); // nobody subscribed: nothing kept; what matters is 5 publishes
+    expect((gw.gateway.context.connections.list()[0]?.framesIn ?? 0) >= 10).toBe(true);
+  });
+
+  it('stops delivering to a client that does not read and drops it as a slow consumer, memory bounded', async () => {
+    const sendBufferBytes = 64 * 1024;
+    const gw = await gateway({ ws: { sendBufferBytes, pingIntervalMs: 200 } });
+    const registry = gw.gateway.context.connections as WsConnectionRegistry;
+    const c = await pool.open(gw.url);
+    const topic = uniqueTopic('ws.slow');
+    const { sub } = await c.call({ op: 'subscribe', topic, prefetch: 1_000 });
+    // Stop reading: the kernel buffers fill, then the gateway's send buffer.
+    const raw = (c.socket as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    raw.pause();
+    const payload = 'x'.repeat(32 * 1024);
+    const published = 2_000;
+    for (let i = 0; i < published; i += 100)
+      await gw.bus.publishBatch(Array.from({ length: 100 }, (_, j) => ({ topic, data: { i: i + j, payload } })));
+    const [conn] = registry.open();
+    let maxBuffered = 0;
+    await until(
+      () => {
+        maxBuffered = Math.max(maxBuffered, conn?.socket.bufferedAmount ?? 0);
+        return conn?.socket.readyState !== WebSocket.OPEN;
+      },
+      15_000,
+      'slow-consumer close',
+    );
+    const framesOut = conn?.info().framesOut ?? 0;
+    raw.resume();
+    expect(await c.closed).toEqual({ code: 4408, reason: 'slow-consumer' });
+    // Bounded: the buffer never went past twice its limit plus one message, and most messages were never sent.
+    expect(maxBuffered).toBeLessThanOrEqual(2 * sendBufferBytes + 40 * 1024);
+    expect(framesOut).toBeLessThan(published / 2);
+    expect(c.messages(sub).length).toBeLessThan(published / 2);
+    await until(() => registry.size === 0, 5_000, 'released');
+  });
+
+  it('drops a client that misses two pongs', async () => {
+    const gw = await gateway({ ws: { pingIntervalMs: 100 } });
+    const socket = new WebSocket(wsUrl(gw.url), { autoPong: false });
+    const c = new WsTestClient(socket);
+    await new Promise((r) => socket.once('open', r));
+    const closed = await c.closed;
+    expect(closed.code).toBe(1006);
+    await until(() => gw.gateway.context.connections.size === 0, 5_000, 'released');
+  });
+});
