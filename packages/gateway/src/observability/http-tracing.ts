@@ -1,7 +1,8 @@
-import { context, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
+import { context, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { SPAN_ATTRIBUTES } from './messaging-attributes.js';
 import { parseTraceparent } from './traceparent.js';
+import type { TracerProbe } from './tracer-probe.js';
 
 /** The route label of a request no route matched. */
 export const UNMATCHED_ROUTE = 'unmatched';
@@ -26,9 +27,10 @@ export function isTracedPath(url: string): boolean {
  * it ends when the response is sent (`http.response.status_code`, error status from 500), or
  * when the client goes away first.
  */
-export function registerHttpTracing(app: FastifyInstance, tracer: Tracer): void {
+export function registerHttpTracing(app: FastifyInstance, probe: TracerProbe): void {
+  const { tracer, enabled } = probe;
   app.addHook('onRequest', (request, _reply, done) => {
-    if (!isTracedPath(request.url)) {
+    if (!enabled() || !isTracedPath(request.url)) {
       done();
       return;
     }

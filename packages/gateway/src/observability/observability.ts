@@ -1,4 +1,3 @@
-import { trace } from '@opentelemetry/api';
 import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
 import type { GatewayContext } from '../context.js';
@@ -9,6 +8,7 @@ import { registerHttpMetrics } from './http-metrics.js';
 import { registerHttpTracing } from './http-tracing.js';
 import { processMetricsRegistry } from './process-metrics.js';
 import { registerRequestLogging } from './request-logging.js';
+import { tracerProbe } from './tracer-probe.js';
 import { TRACING_DEFAULTS, tracing } from './tracing.js';
 
 /** Where Prometheus scrapes. */
@@ -51,7 +51,7 @@ export async function registerObservability(app: FastifyInstance, ctx: GatewayCo
   ctx.bus.use(deliveryLogging(ctx.log));
   registerGatewayGauges(registry, ctx);
   registerRequestLogging(app, ctx.log);
-  registerHttpTracing(app, trace.getTracer(TRACING_DEFAULTS.tracerName));
+  registerHttpTracing(app, tracerProbe(TRACING_DEFAULTS.tracerName));
   registerHttpMetrics(app, registry);
 
   const observability: GatewayObservability = {

@@ -1,4 +1,4 @@
-import { isSpanContextValid, type SpanContext } from '@opentelemetry/api';
+import { INVALID_SPANID, INVALID_TRACEID, type SpanContext } from '@opentelemetry/api';
 
 /**
  * `version-traceid-parentid-flags`, lower-case hex. Versions other than `00` may carry more
@@ -17,8 +17,8 @@ export function parseTraceparent(value: string | undefined): SpanContext | undef
   if (m === null) return undefined;
   const [, version, traceId, spanId, flags, rest] = m as unknown as [string, string, string, string, string, string?];
   if (version === 'ff' || (version === '00' && rest !== undefined)) return undefined;
-  const sc: SpanContext = { traceId, spanId, traceFlags: Number.parseInt(flags, 16), isRemote: true };
-  return isSpanContextValid(sc) ? sc : undefined;
+  if (traceId === INVALID_TRACEID || spanId === INVALID_SPANID) return undefined;
+  return { traceId, spanId, traceFlags: Number.parseInt(flags, 16), isRemote: true };
 }
 
 /** Formats a span context as a version-00 W3C `traceparent`. */

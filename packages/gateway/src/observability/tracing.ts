@@ -22,6 +22,7 @@ import {
 import { MESSAGING_OPERATION, MESSAGING_SYSTEM, SPAN_ATTRIBUTES } from './messaging-attributes.js';
 import { settlementOutcome } from './settlement-outcome.js';
 import { formatTraceparent, parseTraceparent } from './traceparent.js';
+import { tracerProbe } from './tracer-probe.js';
 
 export interface TracingOptions {
   /** Default: the global tracer provider's tracer `@agentbus/gateway` (a no-op until an SDK registers one). */
@@ -55,16 +56,16 @@ const traced = new WeakSet<object>();
  *
  * Attributes follow the messaging semantic conventions. Add it before middleware that must see
  * the final envelope (signing): an envelope that is already signed keeps its `traceparent`.
- * Adding it twice to a bus is harmless. Without an SDK (the API's no-op tracer) a publish costs a
- * span-context check and no envelope copy unless a parent's context passes through.
+ * Adding it twice to a bus is harmless. Until an SDK registers a tracer provider (the API's
+ * no-op tracer) the hooks only call `next()`: no parsing, no envelope copy, no propagation.
  */
 export function tracing(options: TracingOptions = {}): Middleware {
-  const tracer = options.tracer ?? trace.getTracer(TRACING_DEFAULTS.tracerName);
+  const { tracer, enabled } = tracerProbe(TRACING_DEFAULTS.tracerName, options.tracer);
   const transport = options.transport;
 
   const publish = (ctx: PublishContext, next: Next): Promise<void> => {
     const env = ctx.envelope;
-    if (stamped.has(env)) return next();
+    if (!enabled() || stamped.has(env)) return next();
     let parent = context.active();
     if (trace.getSpan(parent) === undefined && env.traceparent !== undefined) {
       const sc = parseTraceparent(env.traceparent);
@@ -96,7 +97,7 @@ export function tracing(options: TracingOptions = {}): Middleware {
 
   const consume = (ctx: ConsumeContext, next: Next): Promise<void> => {
     const { delivery } = ctx;
-    if (traced.has(delivery)) return next();
+    if (!enabled() || traced.has(delivery)) return next();
     const env = ctx.envelope;
     const remote = parseTraceparent(env.traceparent);
     const parent: Context = remote === undefined ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, remote);
