@@ -139,10 +139,12 @@ describe('tracing through the gateway and the bus', () => {
   it('traces a plain HTTP publish to a subscriber handler, the handler failing once then succeeding', async () => {
     const topic = uniqueTopic('orders');
     const received: Envelope[] = [];
+    const nativeHeaders: string[] = [];
     const sub = await bus.subscribe(
       topic,
       (d) => {
         received.push(d.envelope);
+        nativeHeaders.push(d.transportHeaders.traceparent as string);
         if (d.attempt === 1) throw new Error('model busy');
       },
       { group: 'billing', backoff: { initialDelayMs: 1, maxDelayMs: 1 } },
@@ -183,6 +185,7 @@ describe('tracing through the gateway and the bus', () => {
     expect(succeeded.attributes['messaging.agentbus.settlement']).toBe('ack');
     // The traceparent also travels in the transport's native headers (the bus copies it).
     expect(received[0]?.traceparent).toBe(`00-${traceId}-${idOf(publish)}-01`);
+    expect(nativeHeaders[0]).toBe(received[0]?.traceparent);
     await sub.close();
   });
 
