@@ -33,7 +33,7 @@ function parseMetrics(text: string): Sample[] {
 }
 
 /** The value of the one sample of `name` whose labels include `labels`; undefined when there is none. */
-function valueOf(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
+function sampleValue(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
   const found = samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
   if (found.length > 1) throw new Error(`${found.length} samples of ${name} ${JSON.stringify(labels)}`);
   return found[0]?.value;
@@ -67,9 +67,9 @@ describe('GET /metrics', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
     const samples = parseMetrics(await res.text());
-    expect(valueOf(samples, 'process_start_time_seconds')).toBeGreaterThan(0);
-    expect(valueOf(samples, 'nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
-    expect(valueOf(samples, 'agentbus_gateway_connections')).toBe(0);
+    expect(sampleValue(samples, 'process_start_time_seconds')).toBeGreaterThan(0);
+    expect(sampleValue(samples, 'nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
+    expect(sampleValue(samples, 'agentbus_gateway_connections')).toBe(0);
   });
 
   it('counts publishes, deliveries, acks, nacks, redeliveries and dead letters by topic, group and reason', async () => {
@@ -105,7 +105,7 @@ describe('GET /metrics', () => {
       async () => {
         samples = await scrape(url);
         return (
-          valueOf(samples, 'agentbus_messages_acked_total', { group }) === 2 &&
+          sampleValue(samples, 'agentbus_messages_acked_total', { group }) === 2 &&
           samples
             .filter((s) => s.name === 'agentbus_messages_dead_lettered_total' && s.labels.group === group)
             .reduce((n, s) => n + s.value, 0) === 3
@@ -114,17 +114,17 @@ describe('GET /metrics', () => {
       10_000,
       'two acks and three dead letters',
     );
-    expect(valueOf(samples, 'agentbus_messages_published_total', { topic })).toBe(5);
-    expect(valueOf(samples, 'agentbus_messages_delivered_total', { group })).toBe(7);
-    expect(valueOf(samples, 'agentbus_messages_redelivered_total', { group })).toBe(2);
-    expect(valueOf(samples, 'agentbus_messages_nacked_total', { group })).toBe(2);
-    expect(valueOf(samples, 'agentbus_messages_dead_lettered_total', { group, reason: 'unrecoverable' })).toBe(1);
-    expect(valueOf(samples, 'agentbus_messages_dead_lettered_total', { group, reason: 'max-attempts' })).toBe(1);
-    expect(valueOf(samples, 'agentbus_messages_dead_lettered_total', { group, reason: 'handler' })).toBe(1);
-    expect(valueOf(samples, 'agentbus_handler_duration_seconds_count', { group })).toBe(7);
-    expect(valueOf(samples, 'agentbus_in_flight', { group })).toBe(0);
+    expect(sampleValue(samples, 'agentbus_messages_published_total', { topic })).toBe(5);
+    expect(sampleValue(samples, 'agentbus_messages_delivered_total', { group })).toBe(7);
+    expect(sampleValue(samples, 'agentbus_messages_redelivered_total', { group })).toBe(2);
+    expect(sampleValue(samples, 'agentbus_messages_nacked_total', { group })).toBe(2);
+    expect(sampleValue(samples, 'agentbus_messages_dead_lettered_total', { group, reason: 'unrecoverable' })).toBe(1);
+    expect(sampleValue(samples, 'agentbus_messages_dead_lettered_total', { group, reason: 'max-attempts' })).toBe(1);
+    expect(sampleValue(samples, 'agentbus_messages_dead_lettered_total', { group, reason: 'handler' })).toBe(1);
+    expect(sampleValue(samples, 'agentbus_handler_duration_seconds_count', { group })).toBe(7);
+    expect(sampleValue(samples, 'agentbus_in_flight', { group })).toBe(0);
     expect(
-      valueOf(samples, 'agentbus_http_requests_total', {
+      sampleValue(samples, 'agentbus_http_requests_total', {
         method: 'POST',
         route: '/v1/topics/:topic/messages',
         status_code: '201',
@@ -143,8 +143,8 @@ describe('GET /metrics', () => {
     await idle.close();
     for (let i = 0; i < 3; i++) await bus.publish(topic, { i });
     let samples = await scrape(url);
-    expect(valueOf(samples, 'agentbus_group_backlog', { group: REPORTS_GROUP })).toBe(3);
-    expect(valueOf(samples, 'agentbus_group_in_flight', { group: REPORTS_GROUP })).toBe(0);
+    expect(sampleValue(samples, 'agentbus_group_backlog', { group: REPORTS_GROUP })).toBe(3);
+    expect(sampleValue(samples, 'agentbus_group_in_flight', { group: REPORTS_GROUP })).toBe(0);
 
     let release!: () => void;
     const held = new Promise<void>((r) => {
@@ -161,12 +161,12 @@ describe('GET /metrics', () => {
     );
     await until(() => started === 1, 10_000, 'one handler running');
     samples = await scrape(url);
-    expect(valueOf(samples, 'agentbus_group_backlog', { group: REPORTS_GROUP })).toBe(2);
-    expect(valueOf(samples, 'agentbus_group_in_flight', { group: REPORTS_GROUP })).toBe(1);
-    expect(valueOf(samples, 'agentbus_in_flight', { group: REPORTS_GROUP })).toBe(1);
+    expect(sampleValue(samples, 'agentbus_group_backlog', { group: REPORTS_GROUP })).toBe(2);
+    expect(sampleValue(samples, 'agentbus_group_in_flight', { group: REPORTS_GROUP })).toBe(1);
+    expect(sampleValue(samples, 'agentbus_in_flight', { group: REPORTS_GROUP })).toBe(1);
     release();
     await until(
-      async () => valueOf(await scrape(url), 'agentbus_group_backlog', { group: REPORTS_GROUP }) === 0,
+      async () => sampleValue(await scrape(url), 'agentbus_group_backlog', { group: REPORTS_GROUP }) === 0,
       10_000,
       'backlog drained',
     );
@@ -176,15 +176,15 @@ describe('GET /metrics', () => {
   it('reports the state of tracked circuit breakers', async () => {
     const breaker = new CircuitBreaker({ consecutiveFailures: 1, recoveryTimeoutMs: 60_000 });
     const untrack = trackCircuit('model-api', breaker);
-    expect(valueOf(await scrape(url), 'agentbus_circuit_state', { name: 'model-api' })).toBe(0);
+    expect(sampleValue(await scrape(url), 'agentbus_circuit_state', { name: 'model-api' })).toBe(0);
     await expect(
       breaker.run(() => {
         throw new Error('503 from the model');
       }),
     ).rejects.toThrow('503');
-    expect(valueOf(await scrape(url), 'agentbus_circuit_state', { name: 'model-api' })).toBe(2);
+    expect(sampleValue(await scrape(url), 'agentbus_circuit_state', { name: 'model-api' })).toBe(2);
     untrack();
-    expect(valueOf(await scrape(url), 'agentbus_circuit_state', { name: 'model-api' })).toBeUndefined();
+    expect(sampleValue(await scrape(url), 'agentbus_circuit_state', { name: 'model-api' })).toBeUndefined();
   });
 
   it('runs a second gateway in the same process with its own registry', async () => {
@@ -194,12 +194,15 @@ describe('GET /metrics', () => {
       const topic = uniqueTopic('second');
       expect((await post(`${otherUrl}/v1/topics/${topic}/messages`, { data: 1 })).status).toBe(201);
       const samples = await scrape(otherUrl);
-      expect(valueOf(samples, 'agentbus_messages_published_total', { topic })).toBe(1);
+      expect(sampleValue(samples, 'agentbus_messages_published_total', { topic })).toBe(1);
       // Requests to the first gateway are not counted by the second.
       expect(
-        valueOf(samples, 'agentbus_http_requests_total', { route: '/v1/topics/:topic/messages', status_code: '201' }),
+        sampleValue(samples, 'agentbus_http_requests_total', {
+          route: '/v1/topics/:topic/messages',
+          status_code: '201',
+        }),
       ).toBe(1);
-      expect(valueOf(samples, 'process_start_time_seconds')).toBeGreaterThan(0);
+      expect(sampleValue(samples, 'process_start_time_seconds')).toBeGreaterThan(0);
     } finally {
       await other.close();
     }
