@@ -98,7 +98,13 @@ export class WsSubscription {
     }
     const id = `${this.id}:${++this.#seq}`;
     const settled = new Promise<void>((done) => this.#pending.set(id, { delivery: d, sub: this, done }));
-    this.#link.send({ op: 'message', sub: this.id, delivery: id, attempt: d.attempt, envelope: d.envelope });
+    try {
+      this.#link.send({ op: 'message', sub: this.id, delivery: id, attempt: d.attempt, envelope: d.envelope });
+    } catch (err) {
+      // Not representable as JSON (e.g. a BigInt from a MessagePack codec): the bus dead-letters it.
+      this.#pending.delete(id);
+      throw err;
+    }
     await settled;
   }
 
