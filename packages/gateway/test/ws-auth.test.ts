@@ -44,6 +44,16 @@ describe('WebSocket authentication and permissions', () => {
     expect(gw.gateway.context.connections.list().map((i) => i.subject)).toEqual(['agent-1', 'agent-1', 'agent-1']);
   });
 
+  it('runs frames sent right behind the auth frame once it succeeded', async () => {
+    const c = await pool.open(gw.url);
+    c.send({ op: 'auth', id: 'a', token: await token('pipeliner') });
+    c.send({ op: 'subscribe', id: 's', topic: uniqueTopic('orders') });
+    c.send({ op: 'ping', id: 'p' });
+    expect(await c.waitFor((f) => f.id === 's')).toMatchObject({ op: 'subscribed' });
+    expect(await c.waitFor((f) => f.id === 'p')).toMatchObject({ op: 'pong' });
+    expect(c.frames[0]).toMatchObject({ op: 'authenticated', id: 'a', subject: 'pipeliner' });
+  });
+
   it('refuses any other frame before auth with UNAUTHORIZED and closes 4401', async () => {
     for (const first of [{ op: 'ping', id: 'p' }, 'not json', { op: 'subscribe', topic: 'orders.x' }]) {
       const c = await pool.open(gw.url);

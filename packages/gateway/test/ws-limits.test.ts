@@ -79,6 +79,34 @@ describe('WebSocket limits', () => {
     await until(() => registry.size === 0, 5_000, 'released');
   });
 
+  it('drops a client that keeps sending but does not read once its send buffer passes twice the limit', async () => {
+    const sendBufferBytes = 16 * 1024;
+    const gw = await gateway({ ws: { sendBufferBytes, ratePerSecond: 1_000_000, rateBurst: 1_000_000 } });
+    const registry = gw.gateway.context.connections as WsConnectionRegistry;
+    const c = await pool.open(gw.url);
+    const raw = (c.socket as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    raw.pause();
+    const [conn] = registry.open();
+    const id = 'p'.repeat(128);
+    let sent = 0;
+    let maxBuffered = 0;
+    // Pings in rounds until the gateway gives up on the client (kernel buffers absorb the first MBs).
+    await until(
+      () => {
+        maxBuffered = Math.max(maxBuffered, conn?.socket.bufferedAmount ?? 0);
+        if (conn?.socket.readyState !== WebSocket.OPEN) return true;
+        if (c.socket.bufferedAmount < 1024 * 1024) for (let i = 0; i < 2_000; i++, sent++) c.send({ op: 'ping', id });
+        return false;
+      },
+      20_000,
+      'slow-consumer close',
+    );
+    raw.resume();
+    expect(await c.closed).toEqual({ code: 4408, reason: 'slow-consumer' });
+    expect(maxBuffered).toBeLessThanOrEqual(2 * sendBufferBytes + 1024);
+    expect(sent).toBeGreaterThan(0);
+  });
+
   it('drops a client that misses two pongs', async () => {
     const gw = await gateway({ ws: { pingIntervalMs: 100 } });
     const socket = new WebSocket(wsUrl(gw.url), { autoPong: false });
