@@ -110,7 +110,10 @@ class AgentBusClient:
 
     async def connect(self) -> None:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        self._ws = await websockets.connect(self._url, extra_headers=headers, max_size=self._max_size)
+        try:  # websockets 10-13 (legacy asyncio API)
+            self._ws = await websockets.connect(self._url, extra_headers=headers, max_size=self._max_size)
+        except TypeError:  # websockets >= 14 renamed the option
+            self._ws = await websockets.connect(self._url, additional_headers=headers, max_size=self._max_size)
         self._reader = asyncio.ensure_future(self._read())
 
     async def close(self) -> None:
