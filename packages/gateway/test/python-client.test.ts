@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { until } from '@agentbus/conformance';
 import type { Envelope } from '@agentbus/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryFixture, type RunningGateway, startGateway, uniqueTopic } from './gateway-fixtures.js';
+import { jwtPair, memoryFixture, type RunningGateway, startGateway, uniqueTopic } from './gateway-fixtures.js';
 import { wsUrl } from './ws-helpers.js';
 
 const EXAMPLES = join(dirname(fileURLToPath(import.meta.url)), '../../../examples/python');
@@ -70,5 +70,33 @@ describe.skipIf(!python)('Python client (examples/python)', () => {
     await tap.close();
     // The client closed cleanly; the gateway released its socket.
     await until(() => gw.gateway.context.connections.size === 0, 5_000, 'python socket closed');
+  });
+
+  it('authenticates with a bearer token; what it publishes carries its subject', async () => {
+    const { issuer, verifier } = jwtPair();
+    const secured = await startGateway(memoryFixture(), { auth: { verifier } });
+    try {
+      const prefix = uniqueTopic('pyauth');
+      const seen: Envelope[] = [];
+      const tap = await secured.bus.subscribe(`${prefix}.tasks`, (d) => {
+        seen.push(d.envelope);
+      });
+      const token = await issuer.issue({ subject: 'python-agent' });
+      const run = await runExample({
+        AGENTBUS_WS_URL: wsUrl(secured.url),
+        AGENTBUS_PREFIX: prefix,
+        AGENTBUS_TOKEN: token,
+      });
+      expect(run.code).toBe(0);
+      expect(JSON.parse(run.stdout.trim()).reply).toEqual({ doubled: 42 });
+      await until(() => seen.length === 3, 5_000, 'the published messages');
+      expect(seen.every((e) => e.source === 'python-agent')).toBe(true);
+      await tap.close();
+      const refused = await runExample({ AGENTBUS_WS_URL: wsUrl(secured.url), AGENTBUS_PREFIX: prefix });
+      expect(refused.code).toBe(1);
+      expect(JSON.parse(refused.stdout.trim()).error).toContain('UNAUTHORIZED');
+    } finally {
+      await secured.stop();
+    }
   });
 });
