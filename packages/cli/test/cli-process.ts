@@ -38,8 +38,11 @@ export class CliProcess {
     });
   }
 
-  /** Resolves once `test` holds for the output so far; fails after `timeoutMs` or if the process exits first. */
-  async waitFor(test: (p: CliProcess) => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  /**
+   * Resolves once `test` holds for the output so far; fails after `timeoutMs` or if the process exits first.
+   * The default is generous: a CLI process (node + tsx) has taken over 15 s to start beside the whole suite in CI.
+   */
+  async waitFor(test: (p: CliProcess) => boolean, what: string, timeoutMs = 45_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let exited = false;
     void this.finished.then(() => {
@@ -53,7 +56,7 @@ export class CliProcess {
   }
 
   /** Waits for exit, killing the process if it has not exited within `timeoutMs`. */
-  async exit(timeoutMs = 20_000): Promise<Finished> {
+  async exit(timeoutMs = 45_000): Promise<Finished> {
     const timer = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
     try {
       return await this.finished;

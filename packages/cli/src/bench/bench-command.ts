@@ -11,8 +11,7 @@ import { runCli } from '../run-cli.js';
 import { type BenchMiddleware, parseBenchMiddleware } from './bench-middleware.js';
 import { BENCH_DEFAULTS, type BenchQueueType } from './bench-options.js';
 import { benchTable } from './bench-report.js';
-import { formatRequestReplyReport, type RequestReplyBenchResult, runRequestReplyBench } from './request-reply-bench.js';
-import { runBench } from './run-bench.js';
+import type { RequestReplyBenchResult } from './request-reply-bench.js';
 
 interface BenchFlags {
   readonly messages: number;
@@ -94,7 +93,7 @@ async function benchAction(ctx: CliContext, transport: string, flags: BenchFlags
   if (flags.requestReply) {
     const r = await requestReplyAction(transport, flags);
     if (flags.json) ctx.out.line(JSON.stringify(r));
-    else ctx.out.line(formatRequestReplyReport(r));
+    else ctx.out.line((await import('./request-reply-bench.js')).formatRequestReplyReport(r));
     return;
   }
   const total = estimatedPhases(transport, flags);
@@ -105,6 +104,8 @@ async function benchAction(ctx: CliContext, transport: string, flags: BenchFlags
     fallbackNote: (text) => ctx.out.note(text),
   });
   const phases = new PhaseProgress(progress, total);
+  // Loaded on use: the raw clients and BullMQ are not needed to start any other command.
+  const { runBench } = await import('./run-bench.js');
   const report = await runBench(
     {
       transport,
@@ -176,6 +177,7 @@ async function requestReplyAction(transport: string, flags: BenchFlags): Promise
   const sqlite = parseTransportUrl(transport).scheme === 'sqlite';
   const dir = sqlite ? mkdtempSync(join(tmpdir(), 'agentbus-bench-rr-')) : undefined;
   try {
+    const { runRequestReplyBench } = await import('./request-reply-bench.js');
     return await runRequestReplyBench({
       transport: dir ? `sqlite:${join(dir, 'bus.db')}` : transport,
       requests: flags.messages,

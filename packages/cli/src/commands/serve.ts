@@ -1,7 +1,5 @@
 import { createBus, type Middleware, signer, verification, verifier } from '@agentbus/core';
-import { createGateway } from '@agentbus/gateway';
 import type { Command } from 'commander';
-import { pino } from 'pino';
 import { gatewayAuthOf, redactedConfig } from '../config/gateway-auth-config.js';
 import { type ConfigFlags, loadConfig } from '../config/load-config.js';
 import type { CliContext } from '../context.js';
@@ -87,6 +85,8 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
       }
       const auth = await gatewayAuthOf(config, flags.config ?? file?.path ?? 'configuration', ctx.out);
       const middleware = await serveMiddleware(command, ctx.out);
+      // Loaded here, not at the top: every other command starts without fastify, pino and OpenTelemetry.
+      const [{ createGateway }, { pino }] = await Promise.all([import('@agentbus/gateway'), import('pino')]);
       const logger = pino({ level: config.logLevel, base: { service: 'agentbus-gateway' } }, pino.destination(2));
 
       const transport = openTransport(config.transport, {
