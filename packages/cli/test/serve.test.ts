@@ -212,27 +212,57 @@ function serverSuite(backend: Backend): void {
       expect(bad.body.error.code).toBe('VALIDATION');
     });
 
-    it('delivers over the WebSocket protocol what was published over HTTP', async (ctx) => {
-      const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/v1/ws`);
-      const frames: Record<string, unknown>[] = [];
-      const opened = await new Promise<boolean>((resolve) => {
-        ws.once('open', () => resolve(true));
-        ws.once('unexpected-response', () => resolve(false));
-        ws.once('error', () => resolve(false));
-      });
-      // The WebSocket protocol lands separately (packages/gateway/src/ws); until then there is no route.
-      if (!opened) return ctx.skip();
-      try {
-        ws.on('message', (raw) => frames.push(JSON.parse(String(raw)) as Record<string, unknown>));
+    it('WebSocket: receives what HTTP published, publishes, and gets what was published while it was away', async () => {
+      const connect = async (autoAck: boolean) => {
+        const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/v1/ws`);
+        const frames: Record<string, unknown>[] = [];
+        ws.on('message', (raw) => {
+          const frame = JSON.parse(String(raw)) as Record<string, unknown>;
+          frames.push(frame);
+          // Acked as they come: the subscription's prefetch bounds what is unsettled.
+          if (autoAck && frame.op === 'message') ws.send(JSON.stringify({ op: 'ack', delivery: frame.delivery }));
+        });
+        await new Promise<void>((resolve, reject) => {
+          ws.once('open', () => resolve());
+          ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+          ws.once('error', reject);
+        });
         ws.send(JSON.stringify({ op: 'subscribe', id: 's1', topic: 'ws.>', durable: 'serve-test-ws' }));
         await until(() => frames.some((f) => f.op === 'subscribed'), 15_000, 'subscribed');
-        const published = await server.call<{ id: string }>('/v1/topics/ws.hello/messages', { body: { data: 'hi' } });
-        await until(() => frames.some((f) => f.op === 'message'), 15_000, 'the message frame');
-        const frame = frames.find((f) => f.op === 'message') as { delivery: unknown; envelope: { id: string } };
-        expect(frame.envelope.id).toBe(published.body.id);
-        ws.send(JSON.stringify({ op: 'ack', delivery: frame.delivery }));
+        return { ws, frames };
+      };
+      type MessageFrame = { delivery: string; envelope: { id: string; data: unknown } };
+      const messages = (frames: Record<string, unknown>[]) =>
+        frames.filter((f) => f.op === 'message') as unknown as MessageFrame[];
+
+      const first = await connect(false);
+      const published = await server.call<{ id: string }>('/v1/topics/ws.hello/messages', { body: { data: 'hi' } });
+      expect(published.status).toBe(201);
+      await until(() => messages(first.frames).length === 1, 15_000, 'the message frame');
+      expect(messages(first.frames)[0]?.envelope.id).toBe(published.body.id);
+      first.ws.send(JSON.stringify({ op: 'ack', delivery: messages(first.frames)[0]?.delivery }));
+      first.ws.send(JSON.stringify({ op: 'publish', id: 'p1', topic: 'ws.own', data: { n: 0 } }));
+      await until(() => messages(first.frames).length === 2, 15_000, 'its own publish delivered');
+      const own = first.frames.find((f) => f.op === 'published' && f.id === 'p1') as { msgId: string };
+      expect(messages(first.frames)[1]?.envelope.id).toBe(own.msgId);
+      first.ws.send(JSON.stringify({ op: 'ack', delivery: messages(first.frames)[1]?.delivery }));
+      // A ping answered after the acks means the server has read them.
+      first.ws.send(JSON.stringify({ op: 'ping', id: 'z' }));
+      await until(() => first.frames.some((f) => f.op === 'pong'), 15_000, 'pong');
+      first.ws.close();
+
+      // Away: 20 messages; the durable subscription keeps them for the next connection.
+      const away = await server.call<{ ids: string[] }>('/v1/topics/ws.away/messages', {
+        body: { messages: Array.from({ length: 20 }, (_, n) => ({ data: { n } })) },
+      });
+      expect(away.status).toBe(201);
+      const second = await connect(true);
+      try {
+        await until(() => messages(second.frames).length >= 20, 15_000, '20 messages after reconnecting');
+        const got = messages(second.frames).map((f) => (f.envelope.data as { n: number }).n);
+        expect([...got].sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, n) => n));
       } finally {
-        ws.close();
+        second.ws.close();
       }
     });
   });
