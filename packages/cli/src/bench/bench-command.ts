@@ -174,7 +174,8 @@ class PhaseProgress {
 
 /** `--request-reply`: SQLite runs on a temporary file, like the other phases. */
 async function requestReplyAction(transport: string, flags: BenchFlags): Promise<RequestReplyBenchResult> {
-  const sqlite = parseTransportUrl(transport).scheme === 'sqlite';
+  // `sqlite:` alone is fine, as for the throughput bench: the run picks its own file.
+  const sqlite = transport === 'sqlite:' || parseTransportUrl(transport).scheme === 'sqlite';
   const dir = sqlite ? mkdtempSync(join(tmpdir(), 'agentbus-bench-rr-')) : undefined;
   try {
     const { runRequestReplyBench } = await import('./request-reply-bench.js');
