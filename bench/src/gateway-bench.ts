@@ -76,8 +76,14 @@ async function webSocketSide(wsUrl: string, topic: string, group: string, prefet
   const subWs = await open(wsUrl);
   const pending = new Map<string, { resolve(): void; reject(e: Error): void }>();
   let seq = 0;
+  const fail = (err: Error) => {
+    for (const p of pending.values()) p.reject(err);
+    pending.clear();
+  };
+  pub.on('close', (code, reason) => fail(new Error(`publisher socket closed: ${code} ${reason.toString()}`)));
   pub.on('message', (raw) => {
     const f = JSON.parse(raw.toString()) as { op: string; id?: string; code?: string; message?: string };
+    if (f.op === 'error' && f.id === undefined) return fail(new Error(`${f.code}: ${f.message}`));
     const p = f.id === undefined ? undefined : pending.get(f.id);
     if (!p) return;
     pending.delete(f.id as string);
@@ -198,13 +204,21 @@ async function deleteRedisKeys(url: string, prefix: string): Promise<void> {
 
 export async function runGatewayBench(o: Options): Promise<Record<string, unknown>> {
   const runId = randomBytes(4).toString('hex');
-  const scheme = parseTransportUrl(o.transport).scheme;
+  // `sqlite:` alone is fine: the run uses a fresh file of its own in any case.
+  const scheme = o.transport === 'sqlite:' ? 'sqlite' : parseTransportUrl(o.transport).scheme;
   const dir = scheme === 'sqlite' ? mkdtempSync(join(tmpdir(), 'agentbus-bench-gw-')) : undefined;
   const url = dir ? `sqlite:${join(dir, 'bus.db')}` : o.transport;
   const transport = openTransport(url, { redis: { keyPrefix: `agentbus-bench-gw-${runId}` } });
   const bus = createBus({ transport, logger: silentLogger });
   await transport.connect();
-  const gateway = await createGateway({ bus, logger: false, dashboard: false });
+  // The per-connection frame limit (1,000/s by default) is a guard against a runaway client; a
+  // throughput run raises it, as a deployment expecting fast publishers would (ws.ratePerSecond).
+  const gateway = await createGateway({
+    bus,
+    logger: false,
+    dashboard: false,
+    ws: { ratePerSecond: 1_000_000, rateBurst: 1_000_000 },
+  });
   const base = await gateway.listen({ port: 0 });
   const wsUrl = `${base.replace(/^http/, 'ws')}/v1/ws`;
   try {

@@ -40,9 +40,39 @@ describe('WebSocket limits', () => {
     expect(limited).toHaveLength(5);
     expect(limited[0]).toMatchObject({ retryable: true, data: { retryAfterMs: expect.any(Number) } });
     expect(limited[0].data.retryAfterMs).toBeGreaterThan(0);
+    // Each refusal names the frame it refused, so a client knows what to send again.
+    expect(limited.map((f) => f.id).sort()).toEqual(['p5', 'p6', 'p7', 'p8', 'p9']);
     const stats = await gw.bus.transport.groupStats?.(topic);
     expect(stats?.backlog ?? 0).toBe(0); // nobody subscribed: nothing kept; what matters is 5 publishes
     expect((gw.gateway.context.connections.list()[0]?.framesIn ?? 0) >= 10).toBe(true);
+  });
+
+  it('settling a held delivery costs no token: a throttled client still consumes; a bogus ack does', async () => {
+    const gw = await gateway({ ws: { ratePerSecond: 1, rateBurst: 3 } });
+    const c = await pool.open(gw.url);
+    const topic = uniqueTopic('ws.rate.settle');
+    const { group } = await c.call({ op: 'subscribe', topic, prefetch: 5 }); // token 1
+    await gw.bus.publishBatch(Array.from({ length: 30 }, (_, n) => ({ topic, data: n })));
+    let acked = 0;
+    await until(
+      () => {
+        for (const f of c.frames.filter((x) => x.op === 'message').slice(acked)) {
+          c.send({ op: 'ack', delivery: f.delivery });
+          acked++;
+        }
+        return acked === 30;
+      },
+      10_000,
+      '30 deliveries acked under a rate of 1 frame/s',
+    );
+    await until(async () => ((await gw.bus.transport.groupStats?.(group))?.inFlight ?? 1) === 0, 5_000, 'acks applied');
+    expect(c.frames.filter((f) => f.op === 'error')).toEqual([]);
+    // Acks of deliveries it does not hold are frames like any other: two more tokens, then refused.
+    for (let i = 0; i < 4; i++) c.send({ op: 'ack', delivery: `nope:${i}` });
+    await until(() => c.frames.filter((f) => f.op === 'error').length === 4, 5_000, '4 answers');
+    const codes = c.frames.filter((f) => f.op === 'error').map((f) => f.code);
+    expect(codes.filter((x) => x === 'RATE_LIMITED').length).toBeGreaterThanOrEqual(1);
+    expect(codes.filter((x) => x === 'NOT_FOUND').length).toBeGreaterThanOrEqual(1);
   });
 
   it('stops delivering to a client that does not read and drops it as a slow consumer, memory bounded', async () => {

@@ -138,6 +138,12 @@ export class WsConnection implements DeliveryLink {
     for (const w of this.#waiters.splice(0)) w(ok);
   }
 
+  /** Whether `frame` acks, nacks or dead-letters a delivery that is unsettled on this connection. */
+  #settlesHeldDelivery(frame: ClientFrame | undefined): boolean {
+    if (frame === undefined || (frame.op !== 'ack' && frame.op !== 'nack' && frame.op !== 'deadLetter')) return false;
+    return this.delivery(frame.delivery, false) !== undefined;
+  }
+
   /** The unsettled delivery `id` of any subscription of this connection (removed when `take`). */
   delivery(id: string, take: boolean): PendingDelivery | undefined {
     const sub = this.subscriptions.get(id.slice(0, id.lastIndexOf(':')));
@@ -221,18 +227,22 @@ export class WsConnection implements DeliveryLink {
     if (this.#closed) return;
     this.#framesIn++;
     const unauthenticated = this.#caller === undefined && this.#authenticating === undefined;
-    const retryAfterMs = this.#limiter.take();
-    if (retryAfterMs > 0) {
-      this.sendError(undefined, new WsError('RATE_LIMITED', 'too many frames', { retryAfterMs }, true));
-      return;
+    const parsed = isBinary ? undefined : parseFrame(data.toString('utf8'));
+    // Settling a delivery this connection holds costs no token: those frames are bounded by
+    // the subscriptions' prefetch, and throttling them would throttle consumption itself.
+    if (!this.#settlesHeldDelivery(parsed?.frame)) {
+      const retryAfterMs = this.#limiter.take();
+      if (retryAfterMs > 0) {
+        this.sendError(parsed?.id, new WsError('RATE_LIMITED', 'too many frames', { retryAfterMs }, true));
+        return;
+      }
     }
-    if (isBinary) {
+    if (parsed === undefined) {
       const err = new WsError('BAD_FRAME', 'binary frames are not supported: send JSON text frames', { path: '' });
       if (unauthenticated) this.#refuse(undefined, new UnauthorizedError('authenticate first'));
       else this.sendError(undefined, err);
       return;
     }
-    const parsed = parseFrame(data.toString('utf8'));
     if (unauthenticated && parsed.frame?.op !== 'auth') {
       this.#refuse(
         parsed.id,
