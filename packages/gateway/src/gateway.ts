@@ -74,6 +74,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   bus.use(activity.middleware());
 
   app.decorateRequest('caller', undefined as never);
+  // First, so that its onRequest hooks (server span, timing) see every request, a refused one too.
+  await registerObservability(app, ctx);
   // The API speaks JSON only: a text body is refused with 415 rather than parsed as a string.
   app.removeContentTypeParser('text/plain');
   app.setErrorHandler((err, request, reply) => {
@@ -101,7 +103,6 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     request.caller = await auth.authenticate(bearerToken(request.headers.authorization));
   });
 
-  await registerObservability(app, ctx);
   await registerHealthRoutes(app, ctx);
   await registerMessageRoutes(app, ctx);
   await registerDeadLetterRoutes(app, ctx);

@@ -10,7 +10,7 @@ import {
   SimpleSpanProcessor,
 } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { post, uniqueTopic } from './gateway-fixtures.js';
+import { jwtPair, post, uniqueTopic } from './gateway-fixtures.js';
 
 const exporter = new InMemorySpanExporter();
 const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
@@ -203,5 +203,27 @@ describe('tracing through the gateway and the bus', () => {
     expect(sent.traceparent).toBe(`00-${TRACE_ID}-${idOf(publish)}-01`);
     expect(got[0]?.traceparent).toBe(sent.traceparent);
     await sub.close();
+  });
+
+  it('gives a request refused for its token a server span with status 401 in the incoming trace', async () => {
+    const secured = await createGateway({
+      bus,
+      logger: false,
+      dashboard: false,
+      auth: { verifier: jwtPair().verifier },
+    });
+    try {
+      const securedUrl = await secured.listen({ port: 0 });
+      const res = await post(`${securedUrl}/v1/topics/orders.a/messages`, { data: 1 }, { traceparent: TRACEPARENT });
+      expect(res.status).toBe(401);
+      await until(() => spans().some((s) => s.kind === SpanKind.SERVER), 10_000, 'server span');
+      const server = one((s) => s.kind === SpanKind.SERVER, 'server span');
+      expect(server.spanContext().traceId).toBe(TRACE_ID);
+      expect(server.attributes['http.response.status_code']).toBe(401);
+      // Nothing was published in that trace (the gateway's own agent directory may publish in others).
+      expect(spans().filter((s) => s.spanContext().traceId === TRACE_ID && s.kind !== SpanKind.SERVER)).toEqual([]);
+    } finally {
+      await secured.close();
+    }
   });
 });
