@@ -84,17 +84,30 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
         return;
       }
       const auth = await gatewayAuthOf(config, flags.config ?? file?.path ?? 'configuration', ctx.out);
-      const middleware = await serveMiddleware(command, ctx.out);
       // Loaded here, not at the top: every other command starts without fastify, pino and OpenTelemetry.
-      const [{ createGateway }, { pino }] = await Promise.all([import('@agentbus/gateway'), import('pino')]);
-      const logger = pino({ level: config.logLevel, base: { service: 'agentbus-gateway' } }, pino.destination(2));
+      const [{ createGateway, pinoBusLogger, traceMixin, tracing }, { pino }] = await Promise.all([
+        import('@agentbus/gateway'),
+        import('pino'),
+      ]);
+      // Tracing first: it stamps the envelope's traceparent before the signer signs it.
+      const middleware = [tracing(), ...(await serveMiddleware(command, ctx.out))];
+      // Every log line made inside a span carries its traceId and spanId.
+      const logger = pino(
+        { level: config.logLevel, base: { service: 'agentbus-gateway' }, mixin: traceMixin },
+        pino.destination(2),
+      );
 
       const transport = openTransport(config.transport, {
         ...(config.redis.keyPrefix === undefined ? {} : { redis: { keyPrefix: config.redis.keyPrefix } }),
       });
       ctx.lifecycle.defer(() => transport.close());
       await transport.connect();
-      const bus = createBus({ transport, source: 'agentbus-gateway', middleware });
+      const bus = createBus({
+        transport,
+        source: 'agentbus-gateway',
+        middleware,
+        logger: pinoBusLogger(logger.child({ component: 'bus' })),
+      });
       // Closed after the gateway (newest first): in-flight requests drain, then handlers, then the transport.
       ctx.lifecycle.defer(() => bus.close());
       const gateway = await createGateway({
