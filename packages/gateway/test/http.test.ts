@@ -232,6 +232,7 @@ describe.each(fixtures)('HTTP API on $name', (fixture) => {
     const openapi = await get(`${gw.url}/openapi.json`);
     expect(openapi.body.openapi).toBe('3.1.0');
     expect(Object.keys(openapi.body.paths)).toContain('/v1/topics/{topic}/messages');
+    expect(Object.keys(openapi.body.paths)).toContain('/v1/ws');
   });
 });
 

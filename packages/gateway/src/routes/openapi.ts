@@ -198,6 +198,16 @@ export function openApiDocument(): Record<string, unknown> {
           responses: { '200': json({ type: 'object' }), ...errors(401, 403) },
         },
       },
+      '/v1/ws': {
+        get: {
+          summary: 'WebSocket protocol (upgrade): JSON frames to subscribe, publish, ack/nack, request/reply',
+          description:
+            'Frames, errors, limits and close codes: docs/protocol.md. The token may come as a bearer header, ?token= or a first auth frame.',
+          security: [],
+          parameters: [{ name: 'token', in: 'query', required: false, schema: { type: 'string' } }],
+          responses: { '101': { description: 'switching protocols' }, ...errors(401, 403) },
+        },
+      },
       '/health': {
         get: {
           summary: 'Health; deep=1 checks every component',
