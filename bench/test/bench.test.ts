@@ -1,33 +1,10 @@
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
+import { runBenchScript, type ScriptRun } from './run-script.js';
 
 /** Runs `npm run bench -- …` the way the root script does, without npm in between. */
-function bench(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', MAIN, ...args], {
-      cwd: ROOT,
-      env: { ...process.env, NO_COLOR: '1', AGENTBUS_TRANSPORT: undefined },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString('utf8');
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString('utf8');
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 25_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+function bench(args: readonly string[]): Promise<ScriptRun> {
+  return runBenchScript('main.ts', args, 25_000);
 }
 
 const RATES = ['publish_per_s', 'drain_per_s', 'e2e_per_s', 'raw_publish_per_s', 'raw_drain_per_s', 'raw_e2e_per_s'];

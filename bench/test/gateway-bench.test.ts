@@ -1,33 +1,8 @@
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { runBenchScript } from './run-script.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const GATEWAY_BENCH = fileURLToPath(new URL('../src/gateway-bench.ts', import.meta.url));
-
-/** Runs `npm run bench:gateway -- …` from source; killed after 60 s so a stall fails instead of hanging. */
-function gatewayBench(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', GATEWAY_BENCH, ...args], {
-      cwd: ROOT,
-      env: { ...process.env, NO_COLOR: '1' },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString('utf8');
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString('utf8');
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+/** Runs `npm run bench:gateway -- …` from source. */
+const gatewayBench = (args: readonly string[]) => runBenchScript('gateway-bench.ts', args, 60_000);
 
 describe.concurrent('bench:gateway', { timeout: 90_000 }, () => {
   // 3,000 messages from one WebSocket is past the default frame rate limit's burst: the run must

@@ -3,19 +3,17 @@ import { existsSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { until } from '@agentbus/conformance';
 import {
-  type Bus,
-  createBus,
   createJwtIssuer,
   createJwtVerifier,
   createPolicy,
   type Envelope,
   memorySagaRepository,
-  memoryTransport,
   type SagaStepState,
 } from '@agentbus/core';
-import { createGateway, DASHBOARD_CSP, type Gateway, type GatewayOptions } from '@agentbus/gateway';
+import { DASHBOARD_CSP, type GatewayOptions } from '@agentbus/gateway';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { memoryFixture, type RunningGateway, startGateway as startFixtureGateway } from './gateway-fixtures.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const HAVE_CHROMIUM = existsSync(CHROMIUM);
@@ -35,26 +33,11 @@ interface PageGlobals {
   };
   readonly sessionStorage: { getItem(key: string): string | null };
 }
-interface Running {
-  readonly bus: Bus;
-  readonly gateway: Gateway;
-  readonly url: string;
-  stop(): Promise<void>;
-}
+type Running = RunningGateway;
 
-async function startGateway(options: Omit<GatewayOptions, 'bus'> = {}): Promise<Running> {
-  const bus = createBus({ transport: memoryTransport() });
-  const gateway = await createGateway({ bus, logger: false, ...options });
-  const url = await gateway.listen({ port: 0 });
-  return {
-    bus,
-    gateway,
-    url,
-    async stop() {
-      await gateway.close();
-      await bus.close();
-    },
-  };
+/** A gateway on the memory transport with the dashboard on (the fixtures' default is off). */
+function startGateway(options: Omit<GatewayOptions, 'bus'> = {}): Promise<Running> {
+  return startFixtureGateway(memoryFixture(), { dashboard: true, ...options });
 }
 
 function unique(prefix: string): string {

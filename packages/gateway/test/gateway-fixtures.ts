@@ -142,3 +142,15 @@ export async function del(url: string, headers: Record<string, string> = {}) {
 export function uniqueTopic(prefix: string): string {
   return `${prefix}.${randomBytes(4).toString('hex')}`;
 }
+
+/** A small seeded generator (mulberry32): the fuzz tests replay the same cases for a seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

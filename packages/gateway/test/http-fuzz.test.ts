@@ -1,19 +1,7 @@
 import { connect } from 'node:net';
 import { until } from '@agentbus/conformance';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { get, jwtPair, memoryFixture, post, type RunningGateway, startGateway } from './gateway-fixtures.js';
-
-/** Seeded PRNG (mulberry32), so that a failing case can be replayed from the seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { get, jwtPair, memoryFixture, post, prng, type RunningGateway, startGateway } from './gateway-fixtures.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0x5eed);
 const HTTP_CASES = 10_000;

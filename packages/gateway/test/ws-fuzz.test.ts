@@ -4,23 +4,12 @@ import {
   type Json,
   jwtPair,
   memoryFixture,
+  prng,
   type RunningGateway,
   startGateway,
   uniqueTopic,
 } from './gateway-fixtures.js';
 import { ClientPool, type WsTestClient } from './ws-helpers.js';
-
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed with its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SEED = Number(process.env.WS_FUZZ_SEED ?? 20261126);
 const FRAMES_PER_SOCKET = 2_600;
