@@ -15,6 +15,7 @@ import { createGateway, type Gateway, type GatewayOptions } from '@agentbus/gate
 import { redisTransport } from '@agentbus/redis';
 import { sqliteTransport } from '@agentbus/sqlite';
 import { Redis } from 'ioredis';
+import { afterAll } from 'vitest';
 
 /** A JSON response body; tests check its shape with assertions. */
 // biome-ignore lint/suspicious/noExplicitAny: response bodies are checked by the assertions that read them
@@ -153,4 +154,13 @@ export function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** Memory, SQLite and Redis (its keys under `name`), cleaned up after the file's tests. */
+export async function embeddedAndRedisFixtures(name: string): Promise<TransportFixture[]> {
+  const fixtures = [memoryFixture(), sqliteFixture(), await redisFixture(name)];
+  afterAll(async () => {
+    for (const f of fixtures) await f.cleanup();
+  });
+  return fixtures;
 }

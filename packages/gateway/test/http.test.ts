@@ -3,23 +3,18 @@ import { createPolicy, type Envelope, UnrecoverableError } from '@agentbus/core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   del,
+  embeddedAndRedisFixtures,
   get,
   type Json,
   jwtPair,
   memoryFixture,
   post,
   type RunningGateway,
-  redisFixture,
-  sqliteFixture,
   startGateway,
-  type TransportFixture,
   uniqueTopic,
 } from './gateway-fixtures.js';
 
-const fixtures: TransportFixture[] = [memoryFixture(), sqliteFixture(), await redisFixture('http')];
-afterAll(async () => {
-  for (const f of fixtures) await f.cleanup();
-});
+const fixtures = await embeddedAndRedisFixtures('http');
 
 describe.each(fixtures)('HTTP API on $name', (fixture) => {
   let gw: RunningGateway;

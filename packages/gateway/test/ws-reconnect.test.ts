@@ -1,22 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { until } from '@agentbus/conformance';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  memoryFixture,
-  post,
-  type RunningGateway,
-  redisFixture,
-  sqliteFixture,
-  startGateway,
-  type TransportFixture,
-  uniqueTopic,
-} from './gateway-fixtures.js';
+import { embeddedAndRedisFixtures, post, type RunningGateway, startGateway, uniqueTopic } from './gateway-fixtures.js';
 import { ClientPool, type WsTestClient } from './ws-helpers.js';
 
-const fixtures: TransportFixture[] = [memoryFixture(), sqliteFixture(), await redisFixture('ws-reconnect')];
-afterAll(async () => {
-  for (const f of fixtures) await f.cleanup();
-});
+const fixtures = await embeddedAndRedisFixtures('ws-reconnect');
 
 const MESSAGES = 1_000;
 
