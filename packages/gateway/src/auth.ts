@@ -57,7 +57,9 @@ export class GatewayAuth {
   }
 
   /** Throws ForbiddenError (naming the missing permission) unless `caller` may do `action` on `target`. */
-  authorize(caller: Caller, action: Action, target: string): void {
+  authorize(caller: Caller | undefined, action: Action, target: string): void {
+    // Fails closed: a route reached without a caller is a bug, never an open door.
+    if (caller === undefined) throw new UnauthorizedError('not authenticated', { data: { reason: 'missing-token' } });
     this.#options?.policy?.assert(caller.principal, action, target);
   }
 

@@ -7,6 +7,7 @@ import { type GatewayContext, NO_CONNECTIONS } from './context.js';
 import { registerDashboard } from './dashboard/dashboard.js';
 import { type GatewayOptions, type ResolvedGatewayOptions, resolveGatewayOptions } from './gateway-options.js';
 import { HttpError, statusOf, toWireError } from './http-errors.js';
+import { isApiRequest } from './observability/http-tracing.js';
 import { registerObservability } from './observability/observability.js';
 import { registerDeadLetterRoutes } from './routes/dead-letters.js';
 import { registerHealthRoutes } from './routes/health.js';
@@ -99,7 +100,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   });
   // Every /v1 HTTP route needs a caller; the WebSocket route authenticates in its own way.
   app.addHook('onRequest', async (request) => {
-    if (!request.url.startsWith('/v1/') || request.url.startsWith('/v1/ws')) return;
+    if (!isApiRequest(request)) return;
     request.caller = await auth.authenticate(bearerToken(request.headers.authorization));
   });
 

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { until } from '@agentbus/conformance';
 import { createPolicy, type Envelope, UnrecoverableError } from '@agentbus/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -245,6 +246,38 @@ describe('HTTP API with auth', () => {
   });
   afterAll(async () => {
     await gw?.stop();
+  });
+
+  it('asks for a token however the request target is spelt (absolute-form URL, query)', async () => {
+    const { host, hostname, port } = new URL(gw.url);
+    /** The status line the server answers to `method target` sent as is, with no token. */
+    const statusOf = (method: string, target: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), hostname, () => {
+          socket.write(`${method} ${target} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+        });
+        let out = '';
+        socket.on('data', (d: Buffer) => {
+          out += d.toString('latin1');
+        });
+        socket.on('end', () => resolve(out.split('\r\n', 1)[0] as string));
+        socket.on('error', reject);
+      });
+    const targets = [
+      ['GET', '/v1/stats'],
+      ['GET', `http://${host}/v1/stats`],
+      ['GET', `http://${host}/v1/agents`],
+      ['GET', `http://${host}/v1/dead-letters`],
+      ['DELETE', `http://${host}/v1/dead-letters?all=true`],
+      ['GET', `http://${host}/v1/connections`],
+      ['GET', '/v1/stats?x=1'],
+    ] as const;
+    for (const [method, target] of targets) {
+      const line = await statusOf(method, target);
+      // Refused (401), or not routed at all (404): never answered.
+      expect(line, `${method} ${target}`).toMatch(/^HTTP\/1\.1 (401|404) /);
+    }
+    expect(await statusOf('GET', `http://${host}/v1/stats`)).toMatch(/^HTTP\/1\.1 401 /);
   });
 
   it('refuses a missing or invalid token with 401 and says why', async () => {

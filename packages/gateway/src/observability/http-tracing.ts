@@ -15,9 +15,28 @@ export function serverSpanOf(request: FastifyRequest): Span | undefined {
   return serverSpans.get(request);
 }
 
-/** Whether a request gets a server span: the `/v1` API, but not the WebSocket (a long-lived connection). */
-export function isTracedPath(url: string): boolean {
-  return url.startsWith('/v1/') && !url.startsWith('/v1/ws');
+/**
+ * The path a request is for: the matched route's template, else the pathname of its target. Never
+ * `request.url` as such: a request line may carry an absolute URL (`GET http://host/v1/… HTTP/1.1`),
+ * which fastify routes by its path.
+ */
+export function requestPath(request: FastifyRequest): string {
+  return request.routeOptions.url ?? targetPath(request);
+}
+
+/** The pathname of a request's target, also when the request line carries an absolute URL. */
+export function targetPath(request: FastifyRequest): string {
+  try {
+    return new URL(request.url, 'http://gateway.invalid').pathname;
+  } catch {
+    return request.url.split('?', 1)[0] as string;
+  }
+}
+
+/** Whether a request is for the `/v1` HTTP API (which needs a caller), not the WebSocket (a long-lived connection). */
+export function isApiRequest(request: FastifyRequest): boolean {
+  const path = requestPath(request);
+  return path.startsWith('/v1/') && path !== '/v1/ws';
 }
 
 /**
@@ -30,7 +49,7 @@ export function isTracedPath(url: string): boolean {
 export function registerHttpTracing(app: FastifyInstance, probe: TracerProbe): void {
   const { tracer, enabled } = probe;
   app.addHook('onRequest', (request, _reply, done) => {
-    if (!enabled() || !isTracedPath(request.url)) {
+    if (!enabled() || !isApiRequest(request)) {
       done();
       return;
     }
@@ -45,7 +64,7 @@ export function registerHttpTracing(app: FastifyInstance, probe: TracerProbe): v
         attributes: {
           [SPAN_ATTRIBUTES.httpMethod]: request.method,
           [SPAN_ATTRIBUTES.httpRoute]: route,
-          [SPAN_ATTRIBUTES.urlPath]: request.url.split('?', 1)[0] as string,
+          [SPAN_ATTRIBUTES.urlPath]: targetPath(request),
           [SPAN_ATTRIBUTES.urlScheme]: request.protocol,
           [SPAN_ATTRIBUTES.clientAddress]: request.ip,
           ...(typeof request.headers['user-agent'] === 'string'

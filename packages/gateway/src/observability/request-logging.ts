@@ -1,7 +1,7 @@
 import { isSpanContextValid } from '@opentelemetry/api';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { levels } from 'pino';
-import { isTracedPath, serverSpanOf, UNMATCHED_ROUTE } from './http-tracing.js';
+import { isApiRequest, targetPath, serverSpanOf, UNMATCHED_ROUTE } from './http-tracing.js';
 
 /**
  * One log record per answered `/v1` HTTP request (fastify's own request logging is off): `debug`
@@ -11,7 +11,7 @@ import { isTracedPath, serverSpanOf, UNMATCHED_ROUTE } from './http-tracing.js';
  */
 export function registerRequestLogging(app: FastifyInstance, log: FastifyBaseLogger): void {
   app.addHook('onResponse', (request, reply, done) => {
-    if (!isTracedPath(request.url)) {
+    if (!isApiRequest(request)) {
       done();
       return;
     }
@@ -23,7 +23,7 @@ export function registerRequestLogging(app: FastifyInstance, log: FastifyBaseLog
         {
           method: request.method,
           route: request.routeOptions.url ?? UNMATCHED_ROUTE,
-          path: request.url.split('?', 1)[0],
+          path: targetPath(request),
           statusCode: status,
           durationMs: Math.round(reply.elapsedTime * 1000) / 1000,
           ...(sc !== undefined && isSpanContextValid(sc) ? { traceId: sc.traceId, spanId: sc.spanId } : {}),
