@@ -254,7 +254,9 @@ describe('HTTP API with auth', () => {
     const statusOf = (method: string, target: string) =>
       new Promise<string>((resolve, reject) => {
         const socket = connect(Number(port), hostname, () => {
-          socket.write(`${method} ${target} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+          socket.write(
+            `${method} ${target} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`,
+          );
         });
         let out = '';
         socket.on('data', (d: Buffer) => {

@@ -1,7 +1,7 @@
 import { isSpanContextValid } from '@opentelemetry/api';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { levels } from 'pino';
-import { isApiRequest, targetPath, serverSpanOf, UNMATCHED_ROUTE } from './http-tracing.js';
+import { isApiRequest, serverSpanOf, targetPath, UNMATCHED_ROUTE } from './http-tracing.js';
 
 /**
  * One log record per answered `/v1` HTTP request (fastify's own request logging is off): `debug`
