@@ -137,6 +137,38 @@ describe('WebSocket authentication and permissions', () => {
     expect(c.frames.some((f) => f.id === 'late-ack')).toBe(false);
   });
 
+  it("scopes a client's group names to its subject: no joining another service's group, sharing within a subject", async () => {
+    const topic = uniqueTopic('orders');
+    const secret = uniqueTopic('orders');
+    // A backend consumes `secret` in group `billing`, and is away for a moment: the group keeps its messages.
+    const backend = await gw.bus.subscribe(secret, () => {}, { group: 'billing' });
+    await backend.close();
+    await gw.bus.publish(secret, { card: '4111-secret' });
+
+    const mallory = await pool.open(gw.url, { query: `?token=${await token('mallory')}` });
+    const joined = await mallory.call({ op: 'subscribe', topic, group: 'billing' });
+    expect(joined).toMatchObject({ op: 'subscribed', group: 'mallory.billing' });
+    const durable = await mallory.call({ op: 'subscribe', topic, durable: 'billing' });
+    expect(durable.group).toBe('mallory.billing');
+    // Two sockets of one subject share the group (competing consumers); the backend's group is untouched.
+    const again = await pool.open(gw.url, { query: `?token=${await token('mallory')}` });
+    expect((await again.call({ op: 'subscribe', topic, group: 'billing' })).group).toBe('mallory.billing');
+    await gw.bus.publish(topic, 'for mallory');
+    const got = await Promise.race([
+      mallory.waitFor((f) => f.op === 'message'),
+      again.waitFor((f) => f.op === 'message'),
+    ]);
+    expect(got.envelope.topic).toBe(topic);
+    await mallory.call({ op: 'ping' });
+    await again.call({ op: 'ping' });
+    const all = [...mallory.frames, ...again.frames].filter((f) => f.op === 'message');
+    expect(all.map((f) => f.envelope.topic)).toEqual([topic]); // once, and never the secret
+    expect((await gw.bus.transport.groupStats?.('billing'))?.backlog).toBe(1);
+    // A subject that cannot head a group name gets an opaque, collision-free owner instead.
+    const odd = await pool.open(gw.url, { query: `?token=${await token('team/a.b')}` });
+    expect((await odd.call({ op: 'subscribe', topic, group: 'billing' })).group).toMatch(/^u-[\w-]{22}\.billing$/);
+  });
+
   it('refuses a different subject on re-authentication and accepts a fresh token of the same one', async () => {
     const c = await pool.open(gw.url, { query: `?token=${await token('me')}` });
     expect(await c.call({ op: 'auth', token: await token('me') })).toMatchObject({

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import {
   assertPattern,
   assertTopic,
@@ -19,6 +20,28 @@ type Frame<K extends ClientFrame['op']> = Extract<ClientFrame, { op: K }>;
 
 /** Consumer group and durable names: topic characters plus `.`; a leading `_` is reserved for the gateway. */
 const GROUP_NAME = /^[A-Za-z0-9\-:@$][A-Za-z0-9_\-:@$.]*$/;
+/** A subject (with no tenant) that can stand as itself at the head of a group name. */
+const PLAIN_SUBJECT = /^[A-Za-z0-9\-:@$]{1,64}$/;
+
+/**
+ * The consumer group a WebSocket client's `group`/`durable` name stands for. With auth on, the
+ * name is scoped to the caller — `<subject>.<name>` (a hash of tenant and subject instead when
+ * the subject is not plain) — because a group is one queue: whoever joins it receives what
+ * every member subscribed to, and a name given by a client must not reach a group of another
+ * agent or service. Clients with the same subject share their groups (competing consumers).
+ */
+export function scopedGroupName(caller: Caller, name: string, authEnabled: boolean): string {
+  if (!authEnabled) return name;
+  const { subject, tenant } = caller.principal;
+  const owner =
+    tenant === undefined && PLAIN_SUBJECT.test(subject)
+      ? subject
+      : `u-${createHash('sha256')
+          .update(JSON.stringify([tenant ?? null, subject]))
+          .digest('base64url')
+          .slice(0, 22)}`;
+  return `${owner}.${name}`;
+}
 
 /** assertTopic / assertPattern with `data.path` naming the frame field. */
 function checkTopic(check: (topic: string) => void, topic: string): void {
@@ -81,7 +104,8 @@ async function subscribe(conn: WsConnection, caller: Caller, frame: Frame<'subsc
       });
   }
   const id = conn.nextSubscriptionId();
-  const named = durable ?? group;
+  const given = durable ?? group;
+  const named = given === undefined ? undefined : scopedGroupName(caller, given, ctx.auth.enabled);
   const sub = await WsSubscription.open(
     ctx.bus,
     {
