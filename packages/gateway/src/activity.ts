@@ -4,6 +4,8 @@ import type { Middleware } from '@agentbus/core';
 export const HISTORY_SECONDS = 120;
 /** Topics and groups remembered at most; the least recently active are forgotten first. */
 export const MAX_TRACKED = 1_000;
+/** Patterns listed per group at most (a group may be joined with ever new patterns). */
+export const MAX_PATTERNS_PER_GROUP = 32;
 
 export interface TopicActivity {
   readonly topic: string;
@@ -88,7 +90,10 @@ export class Activity {
   delivered(group: string, pattern: string): void {
     const now = this.#now();
     const e = this.#group(group);
-    e.patterns.add(pattern);
+    // Most recently active last: the groups forgotten first are those idle longest.
+    this.#groups.delete(group);
+    this.#groups.set(group, e);
+    this.#addPattern(e, pattern);
     e.delivered++;
     e.lastDeliveredAtMs = now;
     this.#sample(now).delivered++;
@@ -101,7 +106,16 @@ export class Activity {
   /** Registers a group (a WebSocket client's subscription) so that stats show it before its first delivery. */
   watch(group: string, pattern?: string): void {
     const e = this.#group(group);
-    if (pattern !== undefined) e.patterns.add(pattern);
+    if (pattern !== undefined) this.#addPattern(e, pattern);
+  }
+
+  /** Forgets a group that no longer exists (an ephemeral WebSocket group once its subscription closed). */
+  forget(group: string): void {
+    this.#groups.delete(group);
+  }
+
+  #addPattern(e: GroupEntry, pattern: string): void {
+    if (e.patterns.size < MAX_PATTERNS_PER_GROUP || e.patterns.has(pattern)) e.patterns.add(pattern);
   }
 
   topics(): TopicActivity[] {

@@ -75,6 +75,59 @@ describe('WebSocket limits', () => {
     expect(codes.filter((x) => x === 'NOT_FOUND').length).toBeGreaterThanOrEqual(1);
   });
 
+  it('a client that reads and acks a backlog of big messages at full prefetch is never cut as slow', async () => {
+    const gw = await gateway({ ws: { sendBufferBytes: 256 * 1024 } });
+    const topic = uniqueTopic('ws.backlog');
+    // The durable group exists and its backlog builds up while no consumer runs.
+    const first = await gw.bus.subscribe(topic, () => {}, { group: 'backlog-worker' });
+    await first.close();
+    const payload = 'x'.repeat(32 * 1024);
+    await gw.bus.publishBatch(Array.from({ length: 300 }, (_, i) => ({ topic, data: { i, payload } })));
+    const c = await pool.open(gw.url);
+    let closedWith: number | undefined;
+    c.socket.on('close', (code: number) => {
+      closedWith = code;
+    });
+    c.socket.on('message', (raw) => {
+      const f = JSON.parse(String(raw)) as { op: string; delivery?: string };
+      if (f.op === 'message') c.send({ op: 'ack', delivery: f.delivery });
+    });
+    await c.call({ op: 'subscribe', topic, durable: 'backlog-worker', prefetch: 300 });
+    // 300 deliveries woken at once: each must see the send buffer as it is when it sends.
+    await until(
+      () => closedWith !== undefined || c.frames.filter((f) => f.op === 'message').length === 300,
+      20_000,
+      '300 deliveries',
+    );
+    expect(closedWith).toBeUndefined();
+    expect(new Set(c.frames.filter((f) => f.op === 'message').map((f) => f.envelope.data.i)).size).toBe(300);
+  });
+
+  it('holds the subscription limit against a burst of subscribes sent at once', async () => {
+    const gw = await gateway();
+    const c = await pool.open(gw.url);
+    for (let i = 0; i < 150; i++) c.send({ op: 'subscribe', id: `s${i}`, topic: uniqueTopic('ws.many') });
+    await until(() => c.frames.length >= 150, 10_000, '150 answers');
+    const subscribed = c.frames.filter((f) => f.op === 'subscribed').length;
+    expect(subscribed).toBe(100);
+    expect(c.frames.filter((f) => f.op === 'error' && f.code === 'VALIDATION')).toHaveLength(50);
+    expect(gw.gateway.context.connections.list()[0]?.subscriptions).toHaveLength(100);
+  });
+
+  it('takes a burst of acks for held deliveries in one go, past the frames-in-progress limit', async () => {
+    const gw = await gateway({ ws: { ratePerSecond: 1_000_000, rateBurst: 1_000_000 } });
+    const c = await pool.open(gw.url);
+    const topic = uniqueTopic('ws.acks');
+    const { sub, group } = await c.call({ op: 'subscribe', topic, prefetch: 1_000 });
+    await gw.bus.publishBatch(Array.from({ length: 600 }, (_, i) => ({ topic, data: i })));
+    await until(() => c.messages(sub).length === 600, 10_000, '600 deliveries');
+    // Sent back to back, they arrive in a few reads and run at once.
+    for (const m of c.messages(sub)) c.send({ op: 'ack', delivery: m.delivery });
+    await c.call({ op: 'ping' });
+    expect(c.frames.filter((f) => f.op === 'error')).toEqual([]);
+    await until(async () => (await gw.bus.transport.groupStats?.(group))?.inFlight === 0, 5_000, 'all acked');
+  });
+
   it('stops delivering to a client that does not read and drops it as a slow consumer, memory bounded', async () => {
     const sendBufferBytes = 64 * 1024;
     const gw = await gateway({ ws: { sendBufferBytes, pingIntervalMs: 200 } });

@@ -1,7 +1,7 @@
 import { until } from '@agentbus/conformance';
 import { HandlerError } from '@agentbus/core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type Json, memoryFixture, type RunningGateway, startGateway, uniqueTopic } from './gateway-fixtures.js';
+import { type Json, memoryFixture, post, type RunningGateway, startGateway, uniqueTopic } from './gateway-fixtures.js';
 import { ClientPool, type WsTestClient } from './ws-helpers.js';
 
 describe('WebSocket protocol (memory)', () => {
@@ -176,6 +176,41 @@ describe('WebSocket protocol (memory)', () => {
       code: 'VALIDATION',
       data: { path: 'delivery' },
     });
+  });
+
+  it('refuses a publish into a reply inbox, over WebSocket and HTTP: a request seen is not a reply forged', async () => {
+    const topic = uniqueTopic('ws.quotes');
+    const eve = await pool.open(gw.url);
+    await subscribe(eve, { topic, group: `eve-${topic.split('.')[2]}` });
+    const requester = await pool.open(gw.url);
+    requester.send({ op: 'request', id: 'r1', topic, data: { sku: 'a' }, timeoutMs: 3_000 });
+    const seen = await eve.waitFor((f) => f.op === 'message');
+    const forged = { data: { price: 0 }, correlationid: seen.envelope.id, type: 'agentbus.reply' };
+    expect(await eve.call({ op: 'publish', topic: seen.envelope.replyto, ...forged })).toMatchObject({
+      op: 'error',
+      code: 'FORBIDDEN',
+      data: { action: 'publish', reason: 'inbox' },
+    });
+    const overHttp = await post(`${gw.url}/v1/topics/${seen.envelope.replyto}/messages`, forged);
+    expect([overHttp.status, overHttp.body.error.code]).toEqual([403, 'FORBIDDEN']);
+    // The real answer still gets through.
+    eve.send({ op: 'reply', delivery: seen.delivery, data: { price: 12 } });
+    expect(await requester.waitFor((f) => f.id === 'r1')).toMatchObject({ op: 'reply', data: { price: 12 } });
+  });
+
+  it('forgets the activity of an ephemeral group once its subscription is gone', async () => {
+    const groups: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const c = await pool.open(gw.url);
+      groups.push((await c.call({ op: 'subscribe', topic: uniqueTopic('ws.eph') })).group);
+      await c.close();
+    }
+    await until(
+      () => !gw.gateway.context.activity.groups().some((g) => groups.includes(g.group)),
+      5_000,
+      'the ephemeral groups forgotten',
+    );
+    expect(groups.every((g) => g.startsWith('_ws.'))).toBe(true);
   });
 
   it('lists the connection with its subscriptions and frame counters', async () => {

@@ -1,4 +1,4 @@
-import { assertTopic, isInboxTopic, type PublishOptions, ValidationError } from '@agentbus/core';
+import { assertTopic, ForbiddenError, isInboxTopic, type PublishOptions, ValidationError } from '@agentbus/core';
 import type { Caller, GatewayAuth } from '../auth.js';
 
 /** A message as a client sends it over HTTP or WebSocket. */
@@ -93,11 +93,18 @@ export function publishOptionsOf(input: MessageInput, caller: Caller, auth: Gate
 }
 
 /**
- * Checks that `caller` may publish `input` on `topic`: `publish` on the topic, and a `replyto`
+ * Checks that `caller` may publish `input` on `topic`: never a reply inbox, `publish` on the topic, and a `replyto`
  * must be a topic the caller may publish to itself, never a reply inbox (only the gateway's own
  * request-reply uses those).
  */
 export function authorizePublish(auth: GatewayAuth, caller: Caller, topic: string, input: MessageInput): void {
+  // A reply inbox takes only replies to requests its owner made: over the gateway, the
+  // WebSocket `reply` op (which needs `reply` rights on the request's topic), never a publish
+  // — anyone who saw a request's replyto could otherwise forge its answer.
+  if (isInboxTopic(topic))
+    throw new ForbiddenError('reply inboxes cannot be published to: answer a request with the reply op', {
+      data: { action: 'publish', topic, reason: 'inbox' },
+    });
   auth.authorize(caller, 'publish', topic);
   if (input.replyto !== undefined) {
     try {

@@ -31,6 +31,8 @@ export class WsConnection implements DeliveryLink {
   /** Aborted when the connection goes away: its requests stop waiting. */
   readonly #gone = new AbortController();
   readonly #limiter: FrameRateLimiter;
+  /** Subscribes in progress (counted against the subscription limit before they complete). */
+  subscriptionsOpening = 0;
   readonly #sendLimitBytes: number;
   readonly #waiters: ((ok: boolean) => void)[] = [];
   readonly #released: Promise<void>;
@@ -177,7 +179,9 @@ export class WsConnection implements DeliveryLink {
     if (this.#closed) return;
     const caller = this.#caller;
     if (caller === undefined) {
-      if (this.#authenticating === undefined && nowMs - this.connectedAtMs > WS_LIMITS.authTimeoutMs)
+      // Also while an auth frame is being verified: a verification that hangs must not keep an
+      // unauthenticated socket open.
+      if (nowMs - this.connectedAtMs > WS_LIMITS.authTimeoutMs)
         this.close(WS_CLOSE.unauthorized, WS_CLOSE_REASON.authTimeout);
       return;
     }
@@ -228,9 +232,11 @@ export class WsConnection implements DeliveryLink {
     this.#framesIn++;
     const unauthenticated = this.#caller === undefined && this.#authenticating === undefined;
     const parsed = isBinary ? undefined : parseFrame(data.toString('utf8'));
-    // Settling a delivery this connection holds costs no token: those frames are bounded by
-    // the subscriptions' prefetch, and throttling them would throttle consumption itself.
-    if (!this.#settlesHeldDelivery(parsed?.frame)) {
+    // Settling a delivery this connection holds costs no token and does not count as a frame in
+    // progress: those frames are bounded by the subscriptions' prefetch, and refusing them would
+    // leave the deliveries held (and redelivered later) and throttle consumption itself.
+    const heldSettle = this.#settlesHeldDelivery(parsed?.frame);
+    if (!heldSettle) {
       const retryAfterMs = this.#limiter.take();
       if (retryAfterMs > 0) {
         this.sendError(parsed?.id, new WsError('RATE_LIMITED', 'too many frames', { retryAfterMs }, true));
@@ -254,7 +260,7 @@ export class WsConnection implements DeliveryLink {
       this.sendError(parsed.id, parsed.error);
       return;
     }
-    if (this.#pendingOps >= WS_LIMITS.maxPendingOps) {
+    if (!heldSettle && this.#pendingOps >= WS_LIMITS.maxPendingOps) {
       this.sendError(
         parsed.id,
         new WsError(
@@ -264,6 +270,10 @@ export class WsConnection implements DeliveryLink {
           true,
         ),
       );
+      return;
+    }
+    if (heldSettle) {
+      void this.#run(parsed.frame);
       return;
     }
     this.#pendingOps++;

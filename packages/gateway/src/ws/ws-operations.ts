@@ -78,7 +78,7 @@ function messageInputOf(fields: MessageFields): MessageInput {
 
 async function subscribe(conn: WsConnection, caller: Caller, frame: Frame<'subscribe'>): Promise<void> {
   const { ctx } = conn;
-  if (conn.subscriptions.size >= WS_LIMITS.maxSubscriptions)
+  if (conn.subscriptions.size + conn.subscriptionsOpening >= WS_LIMITS.maxSubscriptions)
     throw new ValidationError(`at most ${WS_LIMITS.maxSubscriptions} subscriptions per connection`, {
       data: { path: 'topic', limit: WS_LIMITS.maxSubscriptions },
     });
@@ -106,17 +106,27 @@ async function subscribe(conn: WsConnection, caller: Caller, frame: Frame<'subsc
   const id = conn.nextSubscriptionId();
   const given = durable ?? group;
   const named = given === undefined ? undefined : scopedGroupName(caller, given, ctx.auth.enabled);
-  const sub = await WsSubscription.open(
-    ctx.bus,
-    {
-      id,
-      pattern,
-      group: named ?? `_ws.${conn.id}.${id}`,
-      durable: named !== undefined,
-      prefetch: frame.prefetch ?? WS_LIMITS.defaultPrefetch,
-    },
-    conn,
-  );
+  const groupName = named ?? `_ws.${conn.id}.${id}`;
+  // A slot is taken before the first await: subscribes sent in one burst cannot pass the limit together.
+  conn.subscriptionsOpening++;
+  let sub: WsSubscription;
+  try {
+    sub = await WsSubscription.open(
+      ctx.bus,
+      {
+        id,
+        pattern,
+        group: groupName,
+        durable: named !== undefined,
+        prefetch: frame.prefetch ?? WS_LIMITS.defaultPrefetch,
+        // An ephemeral group is gone with its subscription: so is its activity.
+        ...(named === undefined ? { onClosed: () => ctx.activity.forget(groupName) } : {}),
+      },
+      conn,
+    );
+  } finally {
+    conn.subscriptionsOpening--;
+  }
   if (conn.closed) {
     await sub.close();
     return;

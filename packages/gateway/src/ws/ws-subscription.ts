@@ -28,6 +28,8 @@ export interface WsSubscriptionSpec {
   /** Durable or shared group (kept after the client leaves); false: an ephemeral group. */
   readonly durable: boolean;
   readonly prefetch: number;
+  /** Called once the subscription has closed (the gateway forgets an ephemeral group's activity). */
+  readonly onClosed?: () => void;
 }
 
 /** The error a released delivery is nacked with, so that its next attempt says why. */
@@ -46,6 +48,7 @@ export class WsSubscription {
   readonly group: string;
   readonly durable: boolean;
   readonly #link: DeliveryLink;
+  readonly #onClosed: (() => void) | undefined;
   readonly #pending = new Map<string, PendingDelivery>();
   #bus: BusSubscription | undefined;
   #seq = 0;
@@ -62,6 +65,7 @@ export class WsSubscription {
     this.group = spec.group;
     this.durable = spec.durable;
     this.#link = link;
+    this.#onClosed = spec.onClosed;
   }
 
   /** Subscribes on the bus; deliveries wait for {@link start} (the `subscribed` frame goes first). */
@@ -92,9 +96,15 @@ export class WsSubscription {
 
   async #handle(d: Delivery): Promise<void> {
     await this.#startedP;
-    if (this.#closed || !(await this.#link.ready()) || this.#closed) {
-      await d.nack({ delayMs: WS_LIMITS.releaseDelayMs, error: RELEASED });
-      return;
+    // The send buffer is checked again, synchronously, right before the send: handlers woken
+    // together must not all pass one check and then all send (prefetch × size at once).
+    let ready = this.#closed ? false : this.#link.ready();
+    while (ready !== true) {
+      if (ready === false || !(await ready) || this.#closed) {
+        await d.nack({ delayMs: WS_LIMITS.releaseDelayMs, error: RELEASED });
+        return;
+      }
+      ready = this.#link.ready();
     }
     const id = `${this.id}:${++this.#seq}`;
     const settled = new Promise<void>((done) => this.#pending.set(id, { delivery: d, sub: this, done }));
@@ -121,7 +131,7 @@ export class WsSubscription {
   }
 
   /**
-   * Stops the subscription: unsettled deliveries are nacked (delay 0) so they come back, then the
+   * Stops the subscription: unsettled deliveries are nacked (after `releaseDelayMs`) so they come back, then the
    * bus subscription closes (an ephemeral group is removed; a durable one keeps what arrives).
    */
   close(): Promise<void> {
@@ -142,7 +152,11 @@ export class WsSubscription {
           }
         }),
       ).catch(() => {}); // a failed nack comes back after its lease anyway
-      await closed;
+      try {
+        await closed;
+      } finally {
+        this.#onClosed?.();
+      }
     })();
     return this.#closing;
   }
