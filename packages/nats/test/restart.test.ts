@@ -188,7 +188,20 @@ it('a JetStream consumer recovers by itself across a nats-server restart, and ev
       await waitFor('every resolved publish to be handled', () => unhandled().length === 0, 15_000, state);
     } catch (err) {
       // What the server thinks of the group's consumer, to tell a lost redelivery from a lost ack.
-      throw new Error(`${(err as Error).message}\n--- consumer ---\n${await consumerState()}`);
+      // And whether the missing ones were dead-lettered instead of handled (acked without a handler).
+      const missing = new Set(unhandled().map((a) => a.id));
+      const dead = await transport.deadLetters
+        .list({ group: 'workers' })
+        .then((records) =>
+          records
+            .filter((r) => missing.has(r.message.id))
+            .map((r) => `${r.message.id}: ${r.reason} after ${r.attempts} attempts (${r.error ?? ''})`)
+            .join('\n'),
+        )
+        .catch((e: unknown) => `unavailable: ${describeError(e)}`);
+      throw new Error(
+        `${(err as Error).message}\n--- consumer ---\n${await consumerState()}\n--- dead letters of the missing ---\n${dead || 'none'}`,
+      );
     }
 
     const ms = (a: Attempt) => (a.settledAt ?? Number.NaN) - a.startedAt;
