@@ -8,6 +8,7 @@ import {
   HandlerError,
   NoRespondersError,
   TimeoutError,
+  ValidationError,
   type WireError,
 } from './errors.js';
 import { positiveInteger } from './validate.js';
@@ -133,6 +134,11 @@ export class RequestReply {
     const inbox = await this.#ensureInbox();
     await this.#assertResponders(topic);
     const id = options.id ?? this.#host.ids();
+    // The id is the reply's correlation id: a second request under an id in flight would take its reply.
+    if (this.#pending.has(id))
+      throw new ValidationError('request.id: a request with this id is already waiting for its reply', {
+        data: { path: 'id' },
+      });
     const { timeoutMs: _t, signal: _s, ...publish } = options;
     return new Promise<R>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;

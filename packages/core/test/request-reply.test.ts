@@ -12,6 +12,25 @@ describe('request-reply', () => {
     await bus.close();
   });
 
+  it('refuses a request whose id is already waiting for its reply: it would take that reply', async () => {
+    const bus = createBus({ transport: memoryTransport() });
+    let release: () => void = () => {};
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    await bus.reply<number>('slow.echo', async (d) => {
+      await held;
+      return d.data;
+    });
+    const first = bus.request<number>('slow.echo', 1, { id: 'same-id' });
+    await expect(bus.request('slow.echo', 2, { id: 'same-id' })).rejects.toBeInstanceOf(ValidationError);
+    release();
+    expect(await first).toBe(1);
+    // Once answered, the id is free again.
+    expect(await bus.request<number>('slow.echo', 3, { id: 'same-id' })).toBe(3);
+    await bus.close();
+  });
+
   it('gives each of two requesters its own replies', async () => {
     const transport = memoryTransport();
     const replier = createBus({ transport, ownsTransport: false });

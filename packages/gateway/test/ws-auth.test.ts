@@ -167,6 +167,11 @@ describe('WebSocket authentication and permissions', () => {
     // A subject that cannot head a group name gets an opaque, collision-free owner instead.
     const odd = await pool.open(gw.url, { query: `?token=${await token('team/a.b')}` });
     expect((await odd.call({ op: 'subscribe', topic, group: 'billing' })).group).toMatch(/^u-[\w-]{22}\.billing$/);
+    // A subject that looks like a hashed owner is hashed too: the two namespaces never meet.
+    const lookalike = await pool.open(gw.url, { query: `?token=${await token('u-n3pfbaMzV9FBXvjNC0EUcN')}` });
+    const scoped = (await lookalike.call({ op: 'subscribe', topic, group: 'x' })).group;
+    expect(scoped).toMatch(/^u-[\w-]{22}\.x$/);
+    expect(scoped).not.toBe('u-n3pfbaMzV9FBXvjNC0EUcN.x');
   });
 
   it('refuses a different subject on re-authentication and accepts a fresh token of the same one', async () => {

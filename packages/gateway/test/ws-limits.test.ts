@@ -114,6 +114,22 @@ describe('WebSocket limits', () => {
     expect(gw.gateway.context.connections.list()[0]?.subscriptions).toHaveLength(100);
   });
 
+  it('exempts only the first settle of a held delivery: repeats of it are counted', async () => {
+    const gw = await gateway({ ws: { ratePerSecond: 1, rateBurst: 3 } });
+    const c = await pool.open(gw.url);
+    const topic = uniqueTopic('ws.repeat');
+    const { sub } = await c.call({ op: 'subscribe', topic, prefetch: 1 }); // token 1
+    await gw.bus.publish(topic, 1);
+    await until(() => c.messages(sub).length === 1, 5_000, 'a delivery');
+    const m = c.messages(sub)[0];
+    for (let i = 0; i < 6; i++) c.send({ op: 'ack', delivery: m?.delivery });
+    await until(() => c.frames.filter((f) => f.op === 'error').length === 5, 5_000, '5 answers');
+    const codes = c.frames.filter((f) => f.op === 'error').map((f) => f.code);
+    // One exempt ack, two tokens left (NOT_FOUND: already settled), then refused.
+    expect(codes.filter((x) => x === 'NOT_FOUND')).toHaveLength(2);
+    expect(codes.filter((x) => x === 'RATE_LIMITED')).toHaveLength(3);
+  });
+
   it('takes a burst of acks for held deliveries in one go, past the frames-in-progress limit', async () => {
     const gw = await gateway({ ws: { ratePerSecond: 1_000_000, rateBurst: 1_000_000 } });
     const c = await pool.open(gw.url);

@@ -193,6 +193,19 @@ describe('WebSocket protocol (memory)', () => {
     });
     const overHttp = await post(`${gw.url}/v1/topics/${seen.envelope.replyto}/messages`, forged);
     expect([overHttp.status, overHttp.body.error.code]).toEqual([403, 'FORBIDDEN']);
+    // Nor as a request into the inbox, nor a request that reuses the pending request's id.
+    expect(await eve.call({ op: 'request', topic: seen.envelope.replyto, data: 1 })).toMatchObject({
+      code: 'FORBIDDEN',
+      data: { action: 'request', reason: 'inbox' },
+    });
+    const viaHttp = await post(`${gw.url}/v1/topics/${seen.envelope.replyto}/requests`, { data: 1 });
+    expect([viaHttp.status, viaHttp.body.error.code]).toEqual([403, 'FORBIDDEN']);
+    expect(await eve.call({ op: 'request', topic, data: 1, msgId: seen.envelope.id })).toMatchObject({
+      code: 'VALIDATION',
+      data: { path: 'msgId' },
+    });
+    const idOverHttp = await post(`${gw.url}/v1/topics/${topic}/requests`, { data: 1, id: seen.envelope.id });
+    expect([idOverHttp.status, idOverHttp.body.error.data.path]).toEqual([400, 'id']);
     // The real answer still gets through.
     eve.send({ op: 'reply', delivery: seen.delivery, data: { price: 12 } });
     expect(await requester.waitFor((f) => f.id === 'r1')).toMatchObject({ op: 'reply', data: { price: 12 } });

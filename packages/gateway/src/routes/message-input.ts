@@ -98,13 +98,7 @@ export function publishOptionsOf(input: MessageInput, caller: Caller, auth: Gate
  * request-reply uses those).
  */
 export function authorizePublish(auth: GatewayAuth, caller: Caller, topic: string, input: MessageInput): void {
-  // A reply inbox takes only replies to requests its owner made: over the gateway, the
-  // WebSocket `reply` op (which needs `reply` rights on the request's topic), never a publish
-  // — anyone who saw a request's replyto could otherwise forge its answer.
-  if (isInboxTopic(topic))
-    throw new ForbiddenError('reply inboxes cannot be published to: answer a request with the reply op', {
-      data: { action: 'publish', topic, reason: 'inbox' },
-    });
+  refuseInbox(topic, 'publish');
   auth.authorize(caller, 'publish', topic);
   if (input.replyto !== undefined) {
     try {
@@ -115,4 +109,39 @@ export function authorizePublish(auth: GatewayAuth, caller: Caller, topic: strin
     if (isInboxTopic(input.replyto)) fail('replyto', 'may not be a reply inbox');
     auth.authorize(caller, 'publish', input.replyto);
   }
+}
+
+/**
+ * A reply inbox takes only replies to requests its owner made: over the gateway, the WebSocket
+ * `reply` op (which needs `reply` rights on the request's topic), never a publish or a request —
+ * anyone who saw a request's replyto could otherwise forge its answer.
+ */
+function refuseInbox(topic: string, action: 'publish' | 'request'): void {
+  if (isInboxTopic(topic))
+    throw new ForbiddenError(`reply inboxes cannot be sent to with ${action}: answer a request with the reply op`, {
+      data: { action, topic, reason: 'inbox' },
+    });
+}
+
+/**
+ * Checks that `caller` may send `input` as a request on `topic` (HTTP and WebSocket alike): never
+ * to a reply inbox, and the fields request-reply sets itself — the message id (the reply's
+ * correlation id), `replyto`, `correlationid` — are the gateway's to choose.
+ */
+export function authorizeRequest(
+  auth: GatewayAuth,
+  caller: Caller,
+  topic: string,
+  input: MessageInput,
+  idField: 'id' | 'msgId' = 'id',
+): void {
+  refuseInbox(topic, 'request');
+  for (const [field, path] of [
+    ['id', idField],
+    ['replyto', 'replyto'],
+    ['correlationid', 'correlationid'],
+  ] as const)
+    if (input[field] !== undefined)
+      throw new ValidationError(`${path}: set by the gateway for a request`, { data: { path } });
+  auth.authorize(caller, 'request', topic);
 }

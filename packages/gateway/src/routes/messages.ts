@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import { assertTopic, type PublishItem, ValidationError } from '@agentbus/core';
 import type { FastifyInstance } from 'fastify';
 import type { GatewayContext } from '../context.js';
-import { authorizePublish, parseMessageInput, publishOptionsOf } from './message-input.js';
+import { authorizePublish, authorizeRequest, parseMessageInput, publishOptionsOf } from './message-input.js';
 
 /** Most messages one batch publish may carry. */
 export const MAX_BATCH = 1_000;
@@ -62,11 +62,7 @@ export async function registerMessageRoutes(app: FastifyInstance, ctx: GatewayCo
       rest = others;
     }
     const input = parseMessageInput(rest, 'body');
-    if (input.replyto !== undefined)
-      throw new ValidationError('replyto: set by the gateway for a request', { data: { path: 'replyto' } });
-    if (input.correlationid !== undefined)
-      throw new ValidationError('correlationid: set by the gateway for a request', { data: { path: 'correlationid' } });
-    auth.authorize(request.caller, 'request', topic);
+    authorizeRequest(auth, request.caller, topic, input);
     const { ttlMs: _ttl, expiresAt: _exp, ...options } = publishOptionsOf(input, request.caller, auth);
     // Not cut short by shutdown: a request in flight is drained like any other (up to drainTimeoutMs).
     const signal = abortOnClose(reply.raw);

@@ -31,6 +31,8 @@ export class WsConnection implements DeliveryLink {
   /** Aborted when the connection goes away: its requests stop waiting. */
   readonly #gone = new AbortController();
   readonly #limiter: FrameRateLimiter;
+  /** Deliveries whose settle frame is on its way (exempt from the limits once each). */
+  readonly #settling = new Set<string>();
   /** Subscribes in progress (counted against the subscription limit before they complete). */
   subscriptionsOpening = 0;
   readonly #sendLimitBytes: number;
@@ -117,7 +119,9 @@ export class WsConnection implements DeliveryLink {
     const text = JSON.stringify(frame);
     this.#framesOut++;
     this.socket.send(text, this.#onSent);
-    if (this.socket.bufferedAmount > 2 * this.#sendLimitBytes) this.slowConsumer();
+    // What was queued before this frame decides: one frame bigger than the headroom is no sign of
+    // a slow reader (deliveries wait for ready(); other frames are small).
+    if (this.socket.bufferedAmount - Buffer.byteLength(text) > 2 * this.#sendLimitBytes) this.slowConsumer();
   }
 
   sendError(id: string | undefined, err: unknown): void {
@@ -140,10 +144,17 @@ export class WsConnection implements DeliveryLink {
     for (const w of this.#waiters.splice(0)) w(ok);
   }
 
-  /** Whether `frame` acks, nacks or dead-letters a delivery that is unsettled on this connection. */
+  /**
+   * Whether `frame` is the first ack, nack or dead-letter of a delivery this connection holds; it
+   * is then claimed, so another settle of it arriving before this one runs is an ordinary frame.
+   * Never while an auth frame is being verified (frames then wait, and must be counted).
+   */
   #settlesHeldDelivery(frame: ClientFrame | undefined): boolean {
     if (frame === undefined || (frame.op !== 'ack' && frame.op !== 'nack' && frame.op !== 'deadLetter')) return false;
-    return this.delivery(frame.delivery, false) !== undefined;
+    if (this.#authenticating !== undefined || this.#settling.has(frame.delivery)) return false;
+    if (this.delivery(frame.delivery, false) === undefined) return false;
+    this.#settling.add(frame.delivery);
+    return true;
   }
 
   /** The unsettled delivery `id` of any subscription of this connection (removed when `take`). */
@@ -273,7 +284,8 @@ export class WsConnection implements DeliveryLink {
       return;
     }
     if (heldSettle) {
-      void this.#run(parsed.frame);
+      const delivery = (parsed.frame as { delivery: string }).delivery;
+      void this.#run(parsed.frame).finally(() => this.#settling.delete(delivery));
       return;
     }
     this.#pendingOps++;
@@ -317,7 +329,10 @@ export class WsConnection implements DeliveryLink {
       this.#authenticating = undefined;
     }
     const previous = this.#caller;
-    if (previous !== undefined && previous.principal.subject !== caller.principal.subject)
+    if (
+      previous !== undefined &&
+      (previous.principal.subject !== caller.principal.subject || previous.principal.tenant !== caller.principal.tenant)
+    )
       throw new WsError('FORBIDDEN', 'a connection keeps the subject it authenticated as', {
         subject: previous.principal.subject,
       });

@@ -9,7 +9,13 @@ import {
   type WireError,
 } from '@agentbus/core';
 import type { Caller } from '../auth.js';
-import { authorizePublish, type MessageInput, parseMessageInput, publishOptionsOf } from '../routes/message-input.js';
+import {
+  authorizePublish,
+  authorizeRequest,
+  type MessageInput,
+  parseMessageInput,
+  publishOptionsOf,
+} from '../routes/message-input.js';
 import type { WsConnection } from './ws-connection.js';
 import { WsError } from './ws-error.js';
 import type { ClientFrame, MessageFields } from './ws-frame-parser.js';
@@ -20,8 +26,10 @@ type Frame<K extends ClientFrame['op']> = Extract<ClientFrame, { op: K }>;
 
 /** Consumer group and durable names: topic characters plus `.`; a leading `_` is reserved for the gateway. */
 const GROUP_NAME = /^[A-Za-z0-9\-:@$][A-Za-z0-9_\-:@$.]*$/;
+/** The longest group name, scoped or not (transports build queue names from it). */
+const MAX_GROUP_NAME = 200;
 /** A subject (with no tenant) that can stand as itself at the head of a group name. */
-const PLAIN_SUBJECT = /^[A-Za-z0-9\-:@$]{1,64}$/;
+const PLAIN_SUBJECT = /^(?!u-)[A-Za-z0-9\-:@$]{1,64}$/; // `u-…` is the hashed owners' namespace
 
 /**
  * The consumer group a WebSocket client's `group`/`durable` name stands for. With auth on, the
@@ -40,7 +48,12 @@ export function scopedGroupName(caller: Caller, name: string, authEnabled: boole
           .update(JSON.stringify([tenant ?? null, subject]))
           .digest('base64url')
           .slice(0, 22)}`;
-  return `${owner}.${name}`;
+  const scoped = `${owner}.${name}`;
+  if (scoped.length > MAX_GROUP_NAME)
+    throw new ValidationError(`group: at most ${MAX_GROUP_NAME} characters with its owner (${owner}.) in front`, {
+      data: { path: 'group', limit: MAX_GROUP_NAME },
+    });
+  return scoped;
 }
 
 /** assertTopic / assertPattern with `data.path` naming the frame field. */
@@ -185,10 +198,7 @@ async function request(conn: WsConnection, caller: Caller, frame: Frame<'request
   if (timeoutMs > max)
     throw new ValidationError(`timeoutMs: an integer 1–${max} expected`, { data: { path: 'timeoutMs' } });
   const input = messageInputOf(frame.message);
-  for (const field of ['replyto', 'correlationid'] as const)
-    if (input[field] !== undefined)
-      throw new ValidationError(`${field}: set by the gateway for a request`, { data: { path: field } });
-  auth.authorize(caller, 'request', frame.topic);
+  authorizeRequest(auth, caller, frame.topic, input, 'msgId');
   const { ttlMs: _ttl, expiresAt: _exp, ...publishOptions } = publishOptionsOf(input, caller, auth);
   const signal = AbortSignal.any([conn.ctx.closing, conn.signal]);
   const data = await bus.request(frame.topic, input.data, { ...publishOptions, timeoutMs, signal });
