@@ -1,4 +1,4 @@
-import { AgentDirectory } from '@agentbus/core';
+import { AgentDirectory, UnauthorizedError } from '@agentbus/core';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import { pino } from 'pino';
 import { Activity } from './activity.js';
@@ -102,6 +102,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   app.addHook('onRequest', async (request) => {
     if (!isApiRequest(request)) return;
     request.caller = await auth.authenticate(bearerToken(request.headers.authorization));
+  });
+  // And again right before the handler, failing closed: no /v1 route runs without a caller.
+  app.addHook('preHandler', async (request) => {
+    if (request.caller === undefined && isApiRequest(request))
+      throw new UnauthorizedError('not authenticated', { data: { reason: 'missing-token' } });
   });
 
   await registerHealthRoutes(app, ctx);
