@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Bus, createBus, silentLogger } from '@agentbus/core';
 import { createGateway } from '@agentbus/gateway';
-import { openTransport, parseTransportUrl } from 'agentbus';
+import { benchSchemeOf, openTransport } from 'agentbus';
 import { Redis } from 'ioredis';
 import { WebSocket } from 'ws';
 
@@ -204,8 +204,7 @@ async function deleteRedisKeys(url: string, prefix: string): Promise<void> {
 
 export async function runGatewayBench(o: Options): Promise<Record<string, unknown>> {
   const runId = randomBytes(4).toString('hex');
-  // `sqlite:` alone is fine: the run uses a fresh file of its own in any case.
-  const scheme = o.transport === 'sqlite:' ? 'sqlite' : parseTransportUrl(o.transport).scheme;
+  const scheme = benchSchemeOf(o.transport);
   const dir = scheme === 'sqlite' ? mkdtempSync(join(tmpdir(), 'agentbus-bench-gw-')) : undefined;
   const url = dir ? `sqlite:${join(dir, 'bus.db')}` : o.transport;
   const transport = openTransport(url, { redis: { keyPrefix: `agentbus-bench-gw-${runId}` } });

@@ -22,6 +22,7 @@ export { gatewayAuthOf, redactedConfig } from './config/gateway-auth-config.js';
 export { type ConfigFlags, type LoadConfigInput, type LoadedConfig, loadConfig } from './config/load-config.js';
 export { validateConfig } from './config/validate-config.js';
 export {
+  benchSchemeOf,
   DEFAULT_TRANSPORT_URL,
   type OpenTransportOptions,
   openTransport,

@@ -41,6 +41,14 @@ export type TransportUrl =
   | { readonly scheme: 'nats'; readonly url: string };
 
 /**
+ * The scheme of a transport URL a benchmark runs on: as {@link parseTransportUrl}, except that
+ * `sqlite:` alone is fine (the benchmark uses a fresh file of its own in any case).
+ */
+export function benchSchemeOf(url: string): TransportUrl['scheme'] {
+  return url === 'sqlite:' ? 'sqlite' : parseTransportUrl(url).scheme;
+}
+
+/**
  * Parses a transport URL without opening anything: `memory:`, `sqlite:PATH` (relative or
  * absolute; `sqlite::memory:` for a private in-memory database). Throws ConfigError (path
  * `transport`) for anything else, naming the supported forms.

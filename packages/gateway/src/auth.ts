@@ -59,7 +59,7 @@ export class GatewayAuth {
   /** Throws ForbiddenError (naming the missing permission) unless `caller` may do `action` on `target`. */
   authorize(caller: Caller | undefined, action: Action, target: string): void {
     // Fails closed: a route reached without a caller is a bug, never an open door.
-    if (caller === undefined) throw new UnauthorizedError('not authenticated', { data: { reason: 'missing-token' } });
+    if (caller === undefined) throw notAuthenticated();
     this.#options?.policy?.assert(caller.principal, action, target);
   }
 
@@ -82,4 +82,9 @@ export function bearerToken(header: string | undefined): string | undefined {
   if (!header) return undefined;
   const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
   return m?.[1];
+}
+
+/** The error for a request that reached a route without an authenticated caller. */
+export function notAuthenticated(): UnauthorizedError {
+  return new UnauthorizedError('not authenticated', { data: { reason: 'missing-token' } });
 }

@@ -1,8 +1,8 @@
-import { AgentDirectory, UnauthorizedError } from '@agentbus/core';
+import { AgentDirectory } from '@agentbus/core';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import { pino } from 'pino';
 import { Activity } from './activity.js';
-import { bearerToken, GatewayAuth } from './auth.js';
+import { bearerToken, GatewayAuth, notAuthenticated } from './auth.js';
 import { type GatewayContext, NO_CONNECTIONS } from './context.js';
 import { registerDashboard } from './dashboard/dashboard.js';
 import { type GatewayOptions, type ResolvedGatewayOptions, resolveGatewayOptions } from './gateway-options.js';
@@ -105,8 +105,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   });
   // And again right before the handler, failing closed: no /v1 route runs without a caller.
   app.addHook('preHandler', async (request) => {
-    if (request.caller === undefined && isApiRequest(request))
-      throw new UnauthorizedError('not authenticated', { data: { reason: 'missing-token' } });
+    if (request.caller === undefined && isApiRequest(request)) throw notAuthenticated();
   });
 
   await registerHealthRoutes(app, ctx);

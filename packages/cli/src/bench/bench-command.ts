@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import { positiveInt, positiveNumber } from '../arguments.js';
 import { type CliContext, transportUrlOf } from '../context.js';
-import { parseTransportUrl } from '../open-transport.js';
+import { benchSchemeOf } from '../open-transport.js';
 import { baseProgram, transportOption } from '../program-base.js';
 import { type Progress, progressWanted, startProgress } from '../progress.js';
 import { runCli } from '../run-cli.js';
@@ -174,8 +174,7 @@ class PhaseProgress {
 
 /** `--request-reply`: SQLite runs on a temporary file, like the other phases. */
 async function requestReplyAction(transport: string, flags: BenchFlags): Promise<RequestReplyBenchResult> {
-  // `sqlite:` alone is fine, as for the throughput bench: the run picks its own file.
-  const sqlite = transport === 'sqlite:' || parseTransportUrl(transport).scheme === 'sqlite';
+  const sqlite = benchSchemeOf(transport) === 'sqlite';
   const dir = sqlite ? mkdtempSync(join(tmpdir(), 'agentbus-bench-rr-')) : undefined;
   try {
     const { runRequestReplyBench } = await import('./request-reply-bench.js');
