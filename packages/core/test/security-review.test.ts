@@ -1,6 +1,6 @@
 /**
  * Adversarial review of the security modules: each test states the secure behaviour for an
- * attack found in review. `it.todo` entries are real findings whose fix is not a small one; their
+ * attack found in review. `it.todo` entries (none left) are real findings whose fix is not a small one; their
  * text says what the attack is and what a fix needs.
  */
 
@@ -23,6 +23,7 @@ import {
   ManualClock,
   type MemoryTransport,
   memoryTransport,
+  msgpackCodec,
   SignatureError,
   schemaValidation,
   signEnvelope,
@@ -33,6 +34,7 @@ import {
   verifier,
   verifyEnvelope,
 } from '@agentbus/core';
+import { Packr } from 'msgpackr';
 import { afterEach, describe, expect, it } from 'vitest';
 
 const T0 = Date.UTC(2026, 0, 1, 12);
@@ -375,15 +377,62 @@ describe('findings left open', () => {
   // Fixed since (opt-in): a key spec's `sources` binds it to the senders it may sign for; the
   // verifier refuses another source (wrong-source). Tests in security-signing.test.ts.
 
-  it.todo(
-    'LOW, not fixed: with msgpackCodec() the signed value and the delivered one can differ in type. ' +
-      'The canonical form writes a Date as its ISO string (toJSON), and msgpack carries Dates as ' +
-      'its timestamp extension, so an intruder re-encodes a signed string "2026-01-01T12:00:00.000Z" ' +
-      'as a timestamp (the handler gets a Date) or a signed null as an invalid-date timestamp (toJSON ' +
-      'gives null; the handler gets an Invalid Date): verifyEnvelope accepts both (checked in review). ' +
-      'Fix needs the canonical form to tell Dates from strings, or the msgpack codec to refuse the ' +
-      'timestamp extension for signed traffic — a format decision.',
-  );
+  describe('msgpack: a signed value re-encoded as another type of the same canonical form', () => {
+    // Found in review (LOW): the canonical form writes a Date as its ISO string (toJSON) and
+    // msgpack carries Dates as its timestamp extension, so an intruder could re-encode a signed
+    // string as a timestamp (the handler got a Date) or a signed null as an Invalid Date, and the
+    // signature still verified. A signed message now carries JSON only.
+    const codec = msgpackCodec();
+    const packr = new Packr({ useRecords: false, moreTypes: false });
+
+    /** What the intruder does on the broker: decode, swap `data.at`, encode again. */
+    const reencoded = (signed: Envelope, at: unknown): Envelope => {
+      const raw = packr.unpack(Buffer.from(codec.encode(signed))) as Record<string, unknown>;
+      const forged = packr.pack({ ...raw, data: { ...(raw.data as object), at } });
+      return codec.decode(forged);
+    };
+
+    it('a timestamp where an ISO string was signed is refused as malformed', () => {
+      const ring = keyring();
+      const iso = '2026-01-01T12:00:00.000Z';
+      const signed = signEnvelope(envelopeOf({ at: iso }), ring, T0);
+      expect(() => verifyEnvelope(codec.decode(codec.encode(signed)), { keyring: ring, nowMs: T0 })).not.toThrow();
+      const forged = reencoded(signed, new Date(iso));
+      expect((forged.data as { at: unknown }).at).toBeInstanceOf(Date);
+      expect(() => verifyEnvelope(forged, { keyring: ring, nowMs: T0 })).toThrow(
+        expect.objectContaining({ code: 'SIGNATURE', data: expect.objectContaining({ check: 'malformed' }) }),
+      );
+    });
+
+    it('an Invalid Date where null was signed is refused as malformed', () => {
+      const ring = keyring();
+      const signed = signEnvelope(envelopeOf({ at: null }), ring, T0);
+      const forged = reencoded(signed, new Date(Number.NaN));
+      expect(() => verifyEnvelope(forged, { keyring: ring, nowMs: T0 })).toThrow(/not JSON \(\$\.data\.at: Date/);
+    });
+
+    it('a sender signing a Date sends its ISO string, under msgpack too, and it verifies', async () => {
+      const clock = new ManualClock(T0);
+      const transport: MemoryTransport = memoryTransport({ clock });
+      const ring = keyring();
+      const publisher = createBus({ transport, clock, codec, middleware: [signer({ keyring: ring, clock })] });
+      const consumer = createBus({ transport, clock, codec, middleware: [verifier({ keyring: ring, clock })] });
+      buses.push(publisher, consumer);
+      const seen: unknown[] = [];
+      await consumer.subscribe(
+        'billing.>',
+        (d) => {
+          seen.push(d.data);
+        },
+        { group: 'billing' },
+      );
+      await publisher.publish('billing.refund', { at: new Date(T0), note: undefined, n: 1 });
+      await until(() => seen.length === 1, 'the delivery');
+      expect(seen).toEqual([{ at: new Date(T0).toISOString(), n: 1 }]);
+      expect(Object.keys(seen[0] as object)).toEqual(['at', 'n']);
+      expect(await transport.deadLetters.list()).toEqual([]);
+    });
+  });
 
   it('authorization before a refusing hook: a forged request it saw allows no reply', async () => {
     const policy = createPolicy({

@@ -221,3 +221,49 @@ function write(value: unknown, path: string, key: string, out: string[], stack: 
   stack.pop();
   return true;
 }
+
+/**
+ * Where `value` holds something that is not a JSON value itself, and what: undefined when it is
+ * made of null, booleans, finite numbers, well-formed strings, arrays and plain objects only.
+ * A Date, a Buffer or another value with `toJSON`, an `undefined` member, a function, a
+ * bigint, a typed array or a class instance is named with its path (`$.data.at`). The
+ * canonical form converts or leaves out some of those, so two different values can share it.
+ */
+export function jsonValueProblem(value: unknown, path = '$'): string | undefined {
+  return problemIn(value, path, []);
+}
+
+function problemIn(value: unknown, path: string, stack: object[]): string | undefined {
+  switch (typeof value) {
+    case 'string':
+      return wellFormed(value) ? undefined : `${path}: string has a lone surrogate`;
+    case 'number':
+      return Number.isFinite(value) ? undefined : `${path}: ${value} is not a finite number`;
+    case 'boolean':
+      return undefined;
+    case 'object':
+      break;
+    default:
+      return `${path}: ${typeof value} is not a JSON value`;
+  }
+  if (value === null) return undefined;
+  const obj = value as object;
+  const plain = Array.isArray(obj) || isPlainObject(obj);
+  if (!plain || typeof (obj as { toJSON?: unknown }).toJSON === 'function') {
+    const name = (obj as { constructor?: { name?: unknown } }).constructor?.name;
+    return `${path}: ${typeof name === 'string' && name ? name : 'object'} is not a JSON value`;
+  }
+  if (stack.includes(obj)) return `${path}: cyclic structure`;
+  stack.push(obj);
+  let problem: string | undefined;
+  if (Array.isArray(obj)) {
+    for (let i = 0; i < obj.length && problem === undefined; i++) problem = problemIn(obj[i], `${path}[${i}]`, stack);
+  } else {
+    for (const k of Object.keys(obj)) {
+      problem = problemIn((obj as Record<string, unknown>)[k], `${path}.${k}`, stack);
+      if (problem !== undefined) break;
+    }
+  }
+  stack.pop();
+  return problem;
+}

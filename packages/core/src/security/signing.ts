@@ -21,6 +21,13 @@
  * the kid, algorithm and time headers themselves (so none of them can be swapped). The prefix
  * keeps a key shared with some other protocol from signing something this one accepts.
  *
+ * A signed message carries JSON data: the signer sends what it signed, so a value the canonical
+ * form converts (a Date becomes its ISO string, a Buffer `{type, data}`) or leaves out (an
+ * `undefined` member) is sent in that JSON form under every codec, and the verifier refuses
+ * (`malformed`) a signed message whose data holds anything else. Otherwise two different values
+ * could share one signature: with MessagePack, a signed ISO string re-encoded as a timestamp
+ * arrives as a Date, and a signed null as an Invalid Date.
+ *
  * Order with other middleware: the envelope must not change after it is signed. Sequencing
  * numbers envelopes (`sequence`) in its publish hook; signing must run after it, so add the
  * signer after `sequencing()` (publish hooks run in the order added). The verifier, though,
@@ -62,7 +69,7 @@ import { type Envelope, expiresAtMs } from '../envelope.js';
 import { BusError, ConfigError, SignatureError } from '../errors.js';
 import type { ConsumeContext, Middleware, Next, PublishContext } from '../middleware.js';
 import { positiveNumber } from '../validate.js';
-import { canonicalize } from './canonical.js';
+import { canonicalize, jsonValueProblem } from './canonical.js';
 import { GroupPatterns } from './group-patterns.js';
 import { type Keyring, SIGNATURE_ALGORITHMS, type SignatureAlgorithm } from './keyring.js';
 
@@ -158,9 +165,22 @@ export function signEnvelope<T>(envelope: Envelope<T>, keyring: Keyring, nowMs: 
   headers[SIGNATURE_HEADERS.kid] = key.kid;
   headers[SIGNATURE_HEADERS.algorithm] = key.algorithm;
   headers[SIGNATURE_HEADERS.time] = new Date(nowMs).toISOString();
-  const unsigned = { ...envelope, headers } as Envelope;
+  // What is sent is what is signed: data the canonical form would convert goes as its JSON form.
+  const data = jsonData(envelope.data);
+  const unsigned = { ...envelope, data, headers } as Envelope;
   const signature = key.sign(signingInput(unsigned)).toString('base64url');
-  return Object.freeze({ ...envelope, headers: Object.freeze({ ...headers, [SIGNATURE_HEADERS.value]: signature }) });
+  return Object.freeze({
+    ...envelope,
+    data,
+    headers: Object.freeze({ ...headers, [SIGNATURE_HEADERS.value]: signature }),
+  });
+}
+
+/** `data` as the JSON value it stands for (itself when it is one). ValidationError when it has no JSON form. */
+function jsonData<T>(data: T): T {
+  if (data === undefined || jsonValueProblem(data) === undefined) return data;
+  // Wrapped, so that an error names the member as the envelope's ($.data.…).
+  return (JSON.parse(canonicalize({ data })) as { data: T }).data;
 }
 
 const SIG_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -236,6 +256,14 @@ export function verifyEnvelope(envelope: Envelope, options: VerifyOptions): Sign
     signature.toString('base64url') !== value
   ) {
     refuse('bad-signature', `message ${envelope.id} has a malformed ${key.algorithm} signature`, at);
+  }
+  const problem = envelope.data === undefined ? undefined : jsonValueProblem(envelope.data, '$.data');
+  if (problem !== undefined) {
+    refuse(
+      'malformed',
+      `message ${envelope.id} carries data that is not JSON (${problem}): a signed message carries JSON only`,
+      at,
+    );
   }
   let input: Buffer;
   try {
