@@ -131,8 +131,13 @@ class AgentBusClient:
         durable: Optional[str] = None,
         group: Optional[str] = None,
         prefetch: Optional[int] = None,
+        shared: bool = False,
     ) -> str:
-        """Subscribes ``handler``: returning acks the message, raising nacks it."""
+        """Subscribes ``handler``: returning acks the message, raising nacks it.
+
+        ``shared``: join ``durable``/``group`` by its own name, not scoped to this client
+        (needs the ``join`` permission on the name when the gateway has auth on).
+        """
         frame: Dict[str, Any] = {"op": "subscribe", "topic": topic}
         if durable:
             frame["durable"] = durable
@@ -140,6 +145,8 @@ class AgentBusClient:
             frame["group"] = group
         if prefetch:
             frame["prefetch"] = prefetch
+        if shared:
+            frame["shared"] = True
         answer = await self._call(frame)
         sub = answer["sub"]
         self._handlers[sub] = handler

@@ -13,6 +13,7 @@ describe('WebSocket authentication and permissions', () => {
           { actions: ['request'], patterns: ['quotes.>'] },
         ],
       },
+      worker: { inherits: ['agent'], rules: [{ actions: ['join'], patterns: ['shared.>'] }] },
     },
   });
   let gw: RunningGateway;
@@ -172,6 +173,45 @@ describe('WebSocket authentication and permissions', () => {
     const scoped = (await lookalike.call({ op: 'subscribe', topic, group: 'x' })).group;
     expect(scoped).toMatch(/^u-[\w-]{22}\.x$/);
     expect(scoped).not.toBe('u-n3pfbaMzV9FBXvjNC0EUcN.x');
+  });
+
+  it('lets a client holding `join` on a group name join that group unscoped (shared: true), and no one else', async () => {
+    const topic = uniqueTopic('orders');
+    // A backend's group, away for a moment: it keeps the message for whoever consumes the group.
+    const backend = await gw.bus.subscribe(topic, () => {}, { group: 'shared.billing' });
+    await backend.close();
+    const sent = await gw.bus.publish(topic, { invoice: 7 });
+
+    const agent = await pool.open(gw.url, { query: `?token=${await token('agent-3')}` });
+    expect(await agent.call({ op: 'subscribe', topic, group: 'shared.billing', shared: true })).toMatchObject({
+      op: 'error',
+      code: 'FORBIDDEN',
+      data: { action: 'join', principal: 'agent-3' },
+    });
+    expect(await agent.call({ op: 'subscribe', topic, shared: true })).toMatchObject({
+      code: 'BAD_FRAME',
+      data: { path: 'shared' },
+    });
+    expect(await agent.call({ op: 'subscribe', topic, group: 'x', shared: 'yes' })).toMatchObject({
+      code: 'BAD_FRAME',
+      data: { path: 'shared' },
+    });
+
+    const worker = await pool.open(gw.url, {
+      query: `?token=${await issuer.issue({ subject: 'worker-1', roles: ['worker'] })}`,
+    });
+    // `join` is granted on shared.> only.
+    expect(await worker.call({ op: 'subscribe', topic, group: 'billing', shared: true })).toMatchObject({
+      code: 'FORBIDDEN',
+      data: { action: 'join' },
+    });
+    const joined = await worker.call({ op: 'subscribe', topic, durable: 'shared.billing', shared: true });
+    expect(joined).toMatchObject({ op: 'subscribed', group: 'shared.billing' });
+    const msg = await worker.waitFor((f) => f.op === 'message' && f.sub === joined.sub);
+    expect(msg.envelope.id).toBe(sent.id);
+    worker.send({ op: 'ack', delivery: msg.delivery });
+    await worker.call({ op: 'ping' });
+    expect((await gw.bus.transport.groupStats?.('shared.billing'))?.backlog).toBe(0);
   });
 
   it('refuses a different subject on re-authentication and accepts a fresh token of the same one', async () => {

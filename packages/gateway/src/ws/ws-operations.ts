@@ -118,7 +118,12 @@ async function subscribe(conn: WsConnection, caller: Caller, frame: Frame<'subsc
   }
   const id = conn.nextSubscriptionId();
   const given = durable ?? group;
-  const named = given === undefined ? undefined : scopedGroupName(caller, given, ctx.auth.enabled);
+  let named: string | undefined;
+  if (given !== undefined && frame.shared === true) {
+    // A group shared with other services, by its own name: only with `join` granted on it.
+    ctx.auth.authorize(caller, 'join', given);
+    named = given;
+  } else if (given !== undefined) named = scopedGroupName(caller, given, ctx.auth.enabled);
   const groupName = named ?? `_ws.${conn.id}.${id}`;
   // A slot is taken before the first await: subscribes sent in one burst cannot pass the limit together.
   conn.subscriptionsOpening++;
