@@ -63,6 +63,18 @@ export class GatewayAuth {
     this.#options?.policy?.assert(caller.principal, action, target);
   }
 
+  /** Whether `caller` may do `action` on `target` (false for a target that is no topic or pattern). */
+  allows(caller: Caller | undefined, action: Action, target: string): boolean {
+    if (caller === undefined) return false;
+    const policy = this.#options?.policy;
+    if (policy === undefined) return true;
+    try {
+      return policy.check(caller.principal, action, target);
+    } catch {
+      return false;
+    }
+  }
+
   /**
    * Revokes every token of `subject` (or only the one with id `jti`): HTTP requests are refused
    * from now on and open WebSockets of that caller are closed within a second.

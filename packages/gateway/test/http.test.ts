@@ -238,6 +238,12 @@ describe('HTTP API with auth', () => {
     roles: {
       writer: { rules: [{ actions: ['publish', 'request'], patterns: ['orders.>'] }] },
       operator: { inherits: ['writer'], rules: [{ actions: ['dlq-admin'], patterns: ['>'] }] },
+      watcher: {
+        rules: [
+          { actions: ['subscribe'], patterns: ['orders.>'] },
+          { actions: ['join'], patterns: ['shared.>'] },
+        ],
+      },
     },
   });
   let gw: RunningGateway;
@@ -327,6 +333,52 @@ describe('HTTP API with auth', () => {
     const opToken = await issuer.issue({ subject: 'ops', roles: ['operator'] });
     expect((await get(`${gw.url}/v1/dead-letters`, { authorization: `Bearer ${opToken}` })).status).toBe(200);
     await sub.close();
+  });
+
+  it('shows stats in full to an operator and only what a caller may use to anyone else', async () => {
+    const orders = uniqueTopic('orders');
+    const billing = uniqueTopic('billing');
+    const groups = ['shared.ops', 'watcher-1.jobs', 'billing-internal'];
+    const seen: string[] = [];
+    const subs = await Promise.all(
+      groups.map((group) =>
+        gw.bus.subscribe(
+          group === 'billing-internal' ? billing : orders,
+          () => {
+            seen.push(group);
+          },
+          { group },
+        ),
+      ),
+    );
+    await gw.bus.publish(orders, 1);
+    await gw.bus.publish(billing, 2);
+    await until(() => seen.length === 3, 5_000, 'the three deliveries');
+    const statsOf = async (subject: string, roles: string[]) => {
+      const res = await get(`${gw.url}/v1/stats`, {
+        authorization: `Bearer ${await issuer.issue({ subject, roles })}`,
+      });
+      expect(res.status).toBe(200);
+      const body = res.body as { scope: string; topics: { topic: string }[]; groups: { group: string }[] };
+      return {
+        scope: body.scope,
+        topics: body.topics.map((t) => t.topic).filter((t) => t === orders || t === billing),
+        groups: body.groups.map((g) => g.group).filter((g) => groups.includes(g)),
+      };
+    };
+    expect(await statsOf('ops', ['operator'])).toEqual({
+      scope: 'all',
+      topics: [billing, orders].sort(),
+      groups: [...groups].sort(),
+    });
+    // Its own scoped groups and those it may join; the topics it may subscribe or publish to.
+    expect(await statsOf('watcher-1', ['watcher'])).toEqual({
+      scope: 'caller',
+      topics: [orders],
+      groups: ['shared.ops', 'watcher-1.jobs'],
+    });
+    expect(await statsOf('agent-2', ['writer'])).toEqual({ scope: 'caller', topics: [orders], groups: [] });
+    await Promise.all(subs.map((s) => s.close()));
   });
 
   it('refuses a revoked subject at once', async () => {

@@ -188,7 +188,8 @@ export function openApiDocument(): Record<string, unknown> {
       },
       '/v1/stats': {
         get: {
-          summary: 'Topics, groups with backlog, throughput history',
+          summary:
+            'Topics, groups with backlog, throughput history (all of them with dlq-admin on >; else scope "caller": the topics and groups the caller may use)',
           responses: { '200': json({ type: 'object' }), ...errors(401) },
         },
       },

@@ -1,6 +1,7 @@
 import { SAGA_UNFINISHED_STATUSES, type SagaStatus, ValidationError } from '@agentbus/core';
 import type { FastifyInstance } from 'fastify';
 import type { GatewayContext } from '../context.js';
+import { groupOwnerOf } from '../ws/ws-operations.js';
 
 /** Groups whose backlog one stats call asks the transport for at most. */
 export const MAX_GROUP_STATS = 200;
@@ -9,7 +10,10 @@ export const MAX_GROUP_STATS = 200;
  * `GET /v1/agents` (the agent directory), `GET /v1/connections` (WebSocket clients),
  * `GET /v1/stats` (topics, groups with backlog, throughput history) and `GET /v1/sagas`.
  * Agents and stats need an authenticated caller; connections and sagas are operator views and
- * need `dlq-admin` on `>`.
+ * need `dlq-admin` on `>`. Stats show an operator (`dlq-admin` on `>`) everything; another
+ * caller sees the topics it may publish or subscribe to and the groups it owns (its scoped
+ * WebSocket groups) or may `join` — `scope: "caller"` — so group names do not tell one agent
+ * who else is connected.
  */
 export async function registerSystemRoutes(app: FastifyInstance, ctx: GatewayContext): Promise<void> {
   const { bus, auth, activity } = ctx;
@@ -21,8 +25,20 @@ export async function registerSystemRoutes(app: FastifyInstance, ctx: GatewayCon
     return { items: ctx.connections.list() };
   });
 
-  app.get('/v1/stats', async () => {
-    const groups = activity.groups();
+  app.get('/v1/stats', async (request) => {
+    const caller = request.caller;
+    const everything = auth.allows(caller, 'dlq-admin', '>');
+    const owned = caller === undefined || !auth.enabled ? undefined : `${groupOwnerOf(caller)}.`;
+    const groups = everything
+      ? activity.groups()
+      : activity
+          .groups()
+          .filter((g) => (owned !== undefined && g.group.startsWith(owned)) || auth.allows(caller, 'join', g.group));
+    const topics = everything
+      ? activity.topics()
+      : activity
+          .topics()
+          .filter((t) => auth.allows(caller, 'subscribe', t.topic) || auth.allows(caller, 'publish', t.topic));
     const stats = bus.transport.groupStats?.bind(bus.transport);
     const withBacklog = await Promise.all(
       groups.map(async (g, i) => {
@@ -36,9 +52,10 @@ export async function registerSystemRoutes(app: FastifyInstance, ctx: GatewayCon
     );
     return {
       transport: bus.transport.name,
+      scope: everything ? 'all' : 'caller',
       uptimeMs: Date.now() - ctx.startedAtMs,
       connections: ctx.connections.size,
-      topics: activity.topics(),
+      topics,
       groups: withBacklog,
       history: activity.history(),
     };

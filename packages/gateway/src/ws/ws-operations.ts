@@ -40,20 +40,24 @@ const PLAIN_SUBJECT = /^(?!u-)[A-Za-z0-9\-:@$]{1,64}$/; // `u-…` is the hashed
  */
 export function scopedGroupName(caller: Caller, name: string, authEnabled: boolean): string {
   if (!authEnabled) return name;
-  const { subject, tenant } = caller.principal;
-  const owner =
-    tenant === undefined && PLAIN_SUBJECT.test(subject)
-      ? subject
-      : `u-${createHash('sha256')
-          .update(JSON.stringify([tenant ?? null, subject]))
-          .digest('base64url')
-          .slice(0, 22)}`;
+  const owner = groupOwnerOf(caller);
   const scoped = `${owner}.${name}`;
   if (scoped.length > MAX_GROUP_NAME)
     throw new ValidationError(`group: at most ${MAX_GROUP_NAME} characters with its owner (${owner}.) in front`, {
       data: { path: 'group', limit: MAX_GROUP_NAME },
     });
   return scoped;
+}
+
+/** The head of the group names scoped to `caller`: its subject, or `u-<hash>` of tenant and subject. */
+export function groupOwnerOf(caller: Caller): string {
+  const { subject, tenant } = caller.principal;
+  return tenant === undefined && PLAIN_SUBJECT.test(subject)
+    ? subject
+    : `u-${createHash('sha256')
+        .update(JSON.stringify([tenant ?? null, subject]))
+        .digest('base64url')
+        .slice(0, 22)}`;
 }
 
 /** assertTopic / assertPattern with `data.path` naming the frame field. */
