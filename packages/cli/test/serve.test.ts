@@ -1,5 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -48,6 +50,14 @@ class Server {
     const text = await res.text();
     return { status: res.status, body: (text === '' ? undefined : JSON.parse(text)) as T };
   }
+}
+
+/** The part of an OTLP/JSON trace export the tests read. */
+interface OtlpExport {
+  readonly resourceSpans: readonly {
+    readonly resource: { readonly attributes: readonly { key: string; value: { stringValue?: string } }[] };
+    readonly scopeSpans: readonly { readonly spans: readonly { name: string; traceId: string }[] }[];
+  }[];
 }
 
 const running = new Set<CliProcess>();
@@ -367,6 +377,69 @@ describe('agentbus serve configuration and shutdown', () => {
     for (const line of lines) expect(() => JSON.parse(line)).not.toThrow();
     server.cli.child.kill('SIGTERM');
     await server.cli.exit();
+  });
+
+  it("exports its spans over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT, in the caller's trace", async () => {
+    // A stand-in OpenTelemetry collector: a real HTTP server taking OTLP/JSON trace exports.
+    const exports: OtlpExport[] = [];
+    const collector = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        if (req.url === '/v1/traces') exports.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as OtlpExport);
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      });
+    });
+    await new Promise<void>((resolve) => collector.listen(0, '127.0.0.1', resolve));
+    const { port } = collector.address() as AddressInfo;
+    try {
+      const server = await Server.start(['--transport', `sqlite:${freshDb()}`], {
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+        OTEL_SERVICE_NAME: 'gateway-under-test',
+        OTEL_BSP_SCHEDULE_DELAY: '100',
+      });
+      const traceId = randomBytes(16).toString('hex');
+      const res = await fetch(`${server.url}/v1/topics/otel.check/messages`, {
+        method: 'POST',
+        body: JSON.stringify({ data: { n: 1 } }),
+        headers: { 'content-type': 'application/json', traceparent: `00-${traceId}-${'ab'.repeat(8)}-01` },
+      });
+      expect(res.status).toBe(201);
+      const spans = () =>
+        exports.flatMap((e) =>
+          e.resourceSpans.flatMap((r) =>
+            r.scopeSpans.flatMap((s) =>
+              s.spans.map((span) => ({
+                name: span.name,
+                traceId: span.traceId,
+                service: r.resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue,
+              })),
+            ),
+          ),
+        );
+      await until(
+        () => spans().some((s) => s.traceId === traceId && s.name === 'otel.check publish'),
+        20_000,
+        'the publish span at the collector',
+      );
+      const ours = spans().filter((s) => s.traceId === traceId);
+      expect(ours.map((s) => s.name)).toContain('POST /v1/topics/:topic/messages');
+      expect(new Set(ours.map((s) => s.service))).toEqual(new Set(['gateway-under-test']));
+      server.cli.child.kill('SIGTERM');
+      const out = await server.cli.exit();
+      expect(out.code).toBe(143);
+      expect(out.stderr).toContain('exporting spans over OTLP');
+    } finally {
+      await new Promise((resolve) => collector.close(resolve));
+    }
+  });
+
+  it('refuses an OTEL_TRACES_EXPORTER it cannot serve, exit 2', async () => {
+    const out = await agentbus(['serve', '--transport', `sqlite:${freshDb()}`, '--port', '0'], {
+      OTEL_TRACES_EXPORTER: 'zipkin',
+    });
+    expect(out.code).toBe(2);
+    expect(out.stderr.trim()).toMatch(/^error: CONFIG: .*OTEL_TRACES_EXPORTER.*must be otlp or none/);
   });
 
   it('health exits 1 when the gateway is unreachable', async () => {

@@ -9,6 +9,7 @@ import type { Output } from '../output.js';
 import { reportRefusals } from '../security/command-security.js';
 import { keyringSourceOf, loadKeyring } from '../security/keyring-source.js';
 import { loadVerifyConfig } from '../security/verify-config.js';
+import { spanExportOf, startSpanExport } from './serve-tracing.js';
 
 interface ServeFlags {
   readonly config?: string;
@@ -61,6 +62,9 @@ const SERVE_HELP = `
 Configuration (docs/configuration.md): defaults, then the YAML file (--config, else
 $AGENTBUS_CONFIG, else ./agentbus.yaml if present), then AGENTBUS_* variables, then flags.
 Logs are JSON lines on stderr; stdout gets the one "listening on" line.
+Spans: exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set or
+OTEL_TRACES_EXPORTER=otlp (OTEL_SERVICE_NAME, default agentbus-gateway; OTEL_SDK_DISABLED=true
+or OTEL_TRACES_EXPORTER=none turn it off); a provider registered by --import takes precedence.
 On SIGINT/SIGTERM the gateway stops accepting, drains in-flight requests (drainTimeoutMs),
 closes the bus and the transport and exits 130/143; a second signal kills at once.
 Exit codes: 2 bad configuration or flags; 1 the transport or the port failed.`;
@@ -84,18 +88,26 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
         return;
       }
       const auth = await gatewayAuthOf(config, flags.config ?? file?.path ?? 'configuration', ctx.out);
+      const spanExport = spanExportOf(process.env);
       // Loaded here, not at the top: every other command starts without fastify, pino and OpenTelemetry.
       const [{ createGateway, pinoBusLogger, traceMixin, tracing }, { pino }] = await Promise.all([
         import('@agentbus/gateway'),
         import('pino'),
       ]);
-      // Tracing first: it stamps the envelope's traceparent before the signer signs it.
-      const middleware = [tracing(), ...(await serveMiddleware(command, ctx.out))];
       // Every log line made inside a span carries its traceId and spanId.
       const logger = pino(
         { level: config.logLevel, base: { service: 'agentbus-gateway' }, mixin: traceMixin },
         pino.destination(2),
       );
+
+      // Deferred first, so it runs last: the spans of the shutdown itself are flushed too.
+      const stopSpanExport = await startSpanExport(spanExport, (m) => logger.warn(m));
+      if (stopSpanExport && spanExport.kind === 'otlp') {
+        ctx.lifecycle.defer(stopSpanExport);
+        logger.info({ serviceName: spanExport.serviceName }, 'exporting spans over OTLP');
+      }
+      // Tracing first: it stamps the envelope's traceparent before the signer signs it.
+      const middleware = [tracing(), ...(await serveMiddleware(command, ctx.out))];
 
       const transport = openTransport(config.transport, {
         ...(config.redis.keyPrefix === undefined ? {} : { redis: { keyPrefix: config.redis.keyPrefix } }),
