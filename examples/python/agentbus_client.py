@@ -131,13 +131,8 @@ class AgentBusClient:
         durable: Optional[str] = None,
         group: Optional[str] = None,
         prefetch: Optional[int] = None,
-        shared: bool = False,
     ) -> str:
-        """Subscribes ``handler``: returning acks the message, raising nacks it.
-
-        ``shared``: join ``durable``/``group`` by its own name, not scoped to this client
-        (needs the ``join`` permission on the name when the gateway has auth on).
-        """
+        """Subscribes ``handler``: returning acks the message, raising nacks it."""
         frame: Dict[str, Any] = {"op": "subscribe", "topic": topic}
         if durable:
             frame["durable"] = durable
@@ -145,8 +140,6 @@ class AgentBusClient:
             frame["group"] = group
         if prefetch:
             frame["prefetch"] = prefetch
-        if shared:
-            frame["shared"] = True
         answer = await self._call(frame)
         sub = answer["sub"]
         self._handlers[sub] = handler

@@ -238,12 +238,7 @@ describe('HTTP API with auth', () => {
     roles: {
       writer: { rules: [{ actions: ['publish', 'request'], patterns: ['orders.>'] }] },
       operator: { inherits: ['writer'], rules: [{ actions: ['dlq-admin'], patterns: ['>'] }] },
-      watcher: {
-        rules: [
-          { actions: ['subscribe'], patterns: ['orders.>'] },
-          { actions: ['join'], patterns: ['shared.>'] },
-        ],
-      },
+      watcher: { rules: [{ actions: ['subscribe'], patterns: ['orders.>'] }] },
     },
   });
   let gw: RunningGateway;
@@ -338,7 +333,8 @@ describe('HTTP API with auth', () => {
   it('shows stats in full to an operator and only what a caller may use to anyone else', async () => {
     const orders = uniqueTopic('orders');
     const billing = uniqueTopic('billing');
-    const groups = ['shared.ops', 'watcher-1.jobs', 'billing-internal'];
+    // A WebSocket client's scoped group (subject watcher-1) and two backend groups.
+    const groups = ['_u.watcher-1.jobs', 'shared.ops', 'billing-internal'];
     const seen: string[] = [];
     const subs = await Promise.all(
       groups.map((group) =>
@@ -371,13 +367,15 @@ describe('HTTP API with auth', () => {
       topics: [billing, orders].sort(),
       groups: [...groups].sort(),
     });
-    // Its own scoped groups and those it may join; the topics it may subscribe or publish to.
+    // Its own scoped groups; the topics it may subscribe or publish to.
     expect(await statsOf('watcher-1', ['watcher'])).toEqual({
       scope: 'caller',
       topics: [orders],
-      groups: ['shared.ops', 'watcher-1.jobs'],
+      groups: ['_u.watcher-1.jobs'],
     });
     expect(await statsOf('agent-2', ['writer'])).toEqual({ scope: 'caller', topics: [orders], groups: [] });
+    // A subject named like a backend group's head owns nothing of it.
+    expect(await statsOf('shared', ['writer'])).toEqual({ scope: 'caller', topics: [orders], groups: [] });
     await Promise.all(subs.map((s) => s.close()));
   });
 

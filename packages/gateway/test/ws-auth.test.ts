@@ -13,7 +13,6 @@ describe('WebSocket authentication and permissions', () => {
           { actions: ['request'], patterns: ['quotes.>'] },
         ],
       },
-      worker: { inherits: ['agent'], rules: [{ actions: ['join'], patterns: ['shared.>'] }] },
     },
   });
   let gw: RunningGateway;
@@ -148,12 +147,12 @@ describe('WebSocket authentication and permissions', () => {
 
     const mallory = await pool.open(gw.url, { query: `?token=${await token('mallory')}` });
     const joined = await mallory.call({ op: 'subscribe', topic, group: 'billing' });
-    expect(joined).toMatchObject({ op: 'subscribed', group: 'mallory.billing' });
+    expect(joined).toMatchObject({ op: 'subscribed', group: '_u.mallory.billing' });
     const durable = await mallory.call({ op: 'subscribe', topic, durable: 'billing' });
-    expect(durable.group).toBe('mallory.billing');
+    expect(durable.group).toBe('_u.mallory.billing');
     // Two sockets of one subject share the group (competing consumers); the backend's group is untouched.
     const again = await pool.open(gw.url, { query: `?token=${await token('mallory')}` });
-    expect((await again.call({ op: 'subscribe', topic, group: 'billing' })).group).toBe('mallory.billing');
+    expect((await again.call({ op: 'subscribe', topic, group: 'billing' })).group).toBe('_u.mallory.billing');
     await gw.bus.publish(topic, 'for mallory');
     const got = await Promise.race([
       mallory.waitFor((f) => f.op === 'message'),
@@ -167,51 +166,12 @@ describe('WebSocket authentication and permissions', () => {
     expect((await gw.bus.transport.groupStats?.('billing'))?.backlog).toBe(1);
     // A subject that cannot head a group name gets an opaque, collision-free owner instead.
     const odd = await pool.open(gw.url, { query: `?token=${await token('team/a.b')}` });
-    expect((await odd.call({ op: 'subscribe', topic, group: 'billing' })).group).toMatch(/^u-[\w-]{22}\.billing$/);
+    expect((await odd.call({ op: 'subscribe', topic, group: 'billing' })).group).toMatch(/^_u\.u-[\w-]{22}\.billing$/);
     // A subject that looks like a hashed owner is hashed too: the two namespaces never meet.
     const lookalike = await pool.open(gw.url, { query: `?token=${await token('u-n3pfbaMzV9FBXvjNC0EUcN')}` });
     const scoped = (await lookalike.call({ op: 'subscribe', topic, group: 'x' })).group;
-    expect(scoped).toMatch(/^u-[\w-]{22}\.x$/);
-    expect(scoped).not.toBe('u-n3pfbaMzV9FBXvjNC0EUcN.x');
-  });
-
-  it('lets a client holding `join` on a group name join that group unscoped (shared: true), and no one else', async () => {
-    const topic = uniqueTopic('orders');
-    // A backend's group, away for a moment: it keeps the message for whoever consumes the group.
-    const backend = await gw.bus.subscribe(topic, () => {}, { group: 'shared.billing' });
-    await backend.close();
-    const sent = await gw.bus.publish(topic, { invoice: 7 });
-
-    const agent = await pool.open(gw.url, { query: `?token=${await token('agent-3')}` });
-    expect(await agent.call({ op: 'subscribe', topic, group: 'shared.billing', shared: true })).toMatchObject({
-      op: 'error',
-      code: 'FORBIDDEN',
-      data: { action: 'join', principal: 'agent-3' },
-    });
-    expect(await agent.call({ op: 'subscribe', topic, shared: true })).toMatchObject({
-      code: 'BAD_FRAME',
-      data: { path: 'shared' },
-    });
-    expect(await agent.call({ op: 'subscribe', topic, group: 'x', shared: 'yes' })).toMatchObject({
-      code: 'BAD_FRAME',
-      data: { path: 'shared' },
-    });
-
-    const worker = await pool.open(gw.url, {
-      query: `?token=${await issuer.issue({ subject: 'worker-1', roles: ['worker'] })}`,
-    });
-    // `join` is granted on shared.> only.
-    expect(await worker.call({ op: 'subscribe', topic, group: 'billing', shared: true })).toMatchObject({
-      code: 'FORBIDDEN',
-      data: { action: 'join' },
-    });
-    const joined = await worker.call({ op: 'subscribe', topic, durable: 'shared.billing', shared: true });
-    expect(joined).toMatchObject({ op: 'subscribed', group: 'shared.billing' });
-    const msg = await worker.waitFor((f) => f.op === 'message' && f.sub === joined.sub);
-    expect(msg.envelope.id).toBe(sent.id);
-    worker.send({ op: 'ack', delivery: msg.delivery });
-    await worker.call({ op: 'ping' });
-    expect((await gw.bus.transport.groupStats?.('shared.billing'))?.backlog).toBe(0);
+    expect(scoped).toMatch(/^_u\.u-[\w-]{22}\.x$/);
+    expect(scoped).not.toBe('_u.u-n3pfbaMzV9FBXvjNC0EUcN.x');
   });
 
   it('refuses a different subject on re-authentication and accepts a fresh token of the same one', async () => {

@@ -6,21 +6,11 @@ import type { Identity } from './jwt.js';
 /**
  * What a principal may do on a topic or pattern: `publish` an event, `subscribe` to a pattern,
  * `request` (publish a request expecting a reply), `reply` (answer a request made on a topic)
- * and `dlq-admin` (list, replay or purge the dead letters of a topic or pattern). `join` is
- * granted on consumer group names instead (patterns over names such as `shared.>`): the gateway
- * lets a client holding it join that group by its own name, shared with other services, where
- * its group names are otherwise scoped to the client.
+ * and `dlq-admin` (list, replay or purge the dead letters of a topic or pattern).
  */
-export type Action = 'publish' | 'subscribe' | 'request' | 'reply' | 'dlq-admin' | 'join';
+export type Action = 'publish' | 'subscribe' | 'request' | 'reply' | 'dlq-admin';
 
-export const ACTIONS: readonly Action[] = Object.freeze([
-  'publish',
-  'subscribe',
-  'request',
-  'reply',
-  'dlq-admin',
-  'join',
-]);
+export const ACTIONS: readonly Action[] = Object.freeze(['publish', 'subscribe', 'request', 'reply', 'dlq-admin']);
 
 /**
  * Who is acting: an authenticated subject with its roles, optionally within a tenant. An

@@ -1,7 +1,7 @@
 import { SAGA_UNFINISHED_STATUSES, type SagaStatus, ValidationError } from '@agentbus/core';
 import type { FastifyInstance } from 'fastify';
 import type { GatewayContext } from '../context.js';
-import { groupOwnerOf } from '../ws/ws-operations.js';
+import { scopedGroupPrefix } from '../ws/ws-operations.js';
 
 /** Groups whose backlog one stats call asks the transport for at most. */
 export const MAX_GROUP_STATS = 200;
@@ -12,8 +12,8 @@ export const MAX_GROUP_STATS = 200;
  * Agents and stats need an authenticated caller; connections and sagas are operator views and
  * need `dlq-admin` on `>`. Stats show an operator (`dlq-admin` on `>`) everything; another
  * caller sees the topics it may publish or subscribe to and the groups it owns (its scoped
- * WebSocket groups) or may `join` — `scope: "caller"` — so group names do not tell one agent
- * who else is connected.
+ * WebSocket groups) — `scope: "caller"` — so group names do not tell one agent who else is
+ * connected.
  */
 export async function registerSystemRoutes(app: FastifyInstance, ctx: GatewayContext): Promise<void> {
   const { bus, auth, activity } = ctx;
@@ -28,12 +28,10 @@ export async function registerSystemRoutes(app: FastifyInstance, ctx: GatewayCon
   app.get('/v1/stats', async (request) => {
     const caller = request.caller;
     const everything = auth.allows(caller, 'dlq-admin', '>');
-    const owned = caller === undefined || !auth.enabled ? undefined : `${groupOwnerOf(caller)}.`;
+    const owned = caller === undefined || !auth.enabled ? undefined : scopedGroupPrefix(caller);
     const groups = everything
       ? activity.groups()
-      : activity
-          .groups()
-          .filter((g) => (owned !== undefined && g.group.startsWith(owned)) || auth.allows(caller, 'join', g.group));
+      : activity.groups().filter((g) => owned !== undefined && g.group.startsWith(owned));
     const topics = everything
       ? activity.topics()
       : activity

@@ -22,8 +22,6 @@ export type ClientFrame =
       readonly group?: string;
       readonly durable?: string;
       readonly prefetch?: number;
-      /** Join `group`/`durable` by its own name (needs `join` on it) instead of the caller's scoped one. */
-      readonly shared?: boolean;
     }
   | { readonly op: 'unsubscribe'; readonly id?: string; readonly sub: string }
   | { readonly op: 'ack'; readonly id?: string; readonly delivery: string }
@@ -64,7 +62,7 @@ type Obj = Record<string, unknown>;
 /** The fields each op accepts (besides `op` and `id`); publish and request also take message fields. */
 const FIELDS: Readonly<Record<ClientFrame['op'], readonly string[]>> = Object.freeze({
   auth: ['token'],
-  subscribe: ['topic', 'group', 'durable', 'prefetch', 'shared'],
+  subscribe: ['topic', 'group', 'durable', 'prefetch'],
   unsubscribe: ['sub'],
   ack: ['delivery'],
   nack: ['delivery', 'delayMs', 'error'],
@@ -142,10 +140,6 @@ function fieldsOf(op: ClientFrame['op'], obj: Obj, id: string | undefined): Clie
       const group = str(obj, 'group', false, WS_LIMITS.maxGroupLength);
       const durable = str(obj, 'durable', false, WS_LIMITS.maxGroupLength);
       const prefetch = int(obj, 'prefetch', 1, WS_LIMITS.maxPrefetch);
-      const shared = obj.shared;
-      if (shared !== undefined && typeof shared !== 'boolean') throw badFrame('shared', 'must be a boolean');
-      if (shared === true && group === undefined && durable === undefined)
-        throw badFrame('shared', 'needs a group or durable name to share');
       return {
         ...base,
         op,
@@ -153,7 +147,6 @@ function fieldsOf(op: ClientFrame['op'], obj: Obj, id: string | undefined): Clie
         ...(group === undefined ? {} : { group }),
         ...(durable === undefined ? {} : { durable }),
         ...(prefetch === undefined ? {} : { prefetch }),
-        ...(shared === true ? { shared } : {}),
       };
     }
     case 'unsubscribe':

@@ -33,31 +33,35 @@ const PLAIN_SUBJECT = /^(?!u-)[A-Za-z0-9\-:@$]{1,64}$/; // `u-…` is the hashed
 
 /**
  * The consumer group a WebSocket client's `group`/`durable` name stands for. With auth on, the
- * name is scoped to the caller — `<subject>.<name>` (a hash of tenant and subject instead when
- * the subject is not plain) — because a group is one queue: whoever joins it receives what
+ * name is scoped to the caller — `_u.<subject>.<name>` (a hash of tenant and subject instead
+ * when the subject is not plain) — because a group is one queue: whoever joins it receives what
  * every member subscribed to, and a name given by a client must not reach a group of another
- * agent or service. Clients with the same subject share their groups (competing consumers).
+ * agent or service. The head `_u.` is the gateway's (clients cannot name a group starting with
+ * `_`), so a scoped name never meets a backend's group, whatever the subject is called. Clients
+ * with the same subject share their groups (competing consumers).
  */
 export function scopedGroupName(caller: Caller, name: string, authEnabled: boolean): string {
   if (!authEnabled) return name;
-  const owner = groupOwnerOf(caller);
-  const scoped = `${owner}.${name}`;
+  const prefix = scopedGroupPrefix(caller);
+  const scoped = `${prefix}${name}`;
   if (scoped.length > MAX_GROUP_NAME)
-    throw new ValidationError(`group: at most ${MAX_GROUP_NAME} characters with its owner (${owner}.) in front`, {
+    throw new ValidationError(`group: at most ${MAX_GROUP_NAME} characters with its owner (${prefix}) in front`, {
       data: { path: 'group', limit: MAX_GROUP_NAME },
     });
   return scoped;
 }
 
-/** The head of the group names scoped to `caller`: its subject, or `u-<hash>` of tenant and subject. */
-export function groupOwnerOf(caller: Caller): string {
+/** What the group names scoped to `caller` start with: `_u.` and its subject, or `u-<hash>` of tenant and subject, and `.`. */
+export function scopedGroupPrefix(caller: Caller): string {
   const { subject, tenant } = caller.principal;
-  return tenant === undefined && PLAIN_SUBJECT.test(subject)
-    ? subject
-    : `u-${createHash('sha256')
-        .update(JSON.stringify([tenant ?? null, subject]))
-        .digest('base64url')
-        .slice(0, 22)}`;
+  const owner =
+    tenant === undefined && PLAIN_SUBJECT.test(subject)
+      ? subject
+      : `u-${createHash('sha256')
+          .update(JSON.stringify([tenant ?? null, subject]))
+          .digest('base64url')
+          .slice(0, 22)}`;
+  return `_u.${owner}.`;
 }
 
 /** assertTopic / assertPattern with `data.path` naming the frame field. */
@@ -122,12 +126,7 @@ async function subscribe(conn: WsConnection, caller: Caller, frame: Frame<'subsc
   }
   const id = conn.nextSubscriptionId();
   const given = durable ?? group;
-  let named: string | undefined;
-  if (given !== undefined && frame.shared === true) {
-    // A group shared with other services, by its own name: only with `join` granted on it.
-    ctx.auth.authorize(caller, 'join', given);
-    named = given;
-  } else if (given !== undefined) named = scopedGroupName(caller, given, ctx.auth.enabled);
+  const named = given === undefined ? undefined : scopedGroupName(caller, given, ctx.auth.enabled);
   const groupName = named ?? `_ws.${conn.id}.${id}`;
   // A slot is taken before the first await: subscribes sent in one burst cannot pass the limit together.
   conn.subscriptionsOpening++;
