@@ -197,6 +197,17 @@ export function withAttributes<T>(env: Envelope<T>, changes: Partial<Omit<Envelo
   return Object.freeze({ ...env, ...changes }) as Envelope<T>;
 }
 
+const OPTIONAL_STRING_ATTRIBUTES = [
+  'datacontenttype',
+  'correlationid',
+  'causationid',
+  'workflowid',
+  'expiresat',
+  'replyto',
+  'traceparent',
+  'schemaversion',
+] as const;
+
 /** Checks the structure of a decoded value and returns it as an envelope, or throws ValidationError. */
 export function parseEnvelope(value: unknown): Envelope {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
@@ -208,6 +219,16 @@ export function parseEnvelope(value: unknown): Envelope {
     if (typeof v[key] !== 'string' || (v[key] as string).length === 0) {
       throw new ValidationError(`envelope attribute '${key}' must be a non-empty string`);
     }
+  }
+  // The optional attributes have one type each: a codec that can carry others (msgpack's
+  // timestamps) must not hand a handler a Date where the contract says string.
+  for (const key of OPTIONAL_STRING_ATTRIBUTES) {
+    if (v[key] !== undefined && typeof v[key] !== 'string') {
+      throw new ValidationError(`envelope attribute '${key}' must be a string`);
+    }
+  }
+  if (v.sequence !== undefined && !(typeof v.sequence === 'number' && Number.isSafeInteger(v.sequence))) {
+    throw new ValidationError(`envelope attribute 'sequence' must be an integer`);
   }
   if (v.priority !== undefined) assertPriority(v.priority as number);
   if (v.headers !== undefined) {

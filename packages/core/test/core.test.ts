@@ -69,6 +69,24 @@ describe('codecs', () => {
     });
   }
 
+  it('refuses an envelope whose attributes have the wrong type (a msgpack timestamp for expiresat …) with ValidationError', () => {
+    const codec = msgpackCodec();
+    const bad: Record<string, unknown>[] = [
+      { expiresat: new Date(clock.now() + 1000) },
+      { correlationid: 7 },
+      { replyto: null },
+      { traceparent: ['00'] },
+      { sequence: '3' },
+      { sequence: 1.5 },
+    ];
+    for (const change of bad) {
+      expect(() => codec.decode(codec.encode({ ...env, ...change } as typeof env)), JSON.stringify(change)).toThrow(
+        ValidationError,
+      );
+    }
+    expect(codec.decode(codec.encode({ ...env, sequence: 3 }))).toMatchObject({ sequence: 3 });
+  });
+
   it('json encodeMany gives the same bytes as encode one by one, as independent views', () => {
     const codec = jsonCodec();
     const envs = [env, { ...env, id: uuidv7(clock.now()), data: { emoji: '🦊 ünïcode' } }, env];
