@@ -10,7 +10,8 @@ export type SpanExport = { readonly kind: 'none' } | { readonly kind: 'otlp'; re
  *   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` set: OTLP over HTTP (JSON), to that endpoint — the
  *   exporter reads the endpoint, headers and timeout variables itself;
  * - unset without an endpoint: none (nothing is exported unless asked).
- * Any other exporter name is a ConfigError naming the variable.
+ * Any other exporter name, an endpoint that is no http(s) URL, or an OTLP protocol other than
+ * `http/json` is a ConfigError naming the variable.
  */
 export function spanExportOf(env: NodeJS.ProcessEnv): SpanExport {
   if (env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true') return { kind: 'none' };
@@ -18,13 +19,36 @@ export function spanExportOf(env: NodeJS.ProcessEnv): SpanExport {
     .split(',')
     .map((s) => s.trim().toLowerCase())
     .filter((s) => s !== '');
-  const endpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  const endpointVar = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+    ? 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'
+    : env.OTEL_EXPORTER_OTLP_ENDPOINT
+      ? 'OTEL_EXPORTER_OTLP_ENDPOINT'
+      : undefined;
   const serviceName = env.OTEL_SERVICE_NAME?.trim() || 'agentbus-gateway';
-  if (names.length === 0) return endpoint ? { kind: 'otlp', serviceName } : { kind: 'none' };
   // One exporter, OTLP: stdout is the "listening on" line's, so no console exporter.
-  if (names.length > 1 || (names[0] !== 'otlp' && names[0] !== 'none'))
+  if (names.length > 1 || (names.length === 1 && names[0] !== 'otlp' && names[0] !== 'none'))
     throw new ConfigError('must be otlp or none', { path: 'OTEL_TRACES_EXPORTER' });
-  return names[0] === 'none' ? { kind: 'none' } : { kind: 'otlp', serviceName };
+  if (names[0] === 'none' || (names.length === 0 && endpointVar === undefined)) return { kind: 'none' };
+  // What the bundled exporter cannot do is refused, rather than exporting nowhere in silence.
+  if (endpointVar !== undefined) {
+    const value = env[endpointVar] as string;
+    let url: URL | undefined;
+    try {
+      url = new URL(value);
+    } catch {
+      url = undefined;
+    }
+    if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:'))
+      throw new ConfigError(`must be an http:// or https:// URL, got ${JSON.stringify(value)}`, { path: endpointVar });
+  }
+  for (const key of ['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL'] as const) {
+    const protocol = env[key]?.trim();
+    if (protocol && protocol !== 'http/json')
+      throw new ConfigError(`must be http/json (the exporter bundled with serve), got ${JSON.stringify(protocol)}`, {
+        path: key,
+      });
+  }
+  return { kind: 'otlp', serviceName };
 }
 
 /**
@@ -51,6 +75,17 @@ export async function startSpanExport(
     resource: resources.resourceFromAttributes({ 'service.name': exportOf.serviceName }),
     spanProcessors: [new sdk.BatchSpanProcessor(new OTLPTraceExporter())],
   });
+  // Export failures (collector down, refused) reach the log instead of vanishing.
+  api.diag.setLogger(
+    {
+      error: (message: string) => warn(`opentelemetry: ${message}`),
+      warn: (message: string) => warn(`opentelemetry: ${message}`),
+      info: () => {},
+      debug: () => {},
+      verbose: () => {},
+    },
+    api.DiagLogLevel.WARN,
+  );
   if (!api.trace.setGlobalTracerProvider(provider)) {
     await provider.shutdown();
     warn('a tracer provider is already registered in this process: spans go to it, not to OTEL_* settings');
