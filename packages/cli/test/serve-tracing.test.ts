@@ -7,12 +7,28 @@ describe('serve: which span export the OTEL_* variables ask for', () => {
     expect(spanExportOf({})).toEqual({ kind: 'none' });
     expect(spanExportOf({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318' })).toEqual({
       kind: 'otlp',
+      protocol: 'http/protobuf',
       serviceName: 'agentbus-gateway',
     });
     expect(
       spanExportOf({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://c/v1/traces', OTEL_SERVICE_NAME: ' gw-eu ' }),
-    ).toEqual({ kind: 'otlp', serviceName: 'gw-eu' });
-    expect(spanExportOf({ OTEL_TRACES_EXPORTER: 'OTLP' })).toEqual({ kind: 'otlp', serviceName: 'agentbus-gateway' });
+    ).toEqual({ kind: 'otlp', protocol: 'http/protobuf', serviceName: 'gw-eu' });
+    expect(spanExportOf({ OTEL_TRACES_EXPORTER: 'OTLP', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' })).toEqual({
+      kind: 'otlp',
+      protocol: 'http/json',
+      serviceName: 'agentbus-gateway',
+    });
+    // Blank counts as unset; the signal's own protocol variable wins over the general one.
+    expect(spanExportOf({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: ' ', OTEL_EXPORTER_OTLP_ENDPOINT: '' })).toEqual({
+      kind: 'none',
+    });
+    expect(
+      spanExportOf({
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://c:4318/v1/traces',
+        OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
+        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
+      }),
+    ).toMatchObject({ kind: 'otlp', protocol: 'http/json' });
   });
 
   it('exports nothing when turned off, whatever else is set', () => {
@@ -29,7 +45,7 @@ describe('serve: which span export the OTEL_* variables ask for', () => {
       [{ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'grpc://c:4317' }, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'],
       [{ OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }, 'OTEL_EXPORTER_OTLP_PROTOCOL'],
       [
-        { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/protobuf' },
+        { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'grpc' },
         'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL',
       ],
     ];
@@ -43,7 +59,8 @@ describe('serve: which span export the OTEL_* variables ask for', () => {
       expect(err, JSON.stringify(env)).toBeInstanceOf(ConfigError);
       expect((err as ConfigError).data, JSON.stringify(env)).toMatchObject({ path });
     }
-    // http/json is what it sends: fine.
-    expect(spanExportOf({ OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' }).kind).toBe('otlp');
+    expect(spanExportOf({ OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf' })).toMatchObject({
+      protocol: 'http/protobuf',
+    });
   });
 });

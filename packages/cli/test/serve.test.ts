@@ -379,15 +379,24 @@ describe('agentbus serve configuration and shutdown', () => {
     await server.cli.exit();
   });
 
-  it("exports its spans over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT, in the caller's trace", async () => {
-    // A stand-in OpenTelemetry collector: a real HTTP server taking OTLP/JSON trace exports.
-    const exports: OtlpExport[] = [];
+  /**
+   * A stand-in OpenTelemetry collector (a real HTTP server taking OTLP trace exports) and a
+   * `serve` process exporting to it with `protocol`; runs `check` with what it received, after
+   * one HTTP publish on `topic` in a trace of the caller's.
+   */
+  async function withCollector(
+    protocol: 'http/json' | 'http/protobuf',
+    topic: string,
+    check: (received: { contentType: string; body: Buffer }[], traceId: string) => boolean,
+  ): Promise<{ contentTypes: string[]; received: { contentType: string; body: Buffer }[]; traceId: string }> {
+    const received: { contentType: string; body: Buffer }[] = [];
     const collector = createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
-        if (req.url === '/v1/traces') exports.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as OtlpExport);
-        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+        if (req.url === '/v1/traces')
+          received.push({ contentType: String(req.headers['content-type']), body: Buffer.concat(chunks) });
+        res.writeHead(200, { 'content-type': String(req.headers['content-type']) }).end();
       });
     });
     await new Promise<void>((resolve) => collector.listen(0, '127.0.0.1', resolve));
@@ -395,43 +404,59 @@ describe('agentbus serve configuration and shutdown', () => {
     try {
       const server = await Server.start(['--transport', `sqlite:${freshDb()}`], {
         OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+        OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
         OTEL_SERVICE_NAME: 'gateway-under-test',
         OTEL_BSP_SCHEDULE_DELAY: '100',
       });
       const traceId = randomBytes(16).toString('hex');
-      const res = await fetch(`${server.url}/v1/topics/otel.check/messages`, {
+      const res = await fetch(`${server.url}/v1/topics/${topic}/messages`, {
         method: 'POST',
         body: JSON.stringify({ data: { n: 1 } }),
         headers: { 'content-type': 'application/json', traceparent: `00-${traceId}-${'ab'.repeat(8)}-01` },
       });
       expect(res.status).toBe(201);
-      const spans = () =>
-        exports.flatMap((e) =>
-          e.resourceSpans.flatMap((r) =>
-            r.scopeSpans.flatMap((s) =>
-              s.spans.map((span) => ({
-                name: span.name,
-                traceId: span.traceId,
-                service: r.resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue,
-              })),
-            ),
-          ),
-        );
-      await until(
-        () => spans().some((s) => s.traceId === traceId && s.name === 'otel.check publish'),
-        20_000,
-        'the publish span at the collector',
-      );
-      const ours = spans().filter((s) => s.traceId === traceId);
-      expect(ours.map((s) => s.name)).toContain('POST /v1/topics/:topic/messages');
-      expect(new Set(ours.map((s) => s.service))).toEqual(new Set(['gateway-under-test']));
+      await until(() => check(received, traceId), 20_000, `the ${protocol} export at the collector`);
       server.cli.child.kill('SIGTERM');
       const out = await server.cli.exit();
       expect(out.code).toBe(143);
       expect(out.stderr).toContain('exporting spans over OTLP');
+      return { contentTypes: [...new Set(received.map((r) => r.contentType))], received, traceId };
     } finally {
       await new Promise((resolve) => collector.close(resolve));
     }
+  }
+
+  it("exports its spans over OTLP/HTTP JSON to OTEL_EXPORTER_OTLP_ENDPOINT, in the caller's trace", async () => {
+    const spans = (received: { body: Buffer }[]) =>
+      received.flatMap(({ body }) =>
+        (JSON.parse(body.toString('utf8')) as OtlpExport).resourceSpans.flatMap((r) =>
+          r.scopeSpans.flatMap((s) =>
+            s.spans.map((span) => ({
+              name: span.name,
+              traceId: span.traceId,
+              service: r.resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue,
+            })),
+          ),
+        ),
+      );
+    const { contentTypes, received, traceId } = await withCollector('http/json', 'otel.json', (got, id) =>
+      spans(got).some((s) => s.traceId === id && s.name === 'otel.json publish'),
+    );
+    expect(contentTypes).toEqual(['application/json']);
+    const ours = spans(received).filter((s) => s.traceId === traceId);
+    expect(ours.map((s) => s.name)).toContain('POST /v1/topics/:topic/messages');
+    expect(new Set(ours.map((s) => s.service))).toEqual(new Set(['gateway-under-test']));
+  });
+
+  it('exports over OTLP/HTTP protobuf, the default protocol', async () => {
+    // The trace id travels as its 16 raw bytes, names as UTF-8: both are in the body as they are.
+    const has = (got: { body: Buffer }[], id: string, text: string) =>
+      got.some(({ body }) => body.includes(Buffer.from(id, 'hex')) && body.includes(Buffer.from(text)));
+    const { contentTypes, received, traceId } = await withCollector('http/protobuf', 'otel.proto', (got, id) =>
+      has(got, id, 'otel.proto publish'),
+    );
+    expect(contentTypes).toEqual(['application/x-protobuf']);
+    expect(has(received, traceId, 'gateway-under-test')).toBe(true);
   });
 
   it('refuses an OTEL_TRACES_EXPORTER it cannot serve, exit 2', async () => {

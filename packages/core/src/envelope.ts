@@ -189,6 +189,8 @@ export function createEnvelope<T>(
   if (options.traceparent !== undefined) env.traceparent = options.traceparent;
   if (options.schemaversion !== undefined) env.schemaversion = options.schemaversion;
   if (options.headers !== undefined) env.headers = { ...options.headers };
+  // What a consumer's decoder would refuse is refused here, where the caller can see why.
+  assertAttributeTypes(env);
   return Object.freeze(env) as unknown as Envelope<T>;
 }
 
@@ -208,6 +210,21 @@ const OPTIONAL_STRING_ATTRIBUTES = [
   'schemaversion',
 ] as const;
 
+/**
+ * The optional attributes have one type each: a codec that can carry others (msgpack's
+ * timestamps) must not hand a handler a Date where the contract says string. ValidationError.
+ */
+function assertAttributeTypes(v: Record<string, unknown>): void {
+  for (const key of OPTIONAL_STRING_ATTRIBUTES) {
+    if (v[key] !== undefined && typeof v[key] !== 'string') {
+      throw new ValidationError(`envelope attribute '${key}' must be a string`);
+    }
+  }
+  if (v.sequence !== undefined && !(typeof v.sequence === 'number' && Number.isSafeInteger(v.sequence))) {
+    throw new ValidationError(`envelope attribute 'sequence' must be an integer`);
+  }
+}
+
 /** Checks the structure of a decoded value and returns it as an envelope, or throws ValidationError. */
 export function parseEnvelope(value: unknown): Envelope {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
@@ -220,16 +237,7 @@ export function parseEnvelope(value: unknown): Envelope {
       throw new ValidationError(`envelope attribute '${key}' must be a non-empty string`);
     }
   }
-  // The optional attributes have one type each: a codec that can carry others (msgpack's
-  // timestamps) must not hand a handler a Date where the contract says string.
-  for (const key of OPTIONAL_STRING_ATTRIBUTES) {
-    if (v[key] !== undefined && typeof v[key] !== 'string') {
-      throw new ValidationError(`envelope attribute '${key}' must be a string`);
-    }
-  }
-  if (v.sequence !== undefined && !(typeof v.sequence === 'number' && Number.isSafeInteger(v.sequence))) {
-    throw new ValidationError(`envelope attribute 'sequence' must be an integer`);
-  }
+  assertAttributeTypes(v);
   if (v.priority !== undefined) assertPriority(v.priority as number);
   if (v.headers !== undefined) {
     if (typeof v.headers !== 'object' || v.headers === null) throw new ValidationError('headers must be an object');

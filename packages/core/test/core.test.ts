@@ -87,6 +87,15 @@ describe('codecs', () => {
     expect(codec.decode(codec.encode({ ...env, sequence: 3 }))).toMatchObject({ sequence: 3 });
   });
 
+  it('refuses to build such an envelope at publish, where the caller sees why', () => {
+    const ids = { id: uuidv7(clock.now()), source: 'agent://a', nowMs: clock.now() };
+    expect(() => createEnvelope('task.run', 1, { sequence: 1.5 }, ids)).toThrow(/'sequence' must be an integer/);
+    expect(() => createEnvelope('task.run', 1, { correlationid: 42 as unknown as string }, ids)).toThrow(
+      /'correlationid' must be a string/,
+    );
+    expect(createEnvelope('task.run', 1, { sequence: 2, correlationid: 'c' }, ids)).toMatchObject({ sequence: 2 });
+  });
+
   it('json encodeMany gives the same bytes as encode one by one, as independent views', () => {
     const codec = jsonCodec();
     const envs = [env, { ...env, id: uuidv7(clock.now()), data: { emoji: '🦊 ünïcode' } }, env];

@@ -84,6 +84,7 @@ describe.each(fixtures)('HTTP API on $name', (fixture) => {
       [{ data: 1, extra: true }, 400, 'VALIDATION'],
       [{ data: 1, headers: { 'x-agentbus-sig': 'forged' } }, 400, 'VALIDATION'],
       [{ data: 1, priority: 12 }, 400, 'VALIDATION'],
+      [{ data: 1, sequence: 1.5 }, 400, 'VALIDATION'],
       [{ data: 1, replyto: '_inbox.someone' }, 400, 'VALIDATION'],
       [{ data: 1, replyto: 'a.*' }, 400, 'VALIDATION'],
       [{ data: 1, replyto: 'a..b' }, 400, 'VALIDATION'],
@@ -355,7 +356,17 @@ describe('HTTP API with auth', () => {
         authorization: `Bearer ${await issuer.issue({ subject, roles })}`,
       });
       expect(res.status).toBe(200);
-      const body = res.body as { scope: string; topics: { topic: string }[]; groups: { group: string }[] };
+      const body = res.body as {
+        scope: string;
+        topics: { topic: string }[];
+        groups: { group: string }[];
+        connections?: number;
+        history?: unknown[];
+      };
+      // The gateway-wide figures are the operator's only.
+      expect([typeof body.connections, Array.isArray(body.history)]).toEqual(
+        body.scope === 'all' ? ['number', true] : ['undefined', false],
+      );
       return {
         scope: body.scope,
         topics: body.topics.map((t) => t.topic).filter((t) => t === orders || t === billing),

@@ -66,6 +66,7 @@ export function parseMessageInput(value: unknown, path: string, allowTopic = fal
   for (const f of NUMBER_FIELDS) {
     const v = obj[f];
     if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v))) fail(`${path}.${f}`, 'must be a number');
+    if (f === 'sequence' && v !== undefined && !Number.isSafeInteger(v)) fail(`${path}.${f}`, 'must be an integer');
   }
   const headers = obj.headers;
   if (headers !== undefined) {

@@ -12,8 +12,8 @@ export const MAX_GROUP_STATS = 200;
  * Agents and stats need an authenticated caller; connections and sagas are operator views and
  * need `dlq-admin` on `>`. Stats show an operator (`dlq-admin` on `>`) everything; another
  * caller sees the topics it may publish or subscribe to and the groups it owns (its scoped
- * WebSocket groups) — `scope: "caller"` — so group names do not tell one agent who else is
- * connected.
+ * WebSocket groups) — `scope: "caller"`, without the gateway-wide connection count and
+ * throughput history — so stats do not tell one agent who else is connected or how busy they are.
  */
 export async function registerSystemRoutes(app: FastifyInstance, ctx: GatewayContext): Promise<void> {
   const { bus, auth, activity } = ctx;
@@ -52,10 +52,10 @@ export async function registerSystemRoutes(app: FastifyInstance, ctx: GatewayCon
       transport: bus.transport.name,
       scope: everything ? 'all' : 'caller',
       uptimeMs: Date.now() - ctx.startedAtMs,
-      connections: ctx.connections.size,
       topics,
       groups: withBacklog,
-      history: activity.history(),
+      // Gateway-wide figures (how many clients, how busy all of them are): the operator's view.
+      ...(everything ? { connections: ctx.connections.size, history: activity.history() } : {}),
     };
   });
 
