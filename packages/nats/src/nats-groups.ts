@@ -55,7 +55,7 @@ export class NatsGroups {
       ack_policy: AckPolicy.Explicit,
       ack_wait: nanos(options.ackTimeoutMs),
       deliver_policy: DeliverPolicy.New,
-      max_deliver: options.maxAttempts === undefined ? -1 : options.maxAttempts + 1,
+      max_deliver: -1, // the bus dead-letters past maxAttempts (see the durable consumer)
       max_ack_pending: options.prefetch,
       max_waiting: 4096,
       inactive_threshold: nanos(inactiveMs),

@@ -548,6 +548,11 @@ export class NatsTransport implements Transport {
           { path: 'subscribe.group' },
         );
       }
+      // A consumer declared by an earlier version stopped after maxAttempts + 1 deliveries:
+      // delivering without limit now (see below), so that a failed dead-lettering is retried.
+      if (info.config.max_deliver !== undefined && info.config.max_deliver !== -1) {
+        await jsm.consumers.update(this.names.stream, name, { max_deliver: -1 });
+      }
       return;
     } catch (err) {
       if (err instanceof ConfigError) throw err;
@@ -560,9 +565,10 @@ export class NatsTransport implements Transport {
         ack_policy: AckPolicy.Explicit,
         ack_wait: nanos(options.ackTimeoutMs),
         deliver_policy: DeliverPolicy.New,
-        // One delivery more than the bus allows, so that it sees the attempt past maxAttempts and
-        // dead-letters it (JetStream itself would only stop delivering).
-        max_deliver: options.maxAttempts === undefined ? -1 : options.maxAttempts + 1,
+        // No limit: the bus dead-letters the attempt past maxAttempts. With JetStream's own limit
+        // (it was maxAttempts + 1) a dead-lettering that failed then (the DLQ stream unreachable
+        // for a moment) got no further delivery, and the message was lost to the group.
+        max_deliver: -1,
         max_ack_pending: -1,
         max_waiting: 4096,
       });

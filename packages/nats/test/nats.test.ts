@@ -68,14 +68,31 @@ describe.skipIf(skipReason)('NATS JetStream transport', () => {
     await r.close();
   });
 
-  it('sets the consumer max deliveries one past maxAttempts, so the bus sees the last attempt', async () => {
+  it('sets no JetStream delivery limit: the bus dead-letters past maxAttempts, and a failed dead-lettering is delivered again', async () => {
     const t = transport();
     const group = `maxdel-${randomUUID().slice(0, 8)}`;
     await (await t.subscribe('maxdel.x', { group, prefetch: 1, ackTimeoutMs: 5_000, maxAttempts: 3 })).close();
     const info = await consumerInfo(t, group);
-    expect(info.config.max_deliver).toBe(4);
+    expect(info.config.max_deliver).toBe(-1);
     expect(info.config.ack_wait).toBe(5_000 * 1_000_000);
     expect(info.config.filter_subject).toBe(t.names.subject('maxdel.x'));
+  });
+
+  it('lifts the delivery limit of a consumer an earlier version declared (maxAttempts + 1)', async () => {
+    const t = transport();
+    await t.connect();
+    const group = `olddel-${randomUUID().slice(0, 8)}`;
+    // Declared the old way, then subscribed to by this version.
+    await (await t.subscribe('olddel.x', { group, prefetch: 1, ackTimeoutMs: 5_000 })).close();
+    const nc = await connect({ servers: NATS_URL });
+    try {
+      await (await jetstreamManager(nc)).consumers.update(t.names.stream, t.names.consumer(group), { max_deliver: 4 });
+    } finally {
+      await nc.close();
+    }
+    expect((await consumerInfo(t, group)).config.max_deliver).toBe(4);
+    await (await t.subscribe('olddel.x', { group, prefetch: 1, ackTimeoutMs: 5_000, maxAttempts: 3 })).close();
+    expect((await consumerInfo(t, group)).config.max_deliver).toBe(-1);
   });
 
   it('refuses a second pattern for a group with a ConfigError (one filter subject per consumer on 2.9)', async () => {
