@@ -30,6 +30,20 @@ export interface CrashSoakResult {
   readonly deadLetters: number;
 }
 
+/** Publishes `n` messages `{"n":0}` … on `topic`, 500 per batch; resolves with their ids in order. */
+export async function publishNumbered(t: Transport, topic: string, n: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < n; i += 500) {
+    const batch = Array.from({ length: Math.min(500, n - i) }, (_, k) => {
+      const id = randomUUID();
+      ids.push(id);
+      return { id, topic, body: Buffer.from(`{"n":${i + k}}`), headers: {}, priority: 4 };
+    });
+    await t.publish(batch);
+  }
+  return ids;
+}
+
 /**
  * Publishes `messages`, then runs a consumer child process that is SIGKILLed `kills` times at
  * random points and restarted; finally consumes what is left in this process and checks that
@@ -51,15 +65,7 @@ export async function crashSoak(options: CrashSoakOptions): Promise<CrashSoakRes
   try {
     // Declare the group durably before publishing.
     await (await t.subscribe(topic, { group, prefetch: 1, ackTimeoutMs })).close();
-    const ids: string[] = [];
-    for (let i = 0; i < n; i += 500) {
-      const batch = Array.from({ length: Math.min(500, n - i) }, (_, k) => {
-        const id = randomUUID();
-        ids.push(id);
-        return { id, topic, body: Buffer.from(`{"n":${i + k}}`), headers: {}, priority: 4 };
-      });
-      await t.publish(batch);
-    }
+    const ids = await publishNumbered(t, topic, n);
     log(`published ${n}`);
 
     const counts = new Map<string, number>();

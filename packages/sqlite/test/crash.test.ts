@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { crashSoak, startConsumerChild, until } from '@agentbus/conformance';
+import { crashSoak, publishNumbered, startConsumerChild, until } from '@agentbus/conformance';
 import { sqliteTransport } from '@agentbus/sqlite';
 import { afterAll, expect, it } from 'vitest';
 
@@ -40,17 +40,7 @@ it('the soak child acks nothing it has not printed, even when its output is read
   await t.connect();
   try {
     await (await t.subscribe(topic, { group, prefetch: 1, ackTimeoutMs: 60_000 })).close();
-    for (let i = 0; i < n; i += 500) {
-      await t.publish(
-        Array.from({ length: 500 }, (_, k) => ({
-          id: randomUUID(),
-          topic,
-          body: Buffer.from(`{"n":${i + k}}`),
-          headers: {},
-          priority: 4,
-        })),
-      );
-    }
+    await publishNumbered(t, topic, n);
     const child = startConsumerChild({
       module: fileURLToPath(new URL('./fixtures/child-transport.ts', import.meta.url)),
       arg: path,

@@ -200,10 +200,7 @@ function write(value: unknown, path: string, key: string, out: string[], stack: 
     }
     out.push(']');
   } else {
-    if (!isPlainObject(obj)) {
-      const name = (obj as { constructor?: { name?: unknown } }).constructor?.name;
-      fail(path, `${typeof name === 'string' && name ? name : 'object'} is not a plain JSON object`);
-    }
+    if (!isPlainObject(obj)) fail(path, `${constructorName(obj)} is not a plain JSON object`);
     const keys = Object.keys(obj).sort(byCodeUnits);
     out.push('{');
     let first = true;
@@ -250,8 +247,7 @@ function problemIn(value: unknown, path: string, stack: object[]): string | unde
   const obj = value as object;
   const plain = Array.isArray(obj) || isPlainObject(obj);
   if (!plain || typeof (obj as { toJSON?: unknown }).toJSON === 'function') {
-    const name = (obj as { constructor?: { name?: unknown } }).constructor?.name;
-    return `${path}: ${typeof name === 'string' && name ? name : 'object'} is not a JSON value`;
+    return `${path}: ${constructorName(obj)} is not a JSON value`;
   }
   if (stack.includes(obj)) return `${path}: cyclic structure`;
   stack.push(obj);
@@ -266,4 +262,10 @@ function problemIn(value: unknown, path: string, stack: object[]): string | unde
   }
   stack.pop();
   return problem;
+}
+
+/** What to call an object that is not plain JSON in an error: its constructor's name. */
+function constructorName(obj: object): string {
+  const name = (obj as { constructor?: { name?: unknown } }).constructor?.name;
+  return typeof name === 'string' && name ? name : 'object';
 }
